@@ -1,0 +1,162 @@
+/**
+ * The memory backend's emulated change stream: an ordered, bounded log of
+ * change documents in MongoDB's shape, read by cursors that resume after a
+ * token. Like MongoDB's oplog it forgets the oldest changes once full; a
+ * cursor that must resume before them fails with ChangeStreamHistoryLostError.
+ */
+import { Query } from "mingo";
+import {
+  type ChangeEvent,
+  type ChangeStream,
+  ChangeStreamHistoryLostError,
+  type Doc,
+  type DocId,
+  type ResumeToken,
+  StoreError,
+  type WatchOptions,
+} from "../port.js";
+import type { ChangeSink } from "./collection.js";
+
+/** A change as MongoDB's change stream documents it (what `$match` stages see). */
+interface ChangeDocument {
+  operationType: "insert" | "update" | "delete";
+  ns: { db: string; coll: string };
+  documentKey: { _id: DocId };
+  fullDocument?: Record<string, unknown>;
+  updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
+}
+
+interface Entry {
+  seq: number;
+  change: ChangeDocument;
+}
+
+export function tokenFor(seq: number): ResumeToken {
+  return { _data: seq.toString(16).padStart(16, "0") };
+}
+
+function seqOf(token: ResumeToken): number {
+  const data = token._data;
+  if (typeof data !== "string" || !/^[0-9a-f]{16}$/.test(data)) throw new StoreError("invalid resume token");
+  return Number.parseInt(data, 16);
+}
+
+export class ChangeLog implements ChangeSink {
+  private entries: Entry[] = [];
+  private lastSeq = 0;
+  private waiters = new Set<() => void>();
+
+  constructor(
+    private readonly database: string,
+    /** How many changes are retained for resuming. */
+    readonly capacity = 50_000,
+  ) {}
+
+  emit(change: Parameters<ChangeSink["emit"]>[0]): void {
+    const { collection, ...rest } = change;
+    this.entries.push({ seq: ++this.lastSeq, change: { ...rest, ns: { db: this.database, coll: collection } } });
+    // Trim in chunks so the array is not shifted on every write.
+    if (this.entries.length > this.capacity + Math.ceil(this.capacity / 10)) {
+      this.entries = this.entries.slice(this.entries.length - this.capacity);
+    }
+    const waiters = this.waiters;
+    this.waiters = new Set();
+    for (const wake of waiters) wake();
+  }
+
+  get headSeq(): number {
+    return this.lastSeq;
+  }
+
+  /** Entries after `seq`, or undefined when some of them are no longer retained. */
+  after(seq: number): Entry[] | undefined {
+    const first = this.entries[0]?.seq ?? this.lastSeq + 1;
+    if (seq < first - 1) return undefined;
+    return this.entries.slice(seq - first + 1);
+  }
+
+  /** Resolves on the next change (or when `signal` is aborted). */
+  next(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const wake = () => {
+        signal.removeEventListener("abort", wake);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      this.waiters.add(wake);
+      signal.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  open<T extends Doc>(options: WatchOptions, lookup: (collection: string, id: DocId) => Record<string, unknown> | undefined): ChangeStream<T> {
+    const start = options.resumeAfter ? seqOf(options.resumeAfter) : this.lastSeq;
+    return new MemoryChangeStream<T>(this, start, options, lookup);
+  }
+}
+
+class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
+  private position: number;
+  private readonly closed = new AbortController();
+  private readonly matcher: Query | undefined;
+  private readonly collections: Set<string> | undefined;
+
+  constructor(
+    private readonly log: ChangeLog,
+    start: number,
+    private readonly options: WatchOptions,
+    private readonly lookup: (collection: string, id: DocId) => Record<string, unknown> | undefined,
+  ) {
+    this.position = start;
+    this.collections = options.collections ? new Set(options.collections) : undefined;
+    this.matcher = options.match?.length ? new Query({ $and: options.match.map((stage) => stage) }) : undefined;
+  }
+
+  get resumeToken(): ResumeToken {
+    return tokenFor(this.position);
+  }
+
+  async close(): Promise<void> {
+    this.closed.abort();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ChangeEvent<T>> {
+    while (!this.closed.signal.aborted) {
+      const pending = this.log.after(this.position);
+      if (pending === undefined) {
+        throw new ChangeStreamHistoryLostError(`change stream position ${this.position} is no longer retained (the memory change log keeps the last ${this.log.capacity} changes)`);
+      }
+      if (pending.length === 0) {
+        await this.log.next(this.closed.signal);
+        continue;
+      }
+      for (const entry of pending) {
+        if (this.closed.signal.aborted) return;
+        this.position = entry.seq;
+        if (!this.accepts(entry.change)) continue;
+        yield this.toEvent(entry);
+      }
+    }
+  }
+
+  private accepts(change: ChangeDocument): boolean {
+    if (this.collections && !this.collections.has(change.ns.coll)) return false;
+    return this.matcher ? this.matcher.test(change as unknown as Record<string, unknown>) : true;
+  }
+
+  private toEvent(entry: Entry): ChangeEvent<T> {
+    const { change } = entry;
+    let fullDocument = change.fullDocument;
+    if (change.operationType === "update" && this.options.fullDocument === "updateLookup") {
+      fullDocument = this.lookup(change.ns.coll, change.documentKey._id);
+    }
+    return {
+      token: tokenFor(entry.seq),
+      operationType: change.operationType,
+      collection: change.ns.coll,
+      documentKey: { ...change.documentKey },
+      ...(fullDocument ? { fullDocument: structuredClone(fullDocument) as unknown as T } : {}),
+      ...(change.updateDescription ? { updateDescription: structuredClone(change.updateDescription) } : {}),
+    };
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * The storage port: the narrow slice of the MongoDB driver that the engine is
+ * written against, once, for both backends (`mongo` and `memory`).
+ *
+ * Query and update documents use MongoDB's own language (the driver's types are
+ * reused here so both backends are held to the same grammar). There are no
+ * multi-document transactions: every state transition is a single conditional
+ * document update, and uniqueness is enforced by unique indexes.
+ */
+import type { Filter, Sort, UpdateFilter } from "mongodb";
+
+export type { Filter, Sort, UpdateFilter };
+
+/** Every stored document has an `_id`; ours are strings or numbers. */
+export type DocId = string | number;
+export interface Doc {
+  _id: DocId;
+}
+
+export type SortSpec = Record<string, 1 | -1>;
+
+export interface IndexSpec {
+  /** Field paths in order, 1 ascending, -1 descending. */
+  key: SortSpec;
+  /** Index name; derived from the key when omitted (as MongoDB does). */
+  name?: string;
+  unique?: boolean;
+  /** Only documents matching this filter are indexed (MongoDB partial index). */
+  partialFilterExpression?: Record<string, unknown>;
+}
+
+export interface FindOptions {
+  sort?: SortSpec;
+  limit?: number;
+  skip?: number;
+}
+
+export interface FindOneAndUpdateOptions {
+  sort?: SortSpec;
+  /** Which version to return; MongoDB's default is "before", ours is "after". */
+  returnDocument?: "before" | "after";
+  upsert?: boolean;
+}
+
+export interface UpdateResult {
+  matchedCount: number;
+  modifiedCount: number;
+  /** Set when an upsert inserted a document. */
+  upsertedId?: DocId;
+}
+
+export interface InsertManyResult {
+  insertedCount: number;
+  /** Positions (in the input) of documents refused by a unique index. */
+  duplicateIndexes: number[];
+}
+
+export interface Collection<T extends Doc> {
+  readonly name: string;
+  /** Creates the indexes if missing (idempotent). */
+  createIndexes(specs: IndexSpec[]): Promise<void>;
+  /** @throws DuplicateKeyError when a unique index refuses the document. */
+  insertOne(doc: T): Promise<void>;
+  /** Unordered: every document a unique index does not refuse is inserted. */
+  insertMany(docs: T[]): Promise<InsertManyResult>;
+  findOne(filter: Filter<T>, options?: FindOptions): Promise<T | null>;
+  find(filter: Filter<T>, options?: FindOptions): Promise<T[]>;
+  /**
+   * Atomically updates the first matching document (in `sort` order) and
+   * returns it; null when nothing matched (and no upsert).
+   * @throws DuplicateKeyError when the update would violate a unique index.
+   */
+  findOneAndUpdate(
+    filter: Filter<T>,
+    update: UpdateFilter<T>,
+    options?: FindOneAndUpdateOptions,
+  ): Promise<T | null>;
+  updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult>;
+  updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult>;
+  deleteOne(filter: Filter<T>): Promise<number>;
+  deleteMany(filter: Filter<T>): Promise<number>;
+  countDocuments(filter: Filter<T>): Promise<number>;
+}
+
+/**
+ * An opaque, JSON-serialisable position in the change stream. Keep the token of
+ * the last change you processed and pass it as `resumeAfter` to continue with
+ * the next one: nothing is lost or repeated.
+ */
+export type ResumeToken = Readonly<Record<string, unknown>>;
+
+export type OperationType = "insert" | "update" | "replace" | "delete";
+
+/** A change, normalised from MongoDB's change event document. */
+export interface ChangeEvent<T extends Doc = Doc> {
+  token: ResumeToken;
+  operationType: OperationType;
+  collection: string;
+  documentKey: { _id: DocId };
+  /** Inserts and replaces always; updates only with fullDocument "updateLookup" (the document as it is when the change is read). */
+  fullDocument?: T;
+  updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
+}
+
+export interface WatchOptions {
+  /** Only changes to these collections; all collections when omitted. */
+  collections?: string[];
+  /**
+   * Further `$match` stages, written against MongoDB's change event shape
+   * (`operationType`, `ns.coll`, `fullDocument.<field>`, `documentKey._id`).
+   */
+  match?: Record<string, unknown>[];
+  /** Continue after this token. Without it the stream starts at "now". */
+  resumeAfter?: ResumeToken;
+  fullDocument?: "default" | "updateLookup";
+}
+
+/**
+ * A change stream. Consume it with `for await` (which gives backpressure).
+ * Iteration throws ChangeStreamHistoryLostError when the position it must
+ * resume from is no longer retained; that is not resumable.
+ */
+export interface ChangeStream<T extends Doc = Doc> extends AsyncIterable<ChangeEvent<T>> {
+  /** Token of the last change handed out (or the resume token it started from). */
+  readonly resumeToken: ResumeToken | undefined;
+  close(): Promise<void>;
+}
+
+export interface Durability {
+  /** True when an acknowledged write survives a process or machine restart. */
+  durable: boolean;
+  /** One line for the start-up log, e.g. "majority-acknowledged, journaled". */
+  description: string;
+}
+
+export interface Store {
+  readonly backend: "mongo" | "memory";
+  readonly durability: Durability;
+  collection<T extends Doc>(name: string): Collection<T>;
+  /**
+   * One database-wide change stream (filter with `collections` / `match`).
+   * Resolves once the stream is established: every change committed after
+   * that is delivered (MongoDB opens change stream cursors lazily; this does not).
+   */
+  watch<T extends Doc = Doc>(options?: WatchOptions): Promise<ChangeStream<T>>;
+  /** Resolves when the store answers; rejects with StoreUnavailableError. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Base of the store's typed errors. */
+export class StoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A unique index refused a write. */
+export class DuplicateKeyError extends StoreError {
+  constructor(
+    readonly collection: string,
+    readonly index: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`duplicate key in ${collection} index ${index}`, options);
+  }
+}
+
+/** The change stream cannot resume: its position is no longer retained (MongoDB code 286). */
+export class ChangeStreamHistoryLostError extends StoreError {}
+
+/** The store could not be reached or timed out; the operation may be retried. */
+export class StoreUnavailableError extends StoreError {}
+
+/** Derives an index name from its key the way MongoDB does: `a_1_b_-1`. */
+export function indexName(spec: IndexSpec): string {
+  return spec.name ?? Object.entries(spec.key).map(([field, dir]) => `${field}_${dir}`).join("_");
+}

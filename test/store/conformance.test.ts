@@ -1,0 +1,354 @@
+/**
+ * The backend conformance suite: what the engine may rely on from the storage
+ * port, asserted identically against every backend. Each assertion is
+ * documented MongoDB behaviour, so the memory backend cannot pass by being
+ * lenient where MongoDB is strict.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type ChangeEvent,
+  type ChangeStream,
+  type Collection,
+  type Doc,
+  DuplicateKeyError,
+  type Store,
+} from "../../src/store/port.js";
+import { storeBackends } from "../support/stores.js";
+
+interface Item extends Doc {
+  _id: string;
+  group?: string;
+  status?: string;
+  rank?: number;
+  n?: number;
+  tags?: string[];
+  key?: string;
+  nested?: { a?: number; b?: string };
+  data?: Uint8Array;
+  flag?: boolean;
+  winner?: number;
+}
+
+/** Reads the next `count` changes (the test's timeout bounds the wait). */
+async function take<T extends Doc>(iterator: AsyncIterator<ChangeEvent<T>>, count: number): Promise<ChangeEvent<T>[]> {
+  const out: ChangeEvent<T>[] = [];
+  while (out.length < count) {
+    const next = await iterator.next();
+    if (next.done) throw new Error(`change stream ended after ${out.length} of ${count} changes`);
+    out.push(next.value);
+  }
+  return out;
+}
+
+describe.each(storeBackends())("storage port conformance: $name backend", (backend) => {
+  let store: Store;
+  let counter = 0;
+  const fresh = (): Collection<Item> => store.collection<Item>(`c${++counter}_${Date.now().toString(36)}`);
+
+  beforeAll(async () => {
+    if (backend.available) store = await backend.open();
+  });
+  afterAll(async () => {
+    if (store) await backend.dispose(store);
+  });
+
+  describe.skipIf(!backend.available)("documents", () => {
+    it("round-trips strings, numbers, booleans, arrays, nested documents and bytes", async () => {
+      const items = fresh();
+      const doc: Item = { _id: "a", group: "g", n: 42.5, flag: true, tags: ["x", "y"], nested: { a: 1, b: "two" }, data: new Uint8Array([0, 1, 255]) };
+      await items.insertOne(doc);
+      const found = await items.findOne({ _id: "a" });
+      expect(found).toMatchObject({ _id: "a", group: "g", n: 42.5, flag: true, tags: ["x", "y"], nested: { a: 1, b: "two" } });
+      expect(Buffer.from(found!.data!)).toEqual(Buffer.from([0, 1, 255]));
+    });
+
+    it("returns copies: changing a returned document changes nothing stored", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", nested: { a: 1 } });
+      const found = await items.findOne({ _id: "a" });
+      found!.nested!.a = 99;
+      expect((await items.findOne({ _id: "a" }))!.nested!.a).toBe(1);
+    });
+
+    it("does not store undefined fields", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", status: undefined, n: 1 });
+      expect(await items.countDocuments({ status: { $exists: true } })).toBe(0);
+      expect(await items.countDocuments({ n: 1 })).toBe(1);
+    });
+
+    it("refuses a second document with the same _id as a duplicate key", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a" });
+      await expect(items.insertOne({ _id: "a" })).rejects.toBeInstanceOf(DuplicateKeyError);
+    });
+  });
+
+  describe.skipIf(!backend.available)("unique indexes", () => {
+    it("refuse a duplicate key with one typed error naming the index, and store nothing", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, key: 1 }, name: "group_key", unique: true }]);
+      await items.insertOne({ _id: "a", group: "g", key: "k" });
+      const error = await items.insertOne({ _id: "b", group: "g", key: "k" }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DuplicateKeyError);
+      expect((error as DuplicateKeyError).index).toBe("group_key");
+      expect(await items.countDocuments({})).toBe(1);
+      await items.insertOne({ _id: "c", group: "h", key: "k" });
+      expect(await items.countDocuments({})).toBe(2);
+    });
+
+    it("are idempotent to create again", async () => {
+      const items = fresh();
+      const spec = { key: { group: 1 }, name: "by_group", unique: true } as const;
+      await items.createIndexes([spec]);
+      await items.createIndexes([spec]);
+      await items.insertOne({ _id: "a", group: "g" });
+      await expect(items.insertOne({ _id: "b", group: "g" })).rejects.toBeInstanceOf(DuplicateKeyError);
+    });
+
+    it("with a partial filter constrain only the documents the filter selects", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1 }, name: "one_claimed_per_group", unique: true, partialFilterExpression: { status: "claimed" } }]);
+      await items.insertMany([
+        { _id: "q1", group: "g", status: "queued" },
+        { _id: "q2", group: "g", status: "queued" },
+        { _id: "c1", group: "g", status: "claimed" },
+      ]);
+      await expect(items.insertOne({ _id: "c2", group: "g", status: "claimed" })).rejects.toBeInstanceOf(DuplicateKeyError);
+      // An update that would make a second claimed document is refused too, and changes nothing.
+      await expect(items.findOneAndUpdate({ _id: "q1", status: "queued" }, { $set: { status: "claimed" } })).rejects.toBeInstanceOf(DuplicateKeyError);
+      expect((await items.findOne({ _id: "q1" }))!.status).toBe("queued");
+      // Once the claimed one moves on, another may be claimed.
+      await items.updateOne({ _id: "c1" }, { $set: { status: "done" } });
+      expect((await items.findOneAndUpdate({ _id: "q1", status: "queued" }, { $set: { status: "claimed" } }))!.status).toBe("claimed");
+    });
+
+    it("let insertMany insert every document not refused and report the refused positions", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { key: 1 }, name: "by_key", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+      await items.insertOne({ _id: "x", key: "taken" });
+      const result = await items.insertMany([
+        { _id: "a", key: "k1" },
+        { _id: "b", key: "taken" },
+        { _id: "c", key: "k2" },
+        { _id: "d", key: "k1" },
+        { _id: "e" },
+        { _id: "f" },
+      ]);
+      expect(result).toEqual({ insertedCount: 4, duplicateIndexes: [1, 3] });
+      expect((await items.find({}, { sort: { _id: 1 } })).map((d) => d._id)).toEqual(["a", "c", "e", "f", "x"]);
+    });
+  });
+
+  describe.skipIf(!backend.available)("find", () => {
+    it("filters with MongoDB's operators, sorts on several fields and pages with skip and limit", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, rank: -1, _id: 1 } }]);
+      const docs: Item[] = [];
+      for (let i = 0; i < 30; i++) {
+        docs.push({ _id: `d${String(i).padStart(2, "0")}`, group: i % 3 === 0 ? "a" : "b", rank: i % 5, tags: i % 2 ? ["odd"] : ["even"], nested: { a: i } });
+      }
+      await items.insertMany(docs);
+      const expected = docs
+        .filter((d) => d.group === "b" && d.rank! >= 1 && d.rank! <= 3)
+        .sort((x, y) => y.rank! - x.rank! || x._id.localeCompare(y._id))
+        .map((d) => d._id);
+      const all = await items.find({ group: "b", rank: { $gte: 1, $lte: 3 } }, { sort: { rank: -1, _id: 1 } });
+      expect(all.map((d) => d._id)).toEqual(expected);
+      const page = await items.find({ group: "b", rank: { $gte: 1, $lte: 3 } }, { sort: { rank: -1, _id: 1 }, skip: 2, limit: 3 });
+      expect(page.map((d) => d._id)).toEqual(expected.slice(2, 5));
+      expect((await items.find({ tags: "odd", "nested.a": { $lt: 10 } }, { sort: { _id: 1 } })).map((d) => d._id)).toEqual(["d01", "d03", "d05", "d07", "d09"]);
+      expect(await items.countDocuments({ $or: [{ group: "a" }, { rank: 4 }] })).toBe(docs.filter((d) => d.group === "a" || d.rank === 4).length);
+      expect(await items.countDocuments({ _id: { $in: ["d00", "d05", "nope"] } })).toBe(2);
+      expect(await items.countDocuments({ status: { $exists: false }, group: { $ne: "a" } })).toBe(20);
+      const sortedAscending = await items.find({ group: "a" }, { sort: { rank: 1, _id: -1 } });
+      expect(sortedAscending.map((d) => d._id)).toEqual(
+        docs.filter((d) => d.group === "a").sort((x, y) => x.rank! - y.rank! || y._id.localeCompare(x._id)).map((d) => d._id),
+      );
+    });
+
+    it("findOne returns the first document in sort order, or null", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", rank: 2 }, { _id: "b", rank: 9 }, { _id: "c", rank: 5 }]);
+      expect((await items.findOne({}, { sort: { rank: -1 } }))!._id).toBe("b");
+      expect(await items.findOne({ rank: 100 })).toBeNull();
+    });
+  });
+
+  describe.skipIf(!backend.available)("findOneAndUpdate", () => {
+    it("updates only a document matching the whole filter, the first in sort order", async () => {
+      const items = fresh();
+      await items.insertMany([
+        { _id: "a", group: "g", status: "queued", rank: 1 },
+        { _id: "b", group: "g", status: "queued", rank: 7 },
+        { _id: "c", group: "g", status: "claimed", rank: 9 },
+      ]);
+      const claimed = await items.findOneAndUpdate({ group: "g", status: "queued" }, { $set: { status: "claimed" }, $inc: { n: 1 } }, { sort: { rank: -1 } });
+      expect(claimed).toMatchObject({ _id: "b", status: "claimed", n: 1 });
+      expect((await items.findOne({ _id: "a" }))!.status).toBe("queued");
+    });
+
+    it("returns null and changes nothing when the filter's condition does not hold", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", status: "acked", key: "t1" });
+      expect(await items.findOneAndUpdate({ _id: "a", status: "claimed", key: "t1" }, { $set: { status: "queued" } })).toBeNull();
+      expect(await items.findOne({ _id: "a" })).toEqual({ _id: "a", status: "acked", key: "t1" });
+    });
+
+    it("returns the document before or after the update as asked", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 1 });
+      expect((await items.findOneAndUpdate({ _id: "a" }, { $inc: { n: 1 } }, { returnDocument: "before" }))!.n).toBe(1);
+      expect((await items.findOneAndUpdate({ _id: "a" }, { $inc: { n: 1 } }))!.n).toBe(3);
+    });
+
+    it("applies $set, $unset, $inc, $min, $max, $push and $pull", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 5, rank: 5, status: "x", tags: ["p", "q"], nested: { a: 1 } });
+      const after = await items.findOneAndUpdate({ _id: "a" }, {
+        $set: { "nested.b": "new" },
+        $unset: { status: "" },
+        $inc: { n: -2 },
+        $min: { rank: 3 },
+        $max: { winner: 4 },
+        $push: { tags: "r" },
+      });
+      expect(after).toEqual({ _id: "a", n: 3, rank: 3, winner: 4, tags: ["p", "q", "r"], nested: { a: 1, b: "new" } });
+      const pulled = await items.findOneAndUpdate({ _id: "a" }, { $pull: { tags: "q" } });
+      expect(pulled!.tags).toEqual(["p", "r"]);
+    });
+
+    it("upserts a document from the filter's equality fields, $setOnInsert and the update", async () => {
+      const items = fresh();
+      const inserted = await items.findOneAndUpdate({ _id: "t", group: "g" }, { $inc: { n: 1 }, $setOnInsert: { status: "new" } }, { upsert: true });
+      expect(inserted).toEqual({ _id: "t", group: "g", n: 1, status: "new" });
+      const updated = await items.findOneAndUpdate({ _id: "t", group: "g" }, { $inc: { n: 1 }, $setOnInsert: { status: "ignored" } }, { upsert: true });
+      expect(updated).toEqual({ _id: "t", group: "g", n: 2, status: "new" });
+    });
+
+    it("lets exactly one of many concurrent conditional updates win", async () => {
+      const items = fresh();
+      await items.insertMany(Array.from({ length: 5 }, (_, i) => ({ _id: `job${i}`, status: "queued" })));
+      const attempts = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => items.findOneAndUpdate({ _id: `job${i % 5}`, status: "queued" }, { $set: { status: "claimed", winner: i } })),
+      );
+      const winners = attempts.filter((doc) => doc !== null);
+      expect(winners).toHaveLength(5);
+      for (const doc of await items.find({})) {
+        expect(doc.status).toBe("claimed");
+        expect(winners.filter((w) => w!._id === doc._id).map((w) => w!.winner)).toEqual([doc.winner]);
+      }
+    });
+  });
+
+  describe.skipIf(!backend.available)("update, delete and count", () => {
+    it("report matched and modified counts (a no-op update matches without modifying)", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", group: "g", n: 1 }, { _id: "b", group: "g", n: 2 }, { _id: "c", group: "h", n: 1 }]);
+      expect(await items.updateMany({ group: "g" }, { $set: { n: 1 } })).toEqual({ matchedCount: 2, modifiedCount: 1 });
+      expect(await items.updateOne({ _id: "c" }, { $set: { n: 1 } })).toEqual({ matchedCount: 1, modifiedCount: 0 });
+      expect(await items.updateOne({ _id: "zz" }, { $set: { n: 1 } })).toEqual({ matchedCount: 0, modifiedCount: 0 });
+      const upserted = await items.updateOne({ _id: "u" }, { $set: { n: 7 } }, { upsert: true });
+      expect(upserted).toEqual({ matchedCount: 0, modifiedCount: 0, upsertedId: "u" });
+      expect(await items.countDocuments({ n: 1 })).toBe(3);
+    });
+
+    it("delete one or many matching documents and say how many", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", group: "g" }, { _id: "b", group: "g" }, { _id: "c", group: "h" }]);
+      expect(await items.deleteOne({ group: "g" })).toBe(1);
+      expect(await items.deleteMany({ group: { $in: ["g", "h"] } })).toBe(2);
+      expect(await items.deleteOne({ group: "g" })).toBe(0);
+      expect(await items.countDocuments({})).toBe(0);
+    });
+  });
+
+  describe.skipIf(!backend.available)("change streams", () => {
+    const streams: ChangeStream[] = [];
+    const watch = async (s: Store, options: Parameters<Store["watch"]>[0]) => {
+      const stream = await s.watch<Item>(options);
+      streams.push(stream);
+      return stream;
+    };
+    afterAll(async () => {
+      await Promise.all(streams.map((s) => s.close()));
+    });
+
+    it("deliver inserts, updates and deletes in commit order, from the moment watch resolved", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "before" });
+      const stream = await watch(store, { collections: [items.name] });
+      const it = stream[Symbol.asyncIterator]();
+      await items.insertOne({ _id: "a", n: 1 });
+      await items.updateOne({ _id: "a" }, { $set: { n: 2 } });
+      await items.deleteOne({ _id: "a" });
+      const changes = await take(it, 3);
+      expect(changes.map((c) => [c.operationType, c.collection, c.documentKey._id])).toEqual([
+        ["insert", items.name, "a"],
+        ["update", items.name, "a"],
+        ["delete", items.name, "a"],
+      ]);
+      expect(changes[0]!.fullDocument).toEqual({ _id: "a", n: 1 });
+      expect(changes[1]!.updateDescription!.updatedFields).toEqual({ n: 2 });
+    });
+
+    it("filter by collection and by $match on the change document", async () => {
+      const items = fresh();
+      const others = fresh();
+      const stream = await watch(store, { collections: [items.name], match: [{ operationType: "insert", "fullDocument.group": "keep" }] });
+      const it = stream[Symbol.asyncIterator]();
+      await others.insertOne({ _id: "o", group: "keep" });
+      await items.insertOne({ _id: "drop", group: "other" });
+      await items.insertOne({ _id: "k1", group: "keep" });
+      await items.updateOne({ _id: "k1" }, { $set: { n: 1 } });
+      await items.insertOne({ _id: "k2", group: "keep" });
+      expect((await take(it, 2)).map((c) => c.documentKey._id)).toEqual(["k1", "k2"]);
+    });
+
+    it("look up the current full document for updates when asked", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 1, group: "g" });
+      const stream = await watch(store, { collections: [items.name], fullDocument: "updateLookup" });
+      const it = stream[Symbol.asyncIterator]();
+      await items.updateOne({ _id: "a" }, { $set: { n: 2 } });
+      const [change] = await take(it, 1);
+      expect(change!.operationType).toBe("update");
+      expect(change!.fullDocument).toMatchObject({ _id: "a", group: "g" });
+    });
+
+    it("resume after a token with nothing lost or repeated, across a reconnect", async () => {
+      const items = fresh();
+      const first = await watch(store, { collections: [items.name] });
+      const it = first[Symbol.asyncIterator]();
+      for (let i = 0; i < 5; i++) await items.insertOne({ _id: `e${i}`, n: i });
+      const seen = await take(it, 3);
+      const token = seen[2]!.token;
+      expect(first.resumeToken).toEqual(token);
+      await first.close();
+      // Written while nobody watches.
+      for (let i = 5; i < 8; i++) await items.insertOne({ _id: `e${i}`, n: i });
+
+      const other = await backend.reconnect(store);
+      try {
+        const resumed = await watch(other, { collections: [items.name], resumeAfter: JSON.parse(JSON.stringify(token)) });
+        const rest = await take(resumed[Symbol.asyncIterator](), 5);
+        expect([...seen, ...rest].map((c) => c.documentKey._id)).toEqual(["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+        // And it continues live after the backlog.
+        await items.insertOne({ _id: "e8" });
+        expect((await take(resumed[Symbol.asyncIterator](), 1))[0]!.documentKey._id).toBe("e8");
+        await resumed.close();
+      } finally {
+        if (other !== store) await other.close();
+      }
+    });
+
+    it("end iteration when closed", async () => {
+      const items = fresh();
+      const stream = await watch(store, { collections: [items.name] });
+      const it = stream[Symbol.asyncIterator]();
+      const pending = it.next();
+      await stream.close();
+      expect((await pending).done).toBe(true);
+    });
+  });
+});

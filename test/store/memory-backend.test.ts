@@ -1,0 +1,143 @@
+/**
+ * Rules of the memory backend itself (beyond the shared conformance suite):
+ * indexes keep lookups from scanning, planning never changes results, and the
+ * emulated change stream forgets old changes like an oplog does.
+ */
+import fc from "fast-check";
+import { Query } from "mingo";
+import { compare, resolve } from "mingo/util";
+import { describe, expect, it } from "vitest";
+import { MemoryStore } from "../../src/store/memory/store.js";
+import { ChangeStreamHistoryLostError, type Doc, StoreError } from "../../src/store/port.js";
+
+interface Job extends Doc {
+  _id: string;
+  thread: string;
+  status: string;
+  priority: number;
+  created: number;
+  tags?: string[];
+}
+
+async function jobs(count: number) {
+  const store = new MemoryStore();
+  const collection = store.collection<Job>("jobs");
+  await collection.createIndexes([{ key: { thread: 1, status: 1, priority: -1, created: 1 } }, { key: { created: 1 } }]);
+  const docs: Job[] = [];
+  for (let i = 0; i < count; i++) {
+    docs.push({ _id: `j${i}`, thread: `t${i % 100}`, status: i % 10 === 0 ? "claimed" : "queued", priority: i % 7, created: i });
+  }
+  await collection.insertMany(docs);
+  return { store, collection, docs };
+}
+
+describe("memory backend: query planning", () => {
+  it("answers an _id lookup by examining one document", async () => {
+    const { collection } = await jobs(10_000);
+    expect((await collection.findOne({ _id: "j4242" }))!.created).toBe(4242);
+    expect(collection.lastQuery).toEqual({ plan: "id", docsExamined: 1 });
+  });
+
+  it("answers an equality lookup on an indexed prefix without scanning the collection", async () => {
+    const { collection } = await jobs(10_000);
+    const found = await collection.find({ thread: "t7", status: "queued" });
+    expect(found).toHaveLength(100);
+    expect(collection.lastQuery.plan).toBe("index");
+    expect(collection.lastQuery.docsExamined).toBe(100);
+  });
+
+  it("walks an index in sort order and stops at the limit", async () => {
+    const { collection, docs } = await jobs(10_000);
+    const first = await collection.findOne({ thread: "t3", status: "queued" }, { sort: { priority: -1, created: 1 } });
+    const expected = docs.filter((d) => d.thread === "t3" && d.status === "queued").sort((a, b) => b.priority - a.priority || a.created - b.created)[0];
+    expect(first!._id).toBe(expected!._id);
+    expect(collection.lastQuery.docsExamined).toBe(1);
+  });
+
+  it("narrows by a range on the field after the equality prefix", async () => {
+    const { collection } = await jobs(10_000);
+    const found = await collection.find({ created: { $gte: 500, $lt: 510 } });
+    expect(found.map((d) => d.created)).toEqual([500, 501, 502, 503, 504, 505, 506, 507, 508, 509]);
+    expect(collection.lastQuery.docsExamined).toBeLessThanOrEqual(11);
+  });
+
+  it("never changes results: any filter, sort and limit give what a plain scan gives", async () => {
+    const doc = fc.record({
+      thread: fc.constantFrom("a", "b", "c"),
+      status: fc.constantFrom("queued", "claimed", "acked"),
+      priority: fc.integer({ min: 0, max: 4 }),
+      created: fc.integer({ min: 0, max: 50 }),
+      tags: fc.option(fc.array(fc.constantFrom("x", "y"), { maxLength: 2 }), { nil: undefined }),
+    });
+    const condition = fc.oneof(
+      fc.record({ thread: fc.constantFrom("a", "b", "z") }),
+      fc.record({ thread: fc.constantFrom("a", "b"), status: fc.constantFrom("queued", "claimed") }),
+      fc.record({ thread: fc.constantFrom("a", "c"), status: fc.constantFrom("queued", "acked"), priority: fc.record({ $gte: fc.integer({ min: 0, max: 4 }) }) }),
+      fc.record({ created: fc.record({ $gt: fc.integer({ min: 0, max: 50 }), $lte: fc.integer({ min: 0, max: 50 }) }) }),
+      fc.record({ tags: fc.constantFrom("x", "y") }),
+      fc.record({ status: fc.record({ $in: fc.subarray(["queued", "claimed", "acked"]) }) }),
+    );
+    const sort = fc.constantFrom<Record<string, 1 | -1> | undefined>(undefined, { priority: -1, created: 1 }, { priority: 1, created: -1 }, { created: 1 }, { created: -1 }, { status: 1, _id: -1 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(doc, { maxLength: 40 }), condition, sort, fc.option(fc.integer({ min: 1, max: 10 }), { nil: undefined }), async (raw, filter, order, limit) => {
+        const store = new MemoryStore();
+        const collection = store.collection<Job>("jobs");
+        await collection.createIndexes([
+          { key: { thread: 1, status: 1, priority: -1, created: 1 } },
+          { key: { created: 1 } },
+          { key: { tags: 1 } },
+        ]);
+        const docs = raw.map((d, i) => ({ _id: `d${String(i).padStart(2, "0")}`, ...d }));
+        await collection.insertMany(docs);
+        const effectiveSort = { ...(order ?? {}), _id: 1 as const };
+        const expected = new Query(filter as Record<string, unknown>)
+          .find<Job>(docs)
+          .all()
+          .sort((x, y) => {
+            for (const [field, direction] of Object.entries(effectiveSort)) {
+              const c = compare(resolve(x, field) ?? null, resolve(y, field) ?? null);
+              if (c !== 0) return c * direction;
+            }
+            return 0;
+          })
+          .slice(0, limit ?? Infinity)
+          .map((d) => d._id);
+        const actual = (await collection.find(filter, { sort: effectiveSort, limit })).map((d) => d._id);
+        expect(actual).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe("memory backend: change log retention", () => {
+  it("refuses to resume from a position it no longer retains, like a rolled-over oplog", async () => {
+    const store = new MemoryStore({ changeLogCapacity: 10 });
+    const items = store.collection<Doc>("items");
+    const stream = await store.watch();
+    const iterator = stream[Symbol.asyncIterator]();
+    await items.insertOne({ _id: "first" });
+    await iterator.next();
+    const token = stream.resumeToken!;
+    await stream.close();
+    for (let i = 0; i < 30; i++) await items.insertOne({ _id: `later${i}` });
+    const resumed = await store.watch({ resumeAfter: token });
+    await expect(resumed[Symbol.asyncIterator]().next()).rejects.toBeInstanceOf(ChangeStreamHistoryLostError);
+  });
+
+  it("rejects a token it did not issue", async () => {
+    const store = new MemoryStore();
+    await expect(store.watch({ resumeAfter: { _data: "not-a-token" } })).rejects.toBeInstanceOf(StoreError);
+  });
+});
+
+describe("memory backend: updates", () => {
+  it("refuses replacement documents and pipelines: updates use operators only", async () => {
+    const store = new MemoryStore();
+    const items = store.collection<Job>("jobs");
+    await items.insertOne({ _id: "a", thread: "t", status: "queued", priority: 1, created: 1 });
+    await expect(items.updateOne({ _id: "a" }, { status: "x" } as never)).rejects.toBeInstanceOf(StoreError);
+    await expect(items.updateOne({ _id: "a" }, [{ $set: { status: "x" } }] as never)).rejects.toBeInstanceOf(StoreError);
+    expect((await items.findOne({ _id: "a" }))!.status).toBe("queued");
+  });
+});

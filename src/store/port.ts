@@ -51,8 +51,8 @@ export interface UpdateResult {
 
 export interface InsertManyResult {
   insertedCount: number;
-  /** Positions (in the input) of documents refused by a unique index. */
-  duplicateIndexes: number[];
+  /** Documents refused by a unique index: their position in the input and the index's name. */
+  duplicates: { position: number; index: string }[];
 }
 
 export interface Collection<T extends Doc> {

@@ -123,7 +123,7 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect((await items.findOneAndUpdate({ _id: "q1", status: "queued" }, { $set: { status: "claimed" } }))!.status).toBe("claimed");
     });
 
-    it("let insertMany insert every document not refused and report the refused positions", async () => {
+    it("let insertMany insert every document not refused and report the refused positions and index", async () => {
       const items = fresh();
       await items.createIndexes([{ key: { key: 1 }, name: "by_key", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
       await items.insertOne({ _id: "x", key: "taken" });
@@ -135,7 +135,7 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
         { _id: "e" },
         { _id: "f" },
       ]);
-      expect(result).toEqual({ insertedCount: 4, duplicateIndexes: [1, 3] });
+      expect(result).toEqual({ insertedCount: 4, duplicates: [{ position: 1, index: "by_key" }, { position: 3, index: "by_key" }] });
       expect((await items.find({}, { sort: { _id: 1 } })).map((d) => d._id)).toEqual(["a", "c", "e", "f", "x"]);
     });
   });

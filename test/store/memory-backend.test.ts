@@ -61,6 +61,13 @@ describe("memory backend: query planning", () => {
     expect(collection.lastQuery.docsExamined).toBeLessThanOrEqual(11);
   });
 
+  it("bounds a one-sided numeric range to numbers, skipping documents without the field", async () => {
+    const { collection } = await jobs(1_000);
+    await collection.insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: `nocreated${i}`, thread: "x", status: "queued", priority: 0 }) as unknown as Job));
+    expect(await collection.countDocuments({ created: { $lte: 4 } })).toBe(5);
+    expect(collection.lastQuery.docsExamined).toBeLessThanOrEqual(6);
+  });
+
   it("never changes results: any filter, sort and limit give what a plain scan gives", async () => {
     const doc = fc.record({
       thread: fc.constantFrom("a", "b", "c"),
@@ -95,7 +102,7 @@ describe("memory backend: query planning", () => {
           .all()
           .sort((x, y) => {
             for (const [field, direction] of Object.entries(effectiveSort)) {
-              const c = compare(resolve(x, field) ?? null, resolve(y, field) ?? null);
+              const c = compare(resolve(x as never, field) ?? null, resolve(y as never, field) ?? null);
               if (c !== 0) return c * direction;
             }
             return 0;

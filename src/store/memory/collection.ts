@@ -110,18 +110,18 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
-    const duplicateIndexes: number[] = [];
+    const duplicates: InsertManyResult["duplicates"] = [];
     let insertedCount = 0;
-    docs.forEach((doc, i) => {
+    docs.forEach((doc, position) => {
       try {
         this.insert(doc as unknown as AnyDoc);
         insertedCount++;
       } catch (error) {
         if (!(error instanceof DuplicateKeyError)) throw error;
-        duplicateIndexes.push(i);
+        duplicates.push({ position, index: error.index });
       }
     });
-    return { insertedCount, duplicateIndexes };
+    return { insertedCount, duplicates };
   }
 
   async findOne(filter: Filter<T>, options: FindOptions = {}): Promise<T | null> {

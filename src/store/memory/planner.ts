@@ -41,6 +41,10 @@ function rangeBounds(condition: unknown): { low?: unknown; high?: unknown } | un
   const bounds: { low?: unknown; high?: unknown } = {};
   for (const op of ["$gt", "$gte"]) if (isScalar(condition[op])) bounds.low = condition[op];
   for (const op of ["$lt", "$lte"]) if (isScalar(condition[op])) bounds.high = condition[op];
+  // MongoDB compares within a type ("type bracketing"): `$lte: 5` matches only
+  // numbers, so a one-sided numeric range need not visit nulls or strings.
+  if (typeof bounds.high === "number" && bounds.low === undefined) bounds.low = -Infinity;
+  if (typeof bounds.low === "number" && bounds.high === undefined) bounds.high = Infinity;
   return bounds.low === undefined && bounds.high === undefined ? undefined : bounds;
 }
 

@@ -102,17 +102,18 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
-    if (docs.length === 0) return { insertedCount: 0, duplicateIndexes: [] };
+    if (docs.length === 0) return { insertedCount: 0, duplicates: [] };
     try {
       const result = await this.collection.insertMany(docs.map((d) => ({ ...d }) as MongoDocument), { ordered: false });
-      return { insertedCount: result.insertedCount, duplicateIndexes: [] };
+      return { insertedCount: result.insertedCount, duplicates: [] };
     } catch (error) {
       // Checked before translate(): a bulk error carries the code of its first
       // write error, and only some of its documents were refused.
       if (error instanceof MongoBulkWriteError) {
         const writeErrors = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors];
         if (writeErrors.length > 0 && writeErrors.every((w) => w.code === DUPLICATE_KEY)) {
-          return { insertedCount: error.result.insertedCount, duplicateIndexes: writeErrors.map((w) => w.index).sort((a, b) => a - b) };
+          const duplicates = writeErrors.map((w) => ({ position: w.index, index: duplicateIndex({ errmsg: w.errmsg }) }));
+          return { insertedCount: error.result.insertedCount, duplicates: duplicates.sort((a, b) => a.position - b.position) };
         }
       }
       throw translate(this.name, error);

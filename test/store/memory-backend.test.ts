@@ -61,6 +61,19 @@ describe("memory backend: query planning", () => {
     expect(collection.lastQuery.docsExamined).toBeLessThanOrEqual(11);
   });
 
+  it("walks one range per $in value, and uses a partial index when the filter implies it", async () => {
+    const store = new MemoryStore();
+    const collection = store.collection<Job & { key?: string }>("jobs");
+    await collection.createIndexes([{ key: { key: 1 }, unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+    await collection.insertMany(Array.from({ length: 2_000 }, (_, i) => ({ _id: `j${i}`, thread: "t", status: "queued", priority: 0, created: i, ...(i % 2 ? { key: `k${i}` } : {}) })));
+    const found = await collection.find({ key: { $in: ["k1", "k999", "k1000", "nope"] } }, { sort: { created: 1 } });
+    expect(found.map((d) => d._id)).toEqual(["j1", "j999"]);
+    expect(collection.lastQuery).toMatchObject({ plan: "index", docsExamined: 2 });
+    // {key: null} does not imply {$exists: true}: the partial index cannot answer it.
+    expect(await collection.countDocuments({ key: null } as never)).toBe(1_000);
+    expect(collection.lastQuery.plan).toBe("scan");
+  });
+
   it("bounds a one-sided numeric range to numbers, skipping documents without the field", async () => {
     const { collection } = await jobs(1_000);
     await collection.insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: `nocreated${i}`, thread: "x", status: "queued", priority: 0 }) as unknown as Job));
@@ -83,6 +96,8 @@ describe("memory backend: query planning", () => {
       fc.record({ created: fc.record({ $gt: fc.integer({ min: 0, max: 50 }), $lte: fc.integer({ min: 0, max: 50 }) }) }),
       fc.record({ tags: fc.constantFrom("x", "y") }),
       fc.record({ status: fc.record({ $in: fc.subarray(["queued", "claimed", "acked"]) }) }),
+      fc.record({ thread: fc.record({ $in: fc.subarray(["a", "b", "c"], { minLength: 1 }) }) }),
+      fc.record({ thread: fc.constantFrom("a", "b"), status: fc.record({ $in: fc.subarray(["queued", "claimed", "acked"], { minLength: 1 }) }) }),
     );
     const sort = fc.constantFrom<Record<string, 1 | -1> | undefined>(undefined, { priority: -1, created: 1 }, { priority: 1, created: -1 }, { created: 1 }, { created: -1 }, { status: 1, _id: -1 });
     await fc.assert(

@@ -284,7 +284,9 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
           return chosen.ids.map((id) => this.docs.get(idKey(id))).filter((d): d is AnyDoc => d !== undefined);
         case "index":
           return (function* (docs: Map<string, AnyDoc>) {
-            for (const id of chosen.index.ids(chosen.range, chosen.reverse)) yield docs.get(idKey(id))!;
+            for (const range of chosen.ranges) {
+              for (const id of chosen.index.ids(range, chosen.reverse)) yield docs.get(idKey(id))!;
+            }
           })(this.docs);
         case "scan":
           return this.docs.values();

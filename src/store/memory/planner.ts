@@ -10,7 +10,8 @@ import type { DocId, SortSpec } from "../port.js";
 
 export type Plan =
   | { kind: "id"; ids: DocId[] }
-  | { kind: "index"; index: OrderedIndex; range: KeyRange; reverse: boolean; sorted: boolean }
+  /** Walks each range in turn; `sorted` when that yields the requested order. */
+  | { kind: "index"; index: OrderedIndex; ranges: KeyRange[]; reverse: boolean; sorted: boolean }
   | { kind: "scan" };
 
 type Filter = Record<string, unknown>;
@@ -46,6 +47,34 @@ function rangeBounds(condition: unknown): { low?: unknown; high?: unknown } | un
   if (typeof bounds.high === "number" && bounds.low === undefined) bounds.low = -Infinity;
   if (typeof bounds.low === "number" && bounds.high === undefined) bounds.high = Infinity;
   return bounds.low === undefined && bounds.high === undefined ? undefined : bounds;
+}
+
+/** The values an `$in` condition allows, when they are all scalars. */
+function inValues(condition: unknown): unknown[] | undefined {
+  if (isOperatorObject(condition) && Object.keys(condition).length === 1 && Array.isArray(condition.$in) && condition.$in.length > 0 &&
+      condition.$in.every(isScalar)) {
+    return condition.$in;
+  }
+  return undefined;
+}
+
+/**
+ * Whether the filter implies the index's partial filter, so every matching
+ * document is in the index. Only the shapes the engine uses are recognised:
+ * `{field: {$exists: true}}` implied by a non-null equality or `$in`, and a
+ * scalar equality implied by the same equality.
+ */
+function impliesPartial(index: OrderedIndex, filter: Filter): boolean {
+  const partial = index.spec.partialFilterExpression;
+  if (!partial) return true;
+  return Object.entries(partial).every(([field, required]) => {
+    const eq = equalityValue(filter[field]);
+    const values = eq ? [eq.value] : inValues(filter[field]);
+    if (isOperatorObject(required) && Object.keys(required).length === 1 && required.$exists === true) {
+      return values !== undefined && values.every((v) => v !== null);
+    }
+    return isScalar(required) && eq !== undefined && eq.value === required;
+  });
 }
 
 function idsFromFilter(filter: Filter): DocId[] | undefined {
@@ -85,39 +114,50 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
   const ids = idsFromFilter(filter);
   if (ids) return { kind: "id", ids };
 
-  let best: { index: OrderedIndex; prefix: unknown[]; range?: { low?: unknown; high?: unknown }; score: number; sorted: boolean; reverse: boolean } | undefined;
+  let best: { index: OrderedIndex; prefix: unknown[]; choices?: unknown[]; range?: { low?: unknown; high?: unknown }; score: number; sorted: boolean; reverse: boolean } | undefined;
   for (const index of indexes) {
-    // Partial indexes hold only some documents; multikey ones cannot be walked by scalar keys.
-    if (index.spec.partialFilterExpression || index.multikey) continue;
+    // Multikey indexes cannot be walked by scalar keys.
+    if (index.multikey || !impliesPartial(index, filter)) continue;
     const prefix: unknown[] = [];
+    let choices: unknown[] | undefined;
     for (const field of index.fields) {
       const eq = equalityValue(filter[field]);
-      if (!eq) break;
-      prefix.push(eq.value);
+      if (eq) {
+        prefix.push(eq.value);
+        continue;
+      }
+      // One `$in` ends the prefix: each of its values is a range of its own.
+      choices = inValues(filter[field]);
+      break;
     }
-    const nextField = index.fields[prefix.length];
+    const equalities = prefix.length + (choices ? 1 : 0);
+    const nextField = choices ? undefined : index.fields[prefix.length];
     const range = nextField === undefined ? undefined : rangeBounds(filter[nextField]);
-    if (prefix.length === 0 && !range) continue;
-    const alignment = sortAlignment(index, prefix.length, sort);
+    if (equalities === 0 && !range) continue;
+    const alignment = choices && choices.length > 1 ? { sorted: false, reverse: false } : sortAlignment(index, equalities, sort);
     // Equality fields matter most, then a range, then not having to sort.
-    const score = prefix.length * 4 + (range ? 2 : 0) + (alignment.sorted ? 1 : 0);
-    if (!best || score > best.score) best = { index, prefix, range, score, ...alignment };
+    const score = equalities * 4 + (range ? 2 : 0) + (alignment.sorted ? 1 : 0);
+    if (!best || score > best.score) best = { index, prefix, choices, range, score, ...alignment };
   }
   if (!best) return { kind: "scan" };
 
-  const { index, prefix, range } = best;
-  const low: unknown[] = [...prefix];
-  const high: unknown[] = [...prefix];
-  if (range) {
-    // Tree order follows the field's direction: on a descending field the
-    // upper value bound comes first.
-    const descending = index.directions[prefix.length] === -1;
-    const first = descending ? range.high : range.low;
-    const last = descending ? range.low : range.high;
-    if (first !== undefined) low.push(first);
-    if (last !== undefined) high.push(last);
-  }
-  low.push(MIN_KEY);
-  high.push(MAX_KEY);
-  return { kind: "index", index, range: { low, high }, reverse: best.reverse, sorted: best.sorted };
+  const { index, prefix, choices, range } = best;
+  const prefixes = choices ? choices.map((value) => [...prefix, value]) : [prefix];
+  const ranges = prefixes.map((values) => {
+    const low: unknown[] = [...values];
+    const high: unknown[] = [...values];
+    if (range) {
+      // Tree order follows the field's direction: on a descending field the
+      // upper value bound comes first.
+      const descending = index.directions[values.length] === -1;
+      const first = descending ? range.high : range.low;
+      const last = descending ? range.low : range.high;
+      if (first !== undefined) low.push(first);
+      if (last !== undefined) high.push(last);
+    }
+    low.push(MIN_KEY);
+    high.push(MAX_KEY);
+    return { low, high };
+  });
+  return { kind: "index", index, ranges, reverse: best.reverse, sorted: best.sorted };
 }

@@ -1,0 +1,172 @@
+/**
+ * The durable journal: appends events at fresh positions and reads them back.
+ *
+ * Positions come from a counter ($inc), so two writers may commit out of
+ * position order; readers therefore never go past a missing position (a
+ * "hole") until it is either filled by its event or closed by a tombstone
+ * (see JournalTail). A writer whose position was closed meanwhile gets a
+ * duplicate key on `_id` and simply appends again at a new position. Event ids
+ * are unique (index), so appending the same event twice records it once.
+ */
+import type { Collection, Doc, Store } from "../../store/port.js";
+import { DuplicateKeyError } from "../../store/port.js";
+import type { Logger } from "../logger.js";
+import { COUNTERS, EVENTS, type EventDoc, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
+
+interface CounterDoc extends Doc {
+  _id: string;
+  value: number;
+}
+
+export interface AppendOutcome {
+  /** Where the event is in the journal (for a duplicate: where it was first recorded). */
+  seq: number;
+  /** True when an event with this event_id was already journaled. */
+  deduplicated: boolean;
+}
+
+/** Called with every document this process wrote to the journal, as soon as it is acknowledged. */
+export type JournalWriteListener = (docs: JournalDoc[]) => void;
+
+const EVENT_ID_INDEX = "event_id_unique";
+const MAX_APPEND_ATTEMPTS = 10;
+
+export class Journal {
+  readonly events: Collection<JournalDoc>;
+  private readonly counters: Collection<CounterDoc>;
+  private readonly listeners = new Set<JournalWriteListener>();
+
+  constructor(
+    store: Store,
+    private readonly log: Logger,
+  ) {
+    this.events = store.collection<JournalDoc>(EVENTS);
+    this.counters = store.collection<CounterDoc>(COUNTERS);
+  }
+
+  async init(): Promise<void> {
+    await this.events.createIndexes([
+      { key: { event_id: 1 }, name: EVENT_ID_INDEX, unique: true, partialFilterExpression: { event_id: { $exists: true } } },
+      { key: { recorded_ms: 1 } },
+      { key: { run_id: 1, _id: 1 } },
+      { key: { agent_id: 1, _id: 1 } },
+      { key: { pool_id: 1, _id: 1 } },
+    ]);
+  }
+
+  onWrite(listener: JournalWriteListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Reserves `count` consecutive positions; returns the first. */
+  async allocate(count: number): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const counter = await this.counters.findOneAndUpdate({ _id: "event_seq" }, { $inc: { value: count } }, { upsert: true, returnDocument: "after" });
+        return counter!.value - count + 1;
+      } catch (error) {
+        // Two first-ever upserts can race on MongoDB; the loser retries as an update.
+        if (!(error instanceof DuplicateKeyError) || attempt > 2) throw error;
+      }
+    }
+  }
+
+  /** The highest position reserved so far (0 before the first append). */
+  async reservedHead(): Promise<number> {
+    return (await this.counters.findOne({ _id: "event_seq" }))?.value ?? 0;
+  }
+
+  /**
+   * Appends events, in order, at fresh consecutive positions. Returns one
+   * outcome per input. Safe to call again with the same events (retries,
+   * outbox re-flushes): an event id is journaled once.
+   */
+  async append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
+    const outcomes: (AppendOutcome | undefined)[] = new Array(pending.length);
+    let remaining = pending.map((event, input) => ({ event, input }));
+    for (let attempt = 0; remaining.length > 0; attempt++) {
+      if (attempt >= MAX_APPEND_ATTEMPTS) throw new Error(`journal append: positions kept being taken after ${attempt} attempts`);
+      const first = await this.allocate(remaining.length);
+      const docs: EventDoc[] = remaining.map(({ event }, i) => ({ _id: first + i, ...event }));
+      const result = await this.events.insertMany(docs);
+      const refused = new Map(result.duplicates.map((d) => [d.position, d.index]));
+      const written: JournalDoc[] = [];
+      const tombstones: TombstoneDoc[] = [];
+      const retry: typeof remaining = [];
+      const duplicates: Array<{ input: number; eventId: string }> = [];
+      docs.forEach((doc, i) => {
+        const index = refused.get(i);
+        const { input } = remaining[i]!;
+        if (index === undefined) {
+          written.push(doc);
+          outcomes[input] = { seq: doc._id, deduplicated: false };
+        } else if (index === EVENT_ID_INDEX) {
+          // Already journaled: close this position and report the original one.
+          tombstones.push({ _id: doc._id, tombstone: true });
+          duplicates.push({ input, eventId: doc.event_id });
+        } else {
+          // A reader closed this position before we wrote it: try again further on.
+          retry.push(remaining[i]!);
+        }
+      });
+      if (tombstones.length > 0) {
+        const closed = await this.events.insertMany(tombstones);
+        const alreadyClosed = new Set(closed.duplicates.map((d) => d.position));
+        written.push(...tombstones.filter((_, i) => !alreadyClosed.has(i)));
+      }
+      if (duplicates.length > 0) {
+        const originals = await this.events.find({ event_id: { $in: duplicates.map((d) => d.eventId) } });
+        const seqById = new Map(originals.map((doc) => [(doc as EventDoc).event_id, doc._id]));
+        for (const { input, eventId } of duplicates) {
+          const seq = seqById.get(eventId);
+          if (seq === undefined) throw new Error(`journal append: event ${eventId} reported as duplicate but not found`);
+          outcomes[input] = { seq, deduplicated: true };
+        }
+      }
+      this.notify(written);
+      if (retry.length > 0) this.log.debug({ count: retry.length }, "journal positions were closed before the write landed; appending again");
+      remaining = retry;
+    }
+    return outcomes as AppendOutcome[];
+  }
+
+  /**
+   * Closes a position that has no event: inserts a tombstone, or, when the
+   * event landed meanwhile, returns it.
+   */
+  async close(seq: number): Promise<JournalDoc> {
+    const tombstone: TombstoneDoc = { _id: seq, tombstone: true };
+    try {
+      await this.events.insertOne(tombstone);
+      this.notify([tombstone]);
+      return tombstone;
+    } catch (error) {
+      if (!(error instanceof DuplicateKeyError)) throw error;
+      const existing = await this.events.findOne({ _id: seq });
+      if (!existing) throw new Error(`journal position ${seq} is taken but cannot be read`);
+      return existing;
+    }
+  }
+
+  /** Documents (events and tombstones) at positions in (after, until], in order. */
+  async range(after: number, until: number, limit: number): Promise<JournalDoc[]> {
+    if (until <= after) return [];
+    return this.events.find({ _id: { $gt: after, $lte: until } }, { sort: { _id: 1 }, limit });
+  }
+
+  /** The highest journaled position (0 when empty). */
+  async writtenHead(): Promise<number> {
+    return (await this.events.findOne({}, { sort: { _id: -1 } }))?._id ?? 0;
+  }
+
+  /** The lowest retained position (0 when empty). */
+  async oldest(): Promise<number> {
+    return (await this.events.findOne({}, { sort: { _id: 1 } }))?._id ?? 0;
+  }
+
+  private notify(docs: JournalDoc[]): void {
+    if (docs.length === 0) return;
+    for (const listener of this.listeners) listener(docs);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * How journal events are stored: one document per journal position (`_id` is
+ * the event_seq), the event itself as protobuf bytes, and beside it the fields
+ * queries and filters need. A position whose writer never completed is filled
+ * with a tombstone so readers never wait for it (or skip past it) again.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type AgentEvent, AgentEventSchema, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
+import { isProgressKind, isTerminalKind } from "../../domain/events/kinds.js";
+import type { Doc } from "../../store/port.js";
+
+export const EVENTS = "events";
+export const COUNTERS = "counters";
+
+/** The fields of an event that filters and queries use, stored beside it. */
+export interface EventFields {
+  event_id: string;
+  recorded_ms: number;
+  kind: number;
+  custom_kind?: string;
+  family: number;
+  run_id?: string;
+  agent_id?: string;
+  thread_id?: string;
+  dispatch_id?: string;
+  pool_id?: string;
+  tags?: string[];
+  terminal: boolean;
+  progress: boolean;
+}
+
+/** An event ready to be journaled (in an outbox, or about to be appended). */
+export interface PendingEvent extends EventFields {
+  /** The AgentEvent, protobuf-encoded, without event_seq and journal_cursor. */
+  event: Uint8Array;
+}
+
+export interface EventDoc extends Doc, PendingEvent {
+  _id: number;
+}
+
+export interface TombstoneDoc extends Doc {
+  _id: number;
+  tombstone: true;
+}
+
+export type JournalDoc = EventDoc | TombstoneDoc;
+
+export function isTombstone(doc: JournalDoc): doc is TombstoneDoc {
+  return "tombstone" in doc && doc.tombstone === true;
+}
+
+const nonEmpty = (value: string): string | undefined => (value === "" ? undefined : value);
+
+/** Encodes an event (whose envelope already has event_id, kind, family, recorded_at) for the journal. */
+export function pendingEvent(event: AgentEvent, recordedMs: number): PendingEvent {
+  const envelope = event.envelope;
+  if (!envelope) throw new Error("an event needs an envelope");
+  const fields: EventFields = {
+    event_id: envelope.eventId,
+    recorded_ms: recordedMs,
+    kind: envelope.kind,
+    family: envelope.family,
+    terminal: isTerminalKind(envelope.kind),
+    progress: isProgressKind(envelope.kind),
+  };
+  const optional: Array<[keyof EventFields, string | undefined]> = [
+    ["custom_kind", nonEmpty(envelope.customKind)],
+    ["run_id", nonEmpty(envelope.runId)],
+    ["agent_id", nonEmpty(envelope.agentId)],
+    ["thread_id", nonEmpty(envelope.threadId)],
+    ["dispatch_id", nonEmpty(envelope.dispatchId)],
+    ["pool_id", nonEmpty(envelope.poolId)],
+  ];
+  for (const [key, value] of optional) if (value !== undefined) (fields as unknown as Record<string, unknown>)[key] = value;
+  if (envelope.tags.length > 0) fields.tags = [...envelope.tags];
+  return { ...fields, event: toBinary(AgentEventSchema, event) };
+}
+
+/** The event of a journal document, with its position filled in. */
+export function eventOf(doc: EventDoc): AgentEvent {
+  const event = fromBinary(AgentEventSchema, doc.event);
+  if (event.envelope) {
+    event.envelope.eventSeq = BigInt(doc._id);
+    event.envelope.journalCursor = create(JournalCursorSchema, { eventSeq: BigInt(doc._id) });
+  }
+  return event;
+}

@@ -1,0 +1,227 @@
+/**
+ * The journal's live edge in this process: one ordered, gap-free feed of
+ * journal events for every in-process consumer (subscriptions, signals, long
+ * polls, wake matching).
+ *
+ * Events arrive from two sides: this process's own appends (immediately, not
+ * waiting for the change stream's commit latency) and the change stream
+ * (other instances). They can arrive out of position order, because positions
+ * are reserved before the writes commit. The tail delivers position N only
+ * after every position below it is known; a position still missing after
+ * `holeTimeoutMs` is looked up in the store and, when absent, closed with a
+ * tombstone (its writer, if alive, then appends again further on). So no
+ * consumer ever skips an event that commits late, and none waits forever for
+ * one that never will.
+ */
+import type { ChangeFeed } from "../change-feed.js";
+import type { Logger } from "../logger.js";
+import type { Journal } from "./journal.js";
+import { EVENTS, type EventDoc, isTombstone, type JournalDoc } from "./records.js";
+
+export type TailListener = (events: EventDoc[]) => void;
+
+export interface JournalTailOptions {
+  /** How long a missing position may hold back later ones before it is looked up and closed. */
+  holeTimeoutMs?: number;
+  /** Recent events kept in memory for subscribers that attach close behind the edge. */
+  recentCapacity?: number;
+  /** How many positions below the head are checked for holes at start-up. */
+  startupWindow?: number;
+}
+
+const PAGE = 1000;
+
+export class JournalTail {
+  private stable = 0;
+  private readonly pending = new Map<number, JournalDoc>();
+  private recent: EventDoc[] = [];
+  /** The ring holds every event with a position above this (up to `stable`). */
+  private recentFloor = 0;
+  private readonly listeners = new Set<TailListener>();
+  private readonly waiters = new Map<number, Array<() => void>>();
+  private holeTimer: NodeJS.Timeout | undefined;
+  private filling: Promise<void> | undefined;
+  private readonly holeTimeoutMs: number;
+  private readonly recentCapacity: number;
+  private stopped = false;
+  private readonly detach: Array<() => void> = [];
+
+  constructor(
+    private readonly journal: Journal,
+    private readonly feed: ChangeFeed,
+    private readonly log: Logger,
+    private readonly options: JournalTailOptions = {},
+  ) {
+    this.holeTimeoutMs = options.holeTimeoutMs ?? 1000;
+    this.recentCapacity = options.recentCapacity ?? 10_000;
+  }
+
+  /** Registers with the journal and the change feed; call before the feed starts. */
+  attach(): void {
+    this.detach.push(this.journal.onWrite((docs) => this.offer(docs)));
+    this.detach.push(
+      this.feed.on(EVENTS, (change) => {
+        if (change.fullDocument) this.offer([change.fullDocument as unknown as JournalDoc]);
+      }),
+    );
+    this.detach.push(this.feed.onResync(() => this.catchUp()));
+  }
+
+  /** Finds the starting position; call once the change feed is established. */
+  async start(): Promise<void> {
+    const head = await this.journal.writtenHead();
+    const window = this.options.startupWindow ?? 10_000;
+    const from = Math.max(0, head - window);
+    // Positions below the head that never got their event are closed now, so
+    // nothing can land behind the edge later.
+    let cursor = from;
+    while (cursor < head) {
+      const docs = await this.journal.range(cursor, head, PAGE);
+      let expected = cursor + 1;
+      for (const doc of docs) {
+        for (; expected < doc._id; expected++) await this.journal.close(expected);
+        expected = doc._id + 1;
+      }
+      if (docs.length < PAGE) for (; expected <= head; expected++) await this.journal.close(expected);
+      cursor = docs.length === PAGE ? docs[docs.length - 1]!._id : head;
+    }
+    if (this.stable < head) {
+      this.stable = head;
+      this.recentFloor = head;
+      this.recent = [];
+    }
+    // Anything offered meanwhile above the head is delivered now.
+    for (const seq of [...this.pending.keys()]) if (seq <= this.stable) this.pending.delete(seq);
+    this.advance();
+    this.log.debug({ event_seq: head }, "journal tail started");
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.holeTimer);
+    for (const undo of this.detach.splice(0)) undo();
+  }
+
+  /** Every position up to this one has been delivered to listeners. */
+  get position(): number {
+    return this.stable;
+  }
+
+  /** Receives each newly delivered run of events, in position order. */
+  subscribe(listener: TailListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The events after `seq` up to `position`, when still in memory; undefined when older. */
+  recentAfter(seq: number): EventDoc[] | undefined {
+    if (seq < this.recentFloor) return undefined;
+    let lo = 0;
+    let hi = this.recent.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.recent[mid]!._id <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.recent.slice(lo);
+  }
+
+  /** Resolves once `position` has reached `seq`. */
+  waitFor(seq: number): Promise<void> {
+    if (this.stable >= seq) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.waiters.get(seq) ?? [];
+      list.push(resolve);
+      this.waiters.set(seq, list);
+    });
+  }
+
+  /** Accepts journal documents in any order; duplicates and old ones are ignored. */
+  offer(docs: JournalDoc[]): void {
+    for (const doc of docs) if (doc._id > this.stable) this.pending.set(doc._id, doc);
+    this.advance();
+  }
+
+  private advance(): void {
+    const delivered: EventDoc[] = [];
+    for (let next = this.pending.get(this.stable + 1); next; next = this.pending.get(this.stable + 1)) {
+      this.pending.delete(next._id);
+      this.stable = next._id;
+      if (!isTombstone(next)) delivered.push(next);
+    }
+    if (delivered.length > 0) {
+      this.remember(delivered);
+      for (const listener of this.listeners) {
+        try {
+          listener(delivered);
+        } catch (error) {
+          this.log.error({ err: error instanceof Error ? error.message : String(error) }, "journal tail listener failed");
+        }
+      }
+    }
+    this.releaseWaiters();
+    this.watchForHoles();
+  }
+
+  private remember(events: EventDoc[]): void {
+    this.recent.push(...events);
+    const excess = this.recent.length - this.recentCapacity;
+    if (excess > this.recentCapacity / 10) {
+      this.recentFloor = this.recent[excess - 1]!._id;
+      this.recent = this.recent.slice(excess);
+    }
+  }
+
+  private releaseWaiters(): void {
+    if (this.waiters.size === 0) return;
+    for (const [seq, list] of this.waiters) {
+      if (seq <= this.stable) {
+        this.waiters.delete(seq);
+        for (const resolve of list) resolve();
+      }
+    }
+  }
+
+  private watchForHoles(): void {
+    if (this.pending.size === 0) {
+      clearTimeout(this.holeTimer);
+      this.holeTimer = undefined;
+      return;
+    }
+    if (this.holeTimer || this.filling || this.stopped) return;
+    this.holeTimer = setTimeout(() => {
+      this.holeTimer = undefined;
+      this.filling = this.fillHoles()
+        .catch((error) => this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "could not close a journal hole; will retry"))
+        .finally(() => {
+          this.filling = undefined;
+          this.watchForHoles();
+        });
+    }, this.holeTimeoutMs);
+    this.holeTimer.unref?.();
+  }
+
+  /** Looks up, then closes, every missing position below the first pending one. */
+  private async fillHoles(): Promise<void> {
+    const firstPending = Math.min(...this.pending.keys());
+    const before = this.stable;
+    this.offer(await this.journal.range(this.stable, firstPending - 1, firstPending - 1 - this.stable));
+    while (!this.stopped && this.stable < firstPending - 1) {
+      const missing = this.stable + 1;
+      this.log.info({ event_seq: missing }, "closing a journal position whose event never arrived");
+      this.offer([await this.journal.close(missing)]);
+    }
+    if (this.stable > before) this.log.debug({ from: before, to: this.stable }, "journal holes resolved");
+  }
+
+  /** After the change stream was re-established: read what it may have missed. */
+  private async catchUp(): Promise<void> {
+    // Page by what was read, not by `position`: a hole holds `position` back.
+    for (let cursor = this.stable; ; ) {
+      const docs = await this.journal.range(cursor, Number.MAX_SAFE_INTEGER, PAGE);
+      this.offer(docs);
+      if (docs.length < PAGE) return;
+      cursor = docs[docs.length - 1]!._id;
+    }
+  }
+}

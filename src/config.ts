@@ -1,0 +1,271 @@
+/**
+ * The server's configuration: one table of settings from which the typed
+ * `ServerConfig`, its defaults, the command-line flags, their environment
+ * variables and the README's configuration table are all derived, so none of
+ * them can drift from the others.
+ *
+ * To add a setting: add its field to `ServerConfig` and its entry to
+ * `settings` (the compiler insists on both). The flag is the field name in
+ * kebab case (`maxMessageBytes` -> `--max-message-bytes`), the environment
+ * variable the flag in upper snake case behind `MAILROOM_`.
+ */
+import { InvalidArgumentError, Option } from "commander";
+import { logLevels, type LogLevel } from "./log.js";
+import type { StoreChoice } from "./store/select.js";
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  store: StoreChoice;
+  mongodbUri: string | undefined;
+  mongodbDatabase: string;
+  dataDir: string;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  authToken: string | undefined;
+  maxMessageBytes: number;
+  maxDeadlineMs: number;
+  maxConcurrentStreams: number;
+  shutdownGraceMs: number;
+  logLevel: LogLevel;
+}
+
+/** A value that no setting accepts; the message names the rule it broke. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+interface Setting<T> {
+  /** Placeholder for the value in help and README, e.g. "<bytes>". */
+  value: string;
+  default: T;
+  /** How the default reads in help and README when the bare value says too little. */
+  defaultText?: string;
+  /** What it does; one or two sentences. */
+  meaning: string;
+  /** Overrides the derived environment variable name. */
+  env?: string;
+  choices?: readonly string[];
+  /** Turns the flag's or variable's text into the value; throws ConfigError saying what is wrong. */
+  parse: (raw: string) => T;
+}
+
+const storeChoices = ["auto", "mongo", "memory"] as const satisfies readonly StoreChoice[];
+/** MongoDB's limit for database names (bytes, excluding the terminator). */
+const MAX_DATABASE_NAME_BYTES = 63;
+/** Connect's ceiling for read and write limits. */
+const MAX_MESSAGE_BYTES = 0xffffffff;
+const MAX_UINT32 = 0xffffffff;
+
+function integer(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    const value = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      throw new ConfigError(`must be an integer from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+function oneOf<T extends string>(choices: readonly T[]): (raw: string) => T {
+  return (raw) => {
+    const found = choices.find((choice) => choice === raw);
+    if (found === undefined) throw new ConfigError(`must be one of ${choices.join(", ")}`);
+    return found;
+  };
+}
+
+function nonEmpty(raw: string): string {
+  if (raw.trim() === "") throw new ConfigError("must not be empty");
+  return raw;
+}
+
+/** Empty means "not set": CI systems often export unset secrets as empty strings. */
+function optionalText(raw: string): string | undefined {
+  return raw.trim() === "" ? undefined : raw;
+}
+
+function databaseName(raw: string): string {
+  if (raw === "" || Buffer.byteLength(raw) > MAX_DATABASE_NAME_BYTES || /[/\\. "$*<>:|?\0]/.test(raw)) {
+    throw new ConfigError(`must be a MongoDB database name: 1 to ${MAX_DATABASE_NAME_BYTES} bytes without / \\ . " $ * < > : | ? or spaces`);
+  }
+  return raw;
+}
+
+function bearerToken(raw: string): string {
+  // It travels as `authorization: Bearer <token>`: visible ASCII, no spaces.
+  if (!/^[\x21-\x7e]+$/.test(raw)) {
+    throw new ConfigError("must be non-empty printable ASCII without spaces (unset it to turn authentication off)");
+  }
+  return raw;
+}
+
+const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
+  host: {
+    value: "<address>",
+    default: "127.0.0.1",
+    meaning: "Interface to listen on; `0.0.0.0` or `::` for all interfaces.",
+    parse: nonEmpty,
+  },
+  port: {
+    value: "<number>",
+    default: 50051,
+    meaning: "TCP port serving gRPC, gRPC-Web and Connect over HTTP/2 and HTTP/1.1; 0 picks a free port (the start-up log names it).",
+    parse: integer(0, 65535),
+  },
+  store: {
+    value: "<backend>",
+    default: "auto",
+    choices: storeChoices,
+    meaning:
+      "`mongo`: MongoDB (MONGODB_URI, else a server-started single-node replica set). `memory`: in-process, NOT durable. " +
+      "`auto`: mongo when MongoDB can be had, else memory with a loud warning.",
+    parse: oneOf(storeChoices),
+  },
+  mongodbUri: {
+    value: "<uri>",
+    env: "MONGODB_URI",
+    default: undefined,
+    meaning: "Connection string of a MongoDB replica set. Unset: the server starts its own mongod (mongodb-memory-server).",
+    parse: optionalText,
+  },
+  mongodbDatabase: {
+    value: "<name>",
+    default: "mailroom",
+    meaning: "Database holding Mailroom's collections.",
+    parse: databaseName,
+  },
+  dataDir: {
+    value: "<path>",
+    default: ".mailroom/mongodb",
+    meaning: "Where a server-started mongod keeps its files (unused with MONGODB_URI).",
+    parse: nonEmpty,
+  },
+  tlsCert: {
+    value: "<path>",
+    default: undefined,
+    meaning: "PEM certificate chain; with `--tls-key` the port serves TLS (HTTP/2 and HTTP/1.1 by ALPN) instead of cleartext.",
+    parse: nonEmpty,
+  },
+  tlsKey: {
+    value: "<path>",
+    default: undefined,
+    meaning: "PEM private key for `--tls-cert`; give both or neither.",
+    parse: nonEmpty,
+  },
+  authToken: {
+    value: "<token>",
+    default: undefined,
+    meaning:
+      "When set, every call except grpc.health.v1.Health needs `authorization: Bearer <token>`. " +
+      "Prefer the environment variable: command lines are visible to other users.",
+    parse: bearerToken,
+  },
+  maxMessageBytes: {
+    value: "<bytes>",
+    default: 4 * 1024 * 1024,
+    defaultText: "4194304 (4 MiB)",
+    meaning: "Largest request or response message; a larger request gets RESOURCE_EXHAUSTED.",
+    parse: integer(1, MAX_MESSAGE_BYTES),
+  },
+  maxDeadlineMs: {
+    value: "<ms>",
+    default: 300_000,
+    defaultText: "300000 (5 min)",
+    meaning: "Longest deadline (timeout) a client may ask for; a longer one gets INVALID_ARGUMENT.",
+    parse: integer(1, MAX_UINT32),
+  },
+  maxConcurrentStreams: {
+    value: "<number>",
+    default: 256,
+    meaning: "Concurrent calls (HTTP/2 streams) per connection.",
+    parse: integer(1, MAX_UINT32),
+  },
+  shutdownGraceMs: {
+    value: "<ms>",
+    default: 4000,
+    meaning: "On SIGTERM/SIGINT, how long unary calls in flight may take to finish before connections are cut.",
+    parse: integer(0, MAX_UINT32),
+  },
+  logLevel: {
+    value: "<level>",
+    default: "info",
+    choices: logLevels,
+    meaning: "Least severe log level written (JSON lines on stdout): fatal, error, warn, info, debug (one line a call), trace, silent.",
+    parse: oneOf(logLevels),
+  },
+};
+
+type Key = keyof ServerConfig;
+const keys = Object.keys(settings) as Key[];
+
+function flagOf(key: Key): string {
+  return `--${key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)}`;
+}
+
+function envOf(key: Key): string {
+  return settings[key].env ?? `MAILROOM_${flagOf(key).slice(2).replace(/-/g, "_").toUpperCase()}`;
+}
+
+export function defaultServerConfig(): ServerConfig {
+  return Object.fromEntries(keys.map((key) => [key, settings[key].default])) as unknown as ServerConfig;
+}
+
+/** Rules between settings, which no single flag's parser can check. */
+export function validateServerConfig(config: ServerConfig): ServerConfig {
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    const [given, missing] = config.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
+    throw new ConfigError(`${given} needs ${missing} too: give both (TLS) or neither (cleartext)`);
+  }
+  return config;
+}
+
+/** Defaults, then the given values, validated: for starting a server from code. */
+export function resolveServerConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  return validateServerConfig({ ...defaultServerConfig(), ...overrides });
+}
+
+/** One commander Option a setting, each readable from its environment variable too. */
+export function serverConfigOptions(): Option[] {
+  return keys.map((key) => {
+    const setting: Setting<unknown> = settings[key];
+    const option = new Option(`${flagOf(key)} ${setting.value}`, setting.meaning).env(envOf(key));
+    if (setting.choices) option.choices(setting.choices);
+    else option.argParser((raw: string) => parseOrExplain(setting, raw));
+    if (setting.default !== undefined) option.default(setting.default, setting.defaultText);
+    return option;
+  });
+}
+
+/** Builds the config from what commander parsed with `serverConfigOptions()`. */
+export function serverConfigFromOptions(parsed: Record<string, unknown>): ServerConfig {
+  const config = defaultServerConfig() as unknown as Record<Key, unknown>;
+  for (const key of keys) {
+    // commander turns a parser's undefined ("not set") into "".
+    if (parsed[key] !== undefined && parsed[key] !== "") config[key] = parsed[key];
+  }
+  return validateServerConfig(config as unknown as ServerConfig);
+}
+
+function parseOrExplain(setting: Setting<unknown>, raw: string): unknown {
+  try {
+    return setting.parse(raw);
+  } catch (error) {
+    // commander prefixes "option '--x <v>' argument 'raw' is invalid." to this.
+    throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** The README's configuration table (Markdown), generated from `settings`. */
+export function renderConfigTable(): string {
+  const cell = (text: string) => text.replace(/\|/g, "\\|");
+  const rows = keys.map((key) => {
+    const setting: Setting<unknown> = settings[key];
+    const fallback = setting.defaultText ?? (setting.default === undefined ? "(unset)" : String(setting.default));
+    return `| \`${flagOf(key)} ${setting.value}\` | \`${envOf(key)}\` | ${cell(fallback)} | ${cell(setting.meaning)} |`;
+  });
+  return ["| Flag | Environment variable | Default | Meaning |", "| --- | --- | --- | --- |", ...rows].join("\n");
+}

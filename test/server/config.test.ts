@@ -5,10 +5,9 @@
  */
 import { Command, type Option } from "commander";
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { defaultServerConfig, renderConfigTable, resolveServerConfig, type ServerConfig, serverConfigFromOptions, serverConfigOptions } from "../../src/config.js";
-import { repoRoot } from "../support/server-process.js";
 
 /** Parses like `mailroom serve` does, with the given command line and environment. */
 function parse(argv: string[], env: Record<string, string> = {}): ServerConfig {
@@ -109,7 +108,7 @@ describe("invalid values are refused with a message naming the option", () => {
 });
 
 describe("the README documents exactly the generated configuration table", () => {
-  const readme = join(repoRoot, "README.md");
+  const readme = fileURLToPath(new URL("../../README.md", import.meta.url));
   it.skipIf(!existsSync(readme))("has renderConfigTable() between the config-table markers", () => {
     const text = readFileSync(readme, "utf8");
     const match = /<!-- config-table:start -->\n([\s\S]*?)\n<!-- config-table:end -->/.exec(text);

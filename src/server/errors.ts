@@ -1,0 +1,61 @@
+/**
+ * What a client sees when a call fails. Typed errors keep their code, message
+ * and machine-readable ErrorDetail; everything else becomes a generic message,
+ * so stack traces, driver messages and collection or index names stay in the
+ * server's log.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { randomBytes } from "node:crypto";
+import { EntityRefSchema } from "../../gen/mailroom/v1/common_pb.js";
+import { ErrorDetailSchema, ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
+import { type ErrorCode, type ErrorDetails, MailroomError } from "../domain/errors.js";
+import type { Logger } from "../log.js";
+import { StoreUnavailableError } from "../store/port.js";
+
+const codes: Record<ErrorCode, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  failed_precondition: Code.FailedPrecondition,
+  out_of_range: Code.OutOfRange,
+  resource_exhausted: Code.ResourceExhausted,
+  unavailable: Code.Unavailable,
+  unauthenticated: Code.Unauthenticated,
+};
+
+/** A ConnectError carrying Mailroom's ErrorDetail. */
+export function errorWithDetail(code: Code, message: string, details: ErrorDetails): ConnectError {
+  const detail = create(ErrorDetailSchema, {
+    reason: details.reason,
+    field: details.field ?? "",
+    entity: details.entity ? create(EntityRefSchema, details.entity) : undefined,
+    metadata: details.metadata ?? {},
+  });
+  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+}
+
+/** How open streams end when the server stops (the shutdown signal's reason). */
+export function shuttingDownError(): ConnectError {
+  return errorWithDetail(Code.Unavailable, "server is shutting down; reconnect and resume from your last cursor", {
+    reason: ErrorReason.SHUTTING_DOWN,
+  });
+}
+
+/** Maps any thrown value to the ConnectError the client receives. */
+export function toConnectError(error: unknown, logger: Logger): ConnectError {
+  if (error instanceof MailroomError) return errorWithDetail(codes[error.code], error.message, error.details);
+  if (error instanceof ConnectError) return error;
+  if (error instanceof StoreUnavailableError) {
+    logger.warn({ error }, "store unavailable");
+    return errorWithDetail(Code.Unavailable, "the store is temporarily unavailable; retry the request", {
+      reason: ErrorReason.STORE_UNAVAILABLE,
+    });
+  }
+  // A client that went away or whose deadline passed aborts the call's signal;
+  // that is the client's doing, not an internal error.
+  if (error instanceof Error && error.name === "AbortError") return new ConnectError("the call was cancelled", Code.Canceled);
+  const reference = randomBytes(6).toString("hex");
+  logger.error({ error, error_reference: reference }, "internal error");
+  return new ConnectError(`internal error (reference ${reference})`, Code.Internal);
+}

@@ -1,0 +1,111 @@
+/**
+ * The Mailroom server: the Connect handler (gRPC, gRPC-Web and Connect, each
+ * limit set explicitly) on the one-port listener, and its graceful shutdown.
+ */
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { readFile } from "node:fs/promises";
+import type { ServerConfig } from "../config.js";
+import type { Logger } from "../log.js";
+import type { Store } from "../store/port.js";
+import { bearerTokenGate } from "./auth.js";
+import { shuttingDownError } from "./errors.js";
+import { HealthMonitor } from "./health.js";
+import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
+import { listen, type ListenerOptions } from "./listener.js";
+import { mailroomServiceNames, routes } from "./routes.js";
+import { StartupError } from "./startup-error.js";
+
+export { StartupError };
+
+export interface ServerDeps {
+  /** Owned by the server from now on: `close()` closes it. */
+  store: Store;
+  logger: Logger;
+}
+
+export interface RunningServer {
+  /** Base URL for clients, e.g. `http://127.0.0.1:50051`. */
+  readonly url: string;
+  readonly port: number;
+  readonly health: HealthMonitor;
+  /**
+   * Graceful shutdown, idempotent: health goes NOT_SERVING, no new
+   * connections, open streams end with UNAVAILABLE (reason SHUTTING_DOWN),
+   * unary calls get up to `shutdownGraceMs` to finish, then connections are
+   * closed and the store is closed.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts serving. On failure nothing is left listening and the store is left
+ * open for the caller to close.
+ */
+export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
+  const { store, logger } = deps;
+  const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
+  const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: routes({ health }),
+    grpc: true,
+    grpcWeb: true,
+    connect: true,
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    maxTimeoutMs: config.maxDeadlineMs,
+    shutdownSignal: shutdown.signal,
+    interceptors: [loggingInterceptor(logger), errorMappingInterceptor(logger)],
+    requestGate: config.authToken === undefined ? undefined : bearerTokenGate(config.authToken),
+  });
+  await health.start();
+  const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };
+  let listener;
+  try {
+    listener = await listen(handler, listenerOptions);
+  } catch (error) {
+    health.shutdown();
+    throw error;
+  }
+  const scheme = listener.secure ? "https" : "http";
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    logger.info({ grace_ms: config.shutdownGraceMs }, "shutting down: NOT_SERVING, ending streams, letting calls in flight finish");
+    const grace = deadline(config.shutdownGraceMs);
+    health.shutdown();
+    listener.beginShutdown();
+    shutdown.abort(shuttingDownError());
+    const drained = await Promise.race([listener.drained().then(() => true), grace.passed.then(() => false)]);
+    if (!drained) logger.warn({ grace_ms: config.shutdownGraceMs }, "calls still in flight after the grace period; cutting them");
+    await Promise.race([listener.closed(), grace.passed]);
+    grace.cancel();
+    listener.destroy();
+    await store.close();
+    logger.info("server stopped");
+  };
+
+  return {
+    url: `${scheme}://${host}:${listener.port}`,
+    port: listener.port,
+    health,
+    close: () => (closing ??= close()),
+  };
+}
+
+async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = (path: string, flag: string) =>
+    readFile(path).catch((error: NodeJS.ErrnoException) => {
+      throw new StartupError(`cannot read ${flag} file ${JSON.stringify(path)}: ${error.code ?? error.message}`);
+    });
+  return { cert: await read(certPath, "--tls-cert"), key: await read(keyPath, "--tls-key") };
+}
+
+function deadline(ms: number): { passed: Promise<void>; cancel: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  const passed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  return { passed, cancel: () => clearTimeout(timer) };
+}

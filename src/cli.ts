@@ -1,0 +1,93 @@
+/**
+ * `mailroom serve` (the default command): picks the store, starts the server,
+ * says in its first log line where it listens and whether data is durable,
+ * and shuts down gracefully on SIGTERM/SIGINT.
+ *
+ * Exit codes: 0 after a graceful shutdown; 1 when it cannot start (the reason
+ * in one line, no stack trace), on a second signal, or when shutdown failed.
+ */
+import { Command } from "commander";
+import { ConfigError, type ServerConfig, serverConfigFromOptions, serverConfigOptions } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { type RunningServer, startServer } from "./server/server.js";
+import type { SelectedStore } from "./store/select.js";
+import { selectStore } from "./store/select.js";
+
+async function serve(config: ServerConfig): Promise<void> {
+  const logger = createLogger({ level: config.logLevel });
+  let selected: SelectedStore | undefined;
+  let server: RunningServer;
+  try {
+    selected = await selectStore({
+      store: config.store,
+      mongodbUri: config.mongodbUri,
+      mongodbDatabase: config.mongodbDatabase,
+      dataDir: config.dataDir,
+    });
+    server = await startServer(config, { store: selected.store, logger });
+  } catch (error) {
+    await selected?.store.close().catch(() => undefined);
+    logger.error(`cannot start: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  }
+
+  const { store, location, fallbackReason } = selected;
+  logger.info(
+    {
+      address: server.url,
+      port: server.port,
+      backend: store.backend,
+      durable: store.durability.durable,
+      durability: store.durability.description,
+      location,
+    },
+    `mailroom listening on ${server.url}, store ${store.backend} (${store.durability.durable ? "durable" : "NOT durable"}) at ${location}`,
+  );
+  if (fallbackReason) {
+    logger.warn(
+      { backend: store.backend, durable: false, reason: fallbackReason },
+      `DATA IS NOT DURABLE: running on the in-process ${store.backend} store because no MongoDB could be had (${fallbackReason}). ` +
+        "Everything lives only in this process and is LOST when it exits. Set MONGODB_URI to a MongoDB replica set to keep it.",
+    );
+  }
+  stopOnSignals(server, logger);
+}
+
+function stopOnSignals(server: RunningServer, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting without finishing the shutdown");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, `${signal} received`);
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+const program = new Command("mailroom").description("Coordination service for AI agent runs: mailboxes, agent pools and an event journal.");
+const serveCommand = program
+  .command("serve", { isDefault: true })
+  .description("Serve gRPC, gRPC-Web and Connect on one port. Every flag can also be set by the environment variable shown.");
+for (const option of serverConfigOptions()) serveCommand.addOption(option);
+serveCommand.action(async (options: Record<string, unknown>) => {
+  let config: ServerConfig;
+  try {
+    config = serverConfigFromOptions(options);
+  } catch (error) {
+    if (error instanceof ConfigError) serveCommand.error(`error: ${error.message}`);
+    throw error;
+  }
+  await serve(config);
+});
+
+await program.parseAsync(process.argv);

@@ -32,6 +32,14 @@ async function serve(config: ServerConfig): Promise<void> {
   }
 
   const { store, location, fallbackReason } = selected;
+  // Before the listening line, so nobody sees "listening" without having seen this.
+  if (fallbackReason) {
+    logger.warn(
+      { backend: store.backend, durable: false, reason: fallbackReason },
+      `DATA IS NOT DURABLE: running on the in-process ${store.backend} store because no MongoDB could be had (${fallbackReason}). ` +
+        "Everything lives only in this process and is LOST when it exits. Set MONGODB_URI to a MongoDB replica set to keep it.",
+    );
+  }
   logger.info(
     {
       address: server.url,
@@ -43,13 +51,6 @@ async function serve(config: ServerConfig): Promise<void> {
     },
     `mailroom listening on ${server.url}, store ${store.backend} (${store.durability.durable ? "durable" : "NOT durable"}) at ${location}`,
   );
-  if (fallbackReason) {
-    logger.warn(
-      { backend: store.backend, durable: false, reason: fallbackReason },
-      `DATA IS NOT DURABLE: running on the in-process ${store.backend} store because no MongoDB could be had (${fallbackReason}). ` +
-        "Everything lives only in this process and is LOST when it exits. Set MONGODB_URI to a MongoDB replica set to keep it.",
-    );
-  }
   stopOnSignals(server, logger);
 }
 

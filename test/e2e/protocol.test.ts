@@ -1,0 +1,170 @@
+/**
+ * Bad input gets the right status and never takes the process down; RPCs
+ * that later issues implement answer UNIMPLEMENTED naming themselves.
+ */
+import { Code } from "@connectrpc/connect";
+import http2 from "node:http2";
+import { describe, expect, it } from "vitest";
+import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { createMailroomClients } from "../../src/client/index.js";
+import { curlConnect } from "../support/http-tools.js";
+import { type ServerProcess, useServerProcess } from "../support/server-process.js";
+
+const GRPC_INVALID_ARGUMENT = "3";
+const SMALL_LIMIT = 64;
+
+/** A gRPC call with a hand-made body; resolves with the status from the trailers. */
+function rawGrpcCall(baseUrl: string, path: string, body: Buffer): Promise<{ grpcStatus: string; grpcMessage: string }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(baseUrl);
+    session.on("error", reject);
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers" });
+    stream.on("error", reject);
+    let headers: http2.IncomingHttpHeaders = {};
+    stream.on("response", (received) => {
+      headers = received;
+    });
+    stream.on("trailers", (trailers) => {
+      // A gRPC error without a body comes as a trailers-only response (status in the headers).
+      const all = { ...headers, ...trailers };
+      resolve({ grpcStatus: String(all["grpc-status"]), grpcMessage: decodeURIComponent(String(all["grpc-message"] ?? "")) });
+      session.close();
+    });
+    stream.on("end", () => {
+      if (headers["grpc-status"] !== undefined) {
+        resolve({ grpcStatus: String(headers["grpc-status"]), grpcMessage: decodeURIComponent(String(headers["grpc-message"] ?? "")) });
+      }
+      session.close();
+    });
+    stream.resume();
+    stream.end(body);
+  });
+}
+
+/** A length-prefixed gRPC message frame around `payload`. */
+function grpcFrame(payload: Buffer): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([prefix, payload]);
+}
+
+async function stillServing(server: ServerProcess): Promise<void> {
+  const clients = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
+  try {
+    expect((await clients.health.check({})).status).toBe(ServingStatus.SERVING);
+  } finally {
+    clients.close();
+  }
+  expect(server.logs.filter((line) => line.level === "error" || line.level === "fatal")).toEqual([]);
+}
+
+describe("a malformed request is INVALID_ARGUMENT and the server keeps answering", () => {
+  const server = useServerProcess();
+
+  it("a Connect POST whose body is not JSON", async () => {
+    const reply = await curlConnect(server().url, "/grpc.health.v1.Health/Check", "{not json");
+    expect(reply.status).toBe(400);
+    expect(JSON.parse(reply.body)).toMatchObject({ code: "invalid_argument" });
+    await stillServing(server());
+  });
+
+  it("a gRPC frame cut short of the length its prefix announces", async () => {
+    const truncated = grpcFrame(Buffer.alloc(100)).subarray(0, 5 + 4);
+    const reply = await rawGrpcCall(server().url, "/grpc.health.v1.Health/Check", truncated);
+    expect(reply.grpcStatus).toBe(GRPC_INVALID_ARGUMENT);
+    await stillServing(server());
+  });
+
+  // connect-es 2.2 answers INTERNAL ("parse binary: ...") when a request's
+  // protobuf bytes do not decode: its binary serialization, shared with the
+  // client side, hard-codes Code.Internal and runs before any interceptor.
+  // This test flips to failing (and should become a plain `it`) once the
+  // library answers INVALID_ARGUMENT as connect-go does.
+  it.fails("a gRPC frame whose bytes do not decode as the request message (known connect-es limitation)", async () => {
+    const reply = await rawGrpcCall(server().url, "/grpc.health.v1.Health/Check", grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff])));
+    await stillServing(server());
+    expect(reply.grpcStatus).toBe(GRPC_INVALID_ARGUMENT);
+  });
+});
+
+describe("a request above --max-message-bytes is RESOURCE_EXHAUSTED and the server keeps answering", () => {
+  const oversized = { service: "x".repeat(SMALL_LIMIT * 2) };
+
+  describe.each([
+    ["the flag", { args: ["--max-message-bytes", String(SMALL_LIMIT)] }],
+    ["its environment variable", { env: { MAILROOM_MAX_MESSAGE_BYTES: String(SMALL_LIMIT) } }],
+  ])("with the limit set by %s", (_how, options) => {
+    const server = useServerProcess(options);
+
+    it("over gRPC", async () => {
+      const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+      try {
+        await expect(clients.health.check(oversized)).rejects.toMatchObject({ code: Code.ResourceExhausted });
+      } finally {
+        clients.close();
+      }
+      await stillServing(server());
+    });
+
+    it("over Connect with curl", async () => {
+      const reply = await curlConnect(server().url, "/grpc.health.v1.Health/Check", JSON.stringify(oversized));
+      expect(JSON.parse(reply.body)).toMatchObject({ code: "resource_exhausted" });
+      await stillServing(server());
+    });
+  });
+});
+
+describe("an RPC without an implementation yet is UNIMPLEMENTED and names itself", () => {
+  const server = useServerProcess();
+
+  it.each(["grpc", "grpc-web", "connect"] as const)("a unary RPC over %s", async (protocol) => {
+    const clients = createMailroomClients({ baseUrl: server().url, protocol });
+    try {
+      await expect(clients.mailbox.enqueue({})).rejects.toMatchObject({
+        code: Code.Unimplemented,
+        rawMessage: "mailroom.v1.MailboxService.Enqueue is not implemented",
+      });
+    } finally {
+      clients.close();
+    }
+  });
+
+  it("a server-streaming RPC", async () => {
+    const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+    try {
+      const consume = async () => {
+        for await (const _frame of clients.events.subscribe({})) break;
+      };
+      await expect(consume()).rejects.toMatchObject({ code: Code.Unimplemented, rawMessage: "mailroom.v1.EventService.Subscribe is not implemented" });
+    } finally {
+      clients.close();
+    }
+  });
+});
+
+describe("limits are the configured ones, not the libraries' defaults", () => {
+  const server = useServerProcess({ args: ["--max-concurrent-streams", "7", "--max-deadline-ms", "1000"] });
+
+  it("advertises --max-concurrent-streams in its HTTP/2 settings", async () => {
+    const session = http2.connect(server().url);
+    try {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(7);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("refuses a deadline longer than --max-deadline-ms with INVALID_ARGUMENT", async () => {
+    const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+    try {
+      await expect(clients.health.check({}, { timeoutMs: 5000 })).rejects.toMatchObject({ code: Code.InvalidArgument });
+      expect((await clients.health.check({}, { timeoutMs: 500 })).status).toBe(ServingStatus.SERVING);
+    } finally {
+      clients.close();
+    }
+  });
+});

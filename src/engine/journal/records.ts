@@ -27,6 +27,12 @@ export interface EventFields {
   tags?: string[];
   terminal: boolean;
   progress: boolean;
+  /**
+   * Set by the mailbox on events whose transition made a dispatch claimable
+   * (now, or at `at`): the signal it implies (a DispatchSignalReason).
+   * Internal: not part of the contract's envelope.
+   */
+  claimable?: { reason: number; at: number };
 }
 
 /** An event ready to be journaled (in an outbox, or about to be appended). */

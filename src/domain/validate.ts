@@ -1,0 +1,99 @@
+/**
+ * Checks for request fields. Each throws INVALID_ARGUMENT naming the field
+ * (as a path from the request, in the contract's snake_case) and the rule.
+ */
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { invalidField } from "./errors.js";
+
+const encoder = new TextEncoder();
+export const MAX_ID_BYTES = 256;
+// Control characters (C0, DEL, C1) are never part of an identifier.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+export function byteLength(value: string): number {
+  return encoder.encode(value).length;
+}
+
+/** An identifier: 1 to 256 bytes of UTF-8 without control characters. */
+export function requireId(field: string, value: string): string {
+  if (value === "") throw invalidField(field, "is required");
+  return checkId(field, value);
+}
+
+/** An identifier that may be empty (then undefined). */
+export function optionalId(field: string, value: string): string | undefined {
+  return value === "" ? undefined : checkId(field, value);
+}
+
+function checkId(field: string, value: string): string {
+  if (byteLength(value) > MAX_ID_BYTES) throw invalidField(field, `must be at most ${MAX_ID_BYTES} bytes`);
+  if (CONTROL.test(value)) throw invalidField(field, "must not contain control characters");
+  return value;
+}
+
+/** Free text up to a size. */
+export function boundedText(field: string, value: string, maxBytes: number): string {
+  if (byteLength(value) > maxBytes) throw invalidField(field, `must be at most ${maxBytes} bytes (got ${byteLength(value)})`);
+  return value;
+}
+
+export function requirePresent<T>(field: string, value: T | undefined): T {
+  if (value === undefined) throw invalidField(field, "is required");
+  return value;
+}
+
+export function intInRange(field: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) throw invalidField(field, `must be ${min} to ${max} (got ${value})`);
+  return value;
+}
+
+/** A page size: 0 means the default. */
+export function pageSize(field: string, value: number, defaultSize: number, max: number): number {
+  if (value === 0) return defaultSize;
+  return intInRange(field, value, 1, max);
+}
+
+export function durationToMs(field: string, duration: Duration): number {
+  const seconds = Number(duration.seconds);
+  if (!Number.isSafeInteger(seconds) || duration.nanos < -999_999_999 || duration.nanos > 999_999_999) {
+    throw invalidField(field, "is not a valid duration");
+  }
+  if (seconds < 0 || duration.nanos < 0) throw invalidField(field, "must not be negative");
+  return seconds * 1000 + Math.floor(duration.nanos / 1_000_000);
+}
+
+/** A duration within [minMs, maxMs] (minMs 1 reads "above 0"). */
+export function durationInRange(field: string, duration: Duration, minMs: number, maxMs: number): number {
+  const ms = durationToMs(field, duration);
+  if (ms < minMs || ms > maxMs) {
+    const range = minMs === 0 ? `0 to ${describeMs(maxMs)}` : `${minMs === 1 ? "above 0" : `at least ${describeMs(minMs)}`} and at most ${describeMs(maxMs)}`;
+    throw invalidField(field, `must be ${range} (got ${describeMs(ms)})`);
+  }
+  return ms;
+}
+
+export function timestampToMs(field: string, timestamp: Timestamp): number {
+  const seconds = Number(timestamp.seconds);
+  // RFC 3339 range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31.
+  if (!Number.isSafeInteger(seconds) || seconds < -62_135_596_800 || seconds > 253_402_300_799 || timestamp.nanos < 0 || timestamp.nanos > 999_999_999) {
+    throw invalidField(field, "is not a valid timestamp");
+  }
+  return seconds * 1000 + Math.floor(timestamp.nanos / 1_000_000);
+}
+
+export function describeMs(ms: number): string {
+  if (ms % 86_400_000 === 0 && ms >= 86_400_000) return `${ms / 86_400_000}d`;
+  if (ms % 3_600_000 === 0 && ms >= 3_600_000) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms >= 60_000) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0 && ms >= 1000) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** A list of at most `max` entries. */
+export function boundedList<T>(field: string, values: readonly T[], max: number, min = 0): readonly T[] {
+  if (values.length < min || values.length > max) {
+    throw invalidField(field, min > 0 ? `must have ${min} to ${max} entries (got ${values.length})` : `must have at most ${max} entries (got ${values.length})`);
+  }
+  return values;
+}

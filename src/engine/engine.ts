@@ -1,0 +1,107 @@
+/**
+ * One server instance's engine: the use cases over one store, plus the
+ * instance's single change feed, its journal tail and its background work.
+ * Several engines (instances) may share one store; nothing in here assumes
+ * it is alone.
+ */
+import { type Clock, systemClock } from "../domain/clock.js";
+import { DEFAULT_MAILBOX_LIMITS, type MailboxLimits } from "../domain/dispatch/commands.js";
+import { newId } from "../domain/ids.js";
+import type { Store } from "../store/port.js";
+import { ChangeFeed } from "./change-feed.js";
+import { Journal } from "./journal/journal.js";
+import { JournalTail, type JournalTailOptions } from "./journal/tail.js";
+import { type Logger, silentLogger } from "./logger.js";
+import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from "./mailbox/background.js";
+import { LiveCommands, type LiveOptions } from "./mailbox/live.js";
+import { Mailbox } from "./mailbox/mailbox.js";
+import { MailboxQueries } from "./mailbox/queries.js";
+import { Threads } from "./mailbox/threads.js";
+import { WorkSignals } from "./mailbox/work-signals.js";
+import { Outbox, type OutboxOptions } from "./outbox.js";
+
+export interface EngineOptions {
+  /** Names this instance (live channel registry, logs); generated when omitted. */
+  instanceId?: string;
+  clock?: Clock;
+  log?: Logger;
+  mailboxLimits?: Partial<MailboxLimits>;
+  mailboxTimings?: Partial<MailboxTimings>;
+  journal?: JournalTailOptions;
+  live?: Omit<LiveOptions, "instanceId">;
+  outbox?: OutboxOptions;
+  /** Run sweepers and clocks on timers (default). Tests may turn this off and call them directly. */
+  background?: boolean;
+}
+
+export class Engine {
+  readonly instanceId: string;
+  readonly clock: Clock;
+  readonly mailboxLimits: MailboxLimits;
+  readonly journal: Journal;
+  readonly feed: ChangeFeed;
+  readonly tail: JournalTail;
+  readonly outbox: Outbox;
+  readonly threads: Threads;
+  readonly signals: WorkSignals;
+  readonly mailbox: Mailbox;
+  readonly queries: MailboxQueries;
+  readonly live: LiveCommands;
+  readonly background: MailboxBackground;
+  private readonly log: Logger;
+  private readonly runBackground: boolean;
+
+  private constructor(readonly store: Store, options: EngineOptions) {
+    this.instanceId = options.instanceId ?? newId();
+    this.clock = options.clock ?? systemClock;
+    this.log = options.log ?? silentLogger;
+    this.mailboxLimits = { ...DEFAULT_MAILBOX_LIMITS, ...options.mailboxLimits };
+    this.runBackground = options.background ?? true;
+    this.journal = new Journal(store, this.log);
+    this.feed = new ChangeFeed(store, this.log);
+    this.tail = new JournalTail(this.journal, this.feed, this.log, options.journal);
+    this.outbox = new Outbox(store, this.journal, this.clock, this.log, options.outbox);
+    this.threads = new Threads(store, this.clock, this.log);
+    this.signals = new WorkSignals();
+    this.mailbox = new Mailbox({ store, outbox: this.outbox, threads: this.threads, signals: this.signals, clock: this.clock, log: this.log });
+    this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
+    this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
+    this.background = new MailboxBackground({
+      mailbox: this.mailbox,
+      queries: this.queries,
+      threads: this.threads,
+      outbox: this.outbox,
+      signals: this.signals,
+      tail: this.tail,
+      dispatches: this.mailbox.dispatches,
+      clock: this.clock,
+      log: this.log,
+      timings: { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings },
+    });
+  }
+
+  /** Creates indexes, opens the change feed and starts the background work. */
+  static async start(store: Store, options: EngineOptions = {}): Promise<Engine> {
+    const engine = new Engine(store, options);
+    await engine.journal.init();
+    await engine.mailbox.init();
+    await engine.live.init();
+    // Handlers register before the feed opens: it watches their collections.
+    engine.tail.attach();
+    engine.live.attach();
+    await engine.feed.start();
+    await engine.tail.start();
+    await engine.background.start({ timers: engine.runBackground });
+    if (engine.runBackground) engine.live.start();
+    engine.log.info({ instance_id: engine.instanceId }, "engine started");
+    return engine;
+  }
+
+  async stop(): Promise<void> {
+    this.background.stop();
+    await this.live.stop();
+    this.tail.stop();
+    await this.feed.stop();
+    await this.outbox.drain();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Live commands to a running run (seed: LiveRunCommand, deliver_live_to,
+ * open_live_channel_for).
+ *
+ * An open channel is registered in the store (refreshed while open, expiring
+ * if its instance dies), so DeliverLive on any instance can tell DELIVERED
+ * from NO_SUBSCRIBER. A delivered command is stored; the instance holding
+ * the channel receives it through its change feed (or at once, when it is
+ * the same instance). Until the receiver acks it, a command is sent again to
+ * every channel opened for its target, for `commandTtlMs`.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { LiveDeliveryOutcome, type LiveRunCommand, LiveRunCommandSchema, type LiveRunTarget } from "../../../gen/mailroom/v1/live_pb.js";
+import type { Clock } from "../../domain/clock.js";
+import { ErrorReason, MailroomError } from "../../domain/errors.js";
+import { newId } from "../../domain/ids.js";
+import { type Collection, type Doc, DuplicateKeyError, type Store } from "../../store/port.js";
+import type { ChangeFeed } from "../change-feed.js";
+import type { Logger } from "../logger.js";
+
+export const LIVE_CHANNELS = "live_channels";
+export const LIVE_COMMANDS = "live_commands";
+
+interface Target {
+  thread_id: string;
+  run_id: string;
+  /** Empty when the channel or command is for any dispatch of the run. */
+  dispatch_id: string;
+}
+
+interface ChannelDoc extends Doc, Target {
+  _id: string;
+  instance_id: string;
+  expires_at: number;
+}
+
+interface CommandDoc extends Doc, Target {
+  _id: string;
+  command: Uint8Array;
+  sent_at: number;
+  expires_at: number;
+  acked: boolean;
+  acked_at?: number;
+}
+
+export interface LiveOptions {
+  /** Identifies this server instance in the channel registry. */
+  instanceId: string;
+  /** A registration not refreshed for this long is considered gone (its instance died). */
+  channelTtlMs?: number;
+  /** Unacked commands are sent again to re-opened channels for this long. */
+  commandTtlMs?: number;
+}
+
+function targetOf(target: LiveRunTarget): Target {
+  return { thread_id: target.threadId, run_id: target.runId, dispatch_id: target.dispatchId };
+}
+
+function matches(channel: Target, command: Target): boolean {
+  return channel.thread_id === command.thread_id && channel.run_id === command.run_id &&
+    (channel.dispatch_id === "" || command.dispatch_id === "" || channel.dispatch_id === command.dispatch_id);
+}
+
+/** One open channel in this process. */
+export class LiveChannel implements AsyncIterable<LiveRunCommand> {
+  private readonly queue: LiveRunCommand[] = [];
+  private readonly sent = new Set<string>();
+  private wake: (() => void) | undefined;
+  private closed = false;
+
+  constructor(
+    readonly id: string,
+    readonly target: Target,
+    private readonly onClose: (channel: LiveChannel) => Promise<void>,
+  ) {}
+
+  offer(command: LiveRunCommand): void {
+    if (this.closed || this.sent.has(command.commandId)) return;
+    this.sent.add(command.commandId);
+    this.queue.push(command);
+    this.wake?.();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.wake?.();
+    await this.onClose(this);
+  }
+
+  /** Commands as they come; ends when the channel is closed (or `abort` fires). */
+  async *commands(abort?: AbortSignal): AsyncGenerator<LiveRunCommand> {
+    const onAbort = () => void this.close();
+    abort?.addEventListener("abort", onAbort, { once: true });
+    try {
+      while (!this.closed) {
+        const next = this.queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+      }
+    } finally {
+      abort?.removeEventListener("abort", onAbort);
+      await this.close();
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<LiveRunCommand> {
+    return this.commands();
+  }
+}
+
+export class LiveCommands {
+  private readonly channels: Collection<ChannelDoc>;
+  private readonly commands: Collection<CommandDoc>;
+  private readonly local = new Map<string, LiveChannel>();
+  private readonly channelTtlMs: number;
+  private readonly commandTtlMs: number;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private detach: (() => void) | undefined;
+
+  constructor(
+    store: Store,
+    private readonly feed: ChangeFeed,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly options: LiveOptions,
+  ) {
+    this.channels = store.collection<ChannelDoc>(LIVE_CHANNELS);
+    this.commands = store.collection<CommandDoc>(LIVE_COMMANDS);
+    this.channelTtlMs = options.channelTtlMs ?? 30_000;
+    this.commandTtlMs = options.commandTtlMs ?? 600_000;
+  }
+
+  async init(): Promise<void> {
+    await this.channels.createIndexes([{ key: { thread_id: 1, run_id: 1, expires_at: 1 } }, { key: { expires_at: 1 } }]);
+    await this.commands.createIndexes([{ key: { thread_id: 1, run_id: 1, acked: 1, sent_at: 1 } }, { key: { expires_at: 1 } }]);
+  }
+
+  /** Routes commands stored by other instances; call before the change feed starts. */
+  attach(): void {
+    this.detach = this.feed.on(LIVE_COMMANDS, (change) => {
+      if (change.fullDocument) this.route(change.fullDocument as unknown as CommandDoc);
+    });
+  }
+
+  /** Keeps this instance's registrations alive and drops expired ones. */
+  start(): void {
+    const refreshEvery = Math.max(50, Math.floor(this.channelTtlMs / 3));
+    this.refreshTimer = setInterval(() => {
+      this.refresh().catch((error) => this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "could not refresh live channel registrations"));
+    }, refreshEvery);
+    this.refreshTimer.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.refreshTimer);
+    this.detach?.();
+    await Promise.all([...this.local.values()].map((channel) => channel.close()));
+  }
+
+  /**
+   * Opens a channel for a target. When this resolves the channel is
+   * registered: DeliverLive to the target reports DELIVERED from then on, and
+   * unacked earlier commands are already queued on it.
+   */
+  async open(target: LiveRunTarget): Promise<LiveChannel> {
+    const id = newId();
+    const channel = new LiveChannel(id, targetOf(target), (closing) => this.unregister(closing));
+    // Listen locally before registering, so nothing routed after the registration is missed.
+    this.local.set(id, channel);
+    const now = this.clock.now();
+    await this.channels.insertOne({ _id: id, ...channel.target, instance_id: this.options.instanceId, expires_at: now + this.channelTtlMs });
+    const unacked = await this.commands.find(
+      { thread_id: channel.target.thread_id, run_id: channel.target.run_id, acked: false, expires_at: { $gt: now } },
+      { sort: { sent_at: 1, _id: 1 } },
+    );
+    for (const doc of unacked) if (matches(channel.target, doc)) channel.offer(this.decode(doc));
+    return channel;
+  }
+
+  async deliver(target: LiveRunTarget, command: LiveRunCommand): Promise<{ outcome: LiveDeliveryOutcome; commandId: string }> {
+    const now = this.clock.now();
+    const wanted = targetOf(target);
+    const open = await this.channels.findOne({
+      thread_id: wanted.thread_id,
+      run_id: wanted.run_id,
+      expires_at: { $gt: now },
+      ...(wanted.dispatch_id ? { dispatch_id: { $in: ["", wanted.dispatch_id] } } : {}),
+    });
+    const commandId = command.commandId || newId();
+    if (!open) return { outcome: LiveDeliveryOutcome.NO_SUBSCRIBER, commandId };
+    const stored = create(LiveRunCommandSchema, { ...command, commandId, target, sentAt: timestampFromMs(now) });
+    const doc: CommandDoc = { _id: commandId, ...wanted, command: toBinary(LiveRunCommandSchema, stored), sent_at: now, expires_at: now + this.commandTtlMs, acked: false };
+    try {
+      await this.commands.insertOne(doc);
+    } catch (error) {
+      // The same command id again: it was delivered already (a retried call).
+      if (error instanceof DuplicateKeyError) return { outcome: LiveDeliveryOutcome.DELIVERED, commandId };
+      throw error;
+    }
+    this.route(doc);
+    return { outcome: LiveDeliveryOutcome.DELIVERED, commandId };
+  }
+
+  /** The receiver's receipt; true when this call acked it, false when it was acked before. */
+  async ack(commandId: string): Promise<boolean> {
+    const result = await this.commands.updateOne({ _id: commandId, acked: false }, { $set: { acked: true, acked_at: this.clock.now() } });
+    if (result.matchedCount === 1) return true;
+    if (await this.commands.findOne({ _id: commandId })) return false;
+    throw new MailroomError("not_found", `live command ${JSON.stringify(commandId)} not found (unknown, or expired ${this.commandTtlMs / 60_000} minutes after it was sent)`, {
+      reason: ErrorReason.ENTITY_NOT_FOUND,
+      metadata: { command_id: commandId },
+    });
+  }
+
+  /** Deletes expired registrations and commands. */
+  async purge(): Promise<void> {
+    const now = this.clock.now();
+    await Promise.all([this.channels.deleteMany({ expires_at: { $lt: now } }), this.commands.deleteMany({ expires_at: { $lt: now } })]);
+  }
+
+  private async refresh(): Promise<void> {
+    const ids = [...this.local.keys()];
+    if (ids.length > 0) await this.channels.updateMany({ _id: { $in: ids } }, { $set: { expires_at: this.clock.now() + this.channelTtlMs } });
+    await this.purge();
+  }
+
+  private route(doc: CommandDoc): void {
+    let command: LiveRunCommand | undefined;
+    for (const channel of this.local.values()) {
+      if (!matches(channel.target, doc)) continue;
+      command ??= this.decode(doc);
+      channel.offer(command);
+    }
+  }
+
+  private decode(doc: CommandDoc): LiveRunCommand {
+    return fromBinary(LiveRunCommandSchema, doc.command);
+  }
+
+  private async unregister(channel: LiveChannel): Promise<void> {
+    this.local.delete(channel.id);
+    await this.channels.deleteOne({ _id: channel.id }).catch((error: unknown) => {
+      // It expires on its own; DeliverLive may report DELIVERED until then.
+      this.log.warn({ err: error instanceof Error ? error.message : String(error), channel_id: channel.id }, "could not unregister a live channel");
+    });
+  }
+}

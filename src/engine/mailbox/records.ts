@@ -1,0 +1,126 @@
+/**
+ * How the mailbox is stored.
+ *
+ * `dispatches`: one document per run dispatch. A partial unique index on
+ * thread_id over CLAIMED documents is what guarantees at most one CLAIMED
+ * dispatch per thread: a second claim in the thread fails inside the database.
+ *
+ * `threads`: one document per thread: its epoch (authoritative) and a
+ * readiness hint used to claim across threads without scanning every queued
+ * dispatch: whether the thread holds a claim, the rank of its best queued
+ * dispatch and the earliest time it has claimable work. The hint may be
+ * optimistic (then a claim attempt finds nothing and recomputes it) but is
+ * kept from ever hiding claimable work.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { type RunDispatch, RunDispatchSchema } from "../../../gen/mailroom/v1/dispatch_pb.js";
+import { type DispatchStatus, statusToProto } from "../../domain/dispatch/state.js";
+import type { Doc, IndexSpec } from "../../store/port.js";
+import type { OutboxFields } from "../outbox.js";
+
+export const DISPATCHES = "dispatches";
+export const THREADS = "threads";
+
+export interface DispatchDoc extends Doc, OutboxFields {
+  _id: string;
+  thread_id: string;
+  run_id: string;
+  agent_id?: string;
+  priority: number;
+  dedupe_key?: string;
+  epoch: number;
+  status: DispatchStatus;
+  /** Denormalised `status` is terminal, for the terminal-listing index. */
+  terminal: boolean;
+  available_at: number;
+  attempt_count: number;
+  max_attempts: number;
+  last_error?: string;
+  claim_token?: string;
+  claimed_by?: string;
+  lease_until?: number;
+  dispatch_instance_id?: string;
+  run_status?: number;
+  termination?: { kind: number; detail: string };
+  run_response?: string;
+  run_error?: string;
+  completed_at?: number;
+  created_at: number;
+  updated_at: number;
+  payload?: { data: Uint8Array; media_type: string };
+}
+
+export interface ThreadDoc extends Doc, OutboxFields {
+  _id: string;
+  epoch: number;
+  /** Hint: the dispatch holding the thread's claim (absent when none; queried as null). */
+  claimed?: string | null;
+  /** Hint: that claim's lease when it was taken (the repair sweep checks it). */
+  claim_lease_until?: number;
+  /** Hint: rank of the thread's best QUEUED dispatch of the current epoch (lower is better). */
+  head_rank?: string;
+  /** Hint: earliest available_at among those dispatches. */
+  ready_at?: number;
+  /** Bumped by every change the hint must not miss; recomputations are conditional on it. */
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export const CLAIM_ORDER = { priority: -1, created_at: 1, _id: 1 } as const;
+
+export const DISPATCH_INDEXES: IndexSpec[] = [
+  { key: { thread_id: 1 }, name: "one_claimed_per_thread", unique: true, partialFilterExpression: { status: "CLAIMED" } },
+  { key: { thread_id: 1, dedupe_key: 1 }, name: "dedupe_key_per_thread", unique: true, partialFilterExpression: { dedupe_key: { $exists: true } } },
+  { key: { thread_id: 1, status: 1, epoch: 1, priority: -1, created_at: 1, _id: 1 }, name: "claim_order" },
+  { key: { thread_id: 1, status: 1, epoch: 1, available_at: 1 }, name: "thread_readiness" },
+  { key: { status: 1, lease_until: 1 }, name: "expired_leases" },
+  { key: { status: 1, available_at: 1 }, name: "availability" },
+  { key: { thread_id: 1, created_at: 1, _id: 1 }, name: "thread_listing" },
+  { key: { created_at: 1, _id: 1 }, name: "listing" },
+  { key: { terminal: 1, completed_at: -1, _id: -1 }, name: "terminal_listing" },
+  { key: { thread_id: 1, terminal: 1, completed_at: -1, _id: -1 }, name: "thread_terminal_listing" },
+];
+
+export const THREAD_INDEXES: IndexSpec[] = [
+  { key: { claimed: 1, head_rank: 1, _id: 1 }, name: "ready_threads" },
+  { key: { claimed: 1, _id: 1 }, name: "ready_thread_listing" },
+  { key: { claim_lease_until: 1 }, name: "claim_hints" },
+];
+
+/** Sortable rank of a dispatch within claim order: lower claims first. */
+export function rankOf(dispatch: Pick<DispatchDoc, "priority" | "created_at" | "_id">): string {
+  return `${String(255 - dispatch.priority).padStart(3, "0")}.${String(dispatch.created_at).padStart(15, "0")}.${dispatch._id}`;
+}
+
+const ts = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
+
+export function toRunDispatch(doc: DispatchDoc): RunDispatch {
+  return create(RunDispatchSchema, {
+    dispatchId: doc._id,
+    threadId: doc.thread_id,
+    runId: doc.run_id,
+    agentId: doc.agent_id ?? "",
+    priority: doc.priority,
+    dedupeKey: doc.dedupe_key ?? "",
+    dispatchEpoch: BigInt(doc.epoch),
+    status: statusToProto(doc.status),
+    availableAt: ts(doc.available_at),
+    attemptCount: doc.attempt_count,
+    maxAttempts: doc.max_attempts,
+    lastError: doc.last_error ?? "",
+    claimToken: doc.claim_token ?? "",
+    claimedBy: doc.claimed_by ?? "",
+    leaseUntil: doc.status === "CLAIMED" ? ts(doc.lease_until) : undefined,
+    dispatchInstanceId: doc.dispatch_instance_id ?? "",
+    runStatus: doc.run_status ?? 0,
+    termination: doc.termination,
+    runResponse: doc.run_response ?? "",
+    runError: doc.run_error ?? "",
+    completedAt: ts(doc.completed_at),
+    createdAt: ts(doc.created_at),
+    updatedAt: ts(doc.updated_at),
+    payload: doc.payload ? { data: new Uint8Array(doc.payload.data), mediaType: doc.payload.media_type } : undefined,
+  });
+}

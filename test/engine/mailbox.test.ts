@@ -1,0 +1,351 @@
+/**
+ * The mailbox's rules, through the engine, on every backend.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
+import type { EnqueueCommand } from "../../src/domain/dispatch/commands.js";
+import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
+import type { Engine } from "../../src/engine/engine.js";
+import { type EventDoc, eventOf } from "../../src/engine/journal/records.js";
+import type { DispatchDoc } from "../../src/engine/mailbox/records.js";
+import { DispatchSignalReason, type WorkSignal } from "../../src/engine/mailbox/work-signals.js";
+import type { Store } from "../../src/store/port.js";
+import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { storeBackends } from "../support/stores.js";
+
+const LEASE = 30_000;
+
+function command(threadId: string, extra: Partial<EnqueueCommand> = {}): EnqueueCommand {
+  return { threadId, priority: 128, maxAttempts: 5, schedule: undefined, ...extra };
+}
+
+async function enqueue(engine: Engine, threadId: string, extra: Partial<EnqueueCommand> = {}): Promise<DispatchDoc> {
+  const [outcome] = await engine.mailbox.enqueue([command(threadId, extra)]);
+  if (!outcome || "error" in outcome) throw new Error("enqueue failed");
+  return outcome.dispatch;
+}
+
+function claim(engine: Engine, options: { threadId?: string; limit?: number; consumerId?: string; waitMs?: number; leaseMs?: number } = {}) {
+  return engine.mailbox.claim({ consumerId: options.consumerId ?? "worker", leaseMs: options.leaseMs ?? LEASE, limit: options.limit ?? 1, waitMs: options.waitMs ?? 0, threadId: options.threadId });
+}
+
+async function refusal(promise: Promise<unknown>): Promise<MailroomError> {
+  const error = await promise.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(MailroomError);
+  return error as MailroomError;
+}
+
+/** The journal's mailbox events for one dispatch, in order. */
+async function eventsOf(engine: Engine, dispatchId: string): Promise<EventKind[]> {
+  const docs = (await engine.journal.events.find({ dispatch_id: dispatchId }, { sort: { _id: 1 } })) as EventDoc[];
+  return docs.map((d) => eventOf(d).envelope!.kind);
+}
+
+describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
+  let store: Store;
+  let harness: EngineHarness;
+  let engine: Engine;
+
+  beforeEach(async () => {
+    if (!backend.available) return;
+    store = await backend.open();
+    harness = engineHarness(store);
+    engine = await harness.instance();
+  });
+  afterEach(async () => {
+    if (!backend.available) return;
+    await harness.stopAll();
+    await backend.dispose(store);
+  });
+
+  describe.skipIf(!backend.available)("enqueue", () => {
+    it("stamps the thread's current epoch and the defaults", async () => {
+      const dispatch = await enqueue(engine, "t1");
+      expect(dispatch).toMatchObject({ thread_id: "t1", status: "QUEUED", epoch: 0, priority: 128, max_attempts: 5, attempt_count: 0 });
+      await engine.mailbox.interrupt("t1", false);
+      expect((await enqueue(engine, "t1")).epoch).toBe(1);
+    });
+
+    it("returns the original dispatch, flagged, for a repeated dedupe key, and enqueues nothing", async () => {
+      const first = await enqueue(engine, "t1", { dedupeKey: "req-1", runId: "run-a" });
+      const [again] = await engine.mailbox.enqueue([command("t1", { dedupeKey: "req-1", runId: "run-b" })]);
+      expect(again).toEqual({ dispatch: expect.objectContaining({ _id: first._id, run_id: "run-a" }), deduplicated: true });
+      expect(await engine.queries.count("t1", undefined)).toContainEqual({ status: "QUEUED", count: 1 });
+      // The same key in another thread is another dispatch.
+      const other = await enqueue(engine, "t2", { dedupeKey: "req-1" });
+      expect(other._id).not.toBe(first._id);
+    });
+
+    it("treats a dispatch_id reused in its thread as a duplicate, and refuses it in another thread", async () => {
+      await enqueue(engine, "t1", { dispatchId: "d-1" });
+      const [same, other] = await engine.mailbox.enqueue([command("t1", { dispatchId: "d-1" }), command("t2", { dispatchId: "d-1" })]);
+      expect(same).toMatchObject({ deduplicated: true });
+      expect(other).toMatchObject({ error: expect.objectContaining({ code: "already_exists" }) });
+    });
+
+    it("keeps a delayed dispatch from being claimed before its time", async () => {
+      await enqueue(engine, "t1", { schedule: { delayMs: 5_000 } });
+      expect(await claim(engine)).toEqual([]);
+      harness.clock.advance(5_000);
+      expect(await claim(engine)).toHaveLength(1);
+    });
+  });
+
+  describe.skipIf(!backend.available)("claim", () => {
+    it("takes a thread's dispatches highest priority first, then oldest", async () => {
+      const low = await enqueue(engine, "t1", { priority: 10 });
+      harness.clock.advance(1);
+      const highOld = await enqueue(engine, "t1", { priority: 200 });
+      harness.clock.advance(1);
+      const highNew = await enqueue(engine, "t1", { priority: 200 });
+      const order: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const [d] = await claim(engine, { threadId: "t1" });
+        order.push(d!._id);
+        await engine.mailbox.ack({ dispatchId: d!._id, claimToken: d!.claim_token! });
+      }
+      expect(order).toEqual([highOld._id, highNew._id, low._id]);
+    });
+
+    it("across threads returns at most one dispatch per thread, best first", async () => {
+      await enqueue(engine, "a", { priority: 5 });
+      await enqueue(engine, "a", { priority: 250 });
+      harness.clock.advance(1);
+      await enqueue(engine, "b", { priority: 100 });
+      await enqueue(engine, "c", { priority: 250 });
+      const claimed = await claim(engine, { limit: 10 });
+      expect(claimed.map((d) => [d.thread_id, d.priority])).toEqual([["a", 250], ["c", 250], ["b", 100]]);
+    });
+
+    it("yields nothing from a thread that has a claimed dispatch", async () => {
+      await enqueue(engine, "t1");
+      await enqueue(engine, "t1");
+      expect(await claim(engine, { threadId: "t1" })).toHaveLength(1);
+      expect(await claim(engine, { threadId: "t1" })).toEqual([]);
+      expect(await claim(engine, { limit: 10 })).toEqual([]);
+    });
+
+    it("never lets two concurrent claimers hold the same thread", async () => {
+      for (let i = 0; i < 5; i++) await enqueue(engine, "t1");
+      const second = await harness.instance();
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => claim(i % 2 ? engine : second, { threadId: "t1", consumerId: `w${i}` })));
+      expect(results.flat()).toHaveLength(1);
+      expect(await engine.queries.count("t1", ["CLAIMED"])).toEqual([{ status: "CLAIMED", count: 1 }]);
+    });
+
+    it("issues a fresh claim token and counts the attempt each time", async () => {
+      const d = await enqueue(engine, "t1");
+      const [first] = await claim(engine);
+      await engine.mailbox.nack({ dispatchId: d._id, claimToken: first!.claim_token! }, undefined, "try again");
+      const [second] = await claim(engine);
+      expect(second!.claim_token).not.toBe(first!.claim_token);
+      expect([first!.attempt_count, second!.attempt_count]).toEqual([1, 2]);
+    });
+
+    it("long-polls: returns as soon as work arrives, or empty when the wait ends", async () => {
+      const started = performance.now();
+      expect(await claim(engine, { waitMs: 150 })).toEqual([]);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(140);
+      const waiting = claim(engine, { waitMs: 10_000 });
+      await enqueue(engine, "t9");
+      expect((await waiting).map((d) => d.thread_id)).toEqual(["t9"]);
+    });
+
+    it("long-polls across instances: work enqueued through another instance wakes the waiter", async () => {
+      const other = await harness.instance();
+      const waiting = claim(engine, { waitMs: 10_000, threadId: "shared" });
+      await enqueue(other, "shared");
+      expect(await waiting).toHaveLength(1);
+    });
+  });
+
+  describe.skipIf(!backend.available)("fencing", () => {
+    it("refuses a wrong token, an expired lease and a cancelled dispatch with the reason, changing nothing", async () => {
+      const d = await enqueue(engine, "t1");
+      const [held] = await claim(engine, { leaseMs: 1_000 });
+      const wrong = await refusal(engine.mailbox.ack({ dispatchId: d._id, claimToken: "ct_not-it" }));
+      expect(wrong.details.reason).toBe(ErrorReason.CLAIM_TOKEN_MISMATCH);
+      harness.clock.advance(1_000);
+      const expired = await refusal(engine.mailbox.ack({ dispatchId: d._id, claimToken: held!.claim_token! }));
+      expect([expired.code, expired.details.reason]).toEqual(["failed_precondition", ErrorReason.LEASE_EXPIRED]);
+      expect((await engine.queries.get(d._id)).status).toBe("CLAIMED");
+      await engine.mailbox.cancel(d._id, undefined);
+      const cancelled = await refusal(engine.mailbox.extendLease({ dispatchId: d._id, claimToken: held!.claim_token! }, 1_000));
+      expect(cancelled.details.reason).toBe(ErrorReason.DISPATCH_CANCELLED);
+      const missing = await refusal(engine.mailbox.ack({ dispatchId: "nope", claimToken: "x" }));
+      expect(missing.code).toBe("not_found");
+    });
+
+    it("answers a repeated ack with the acked dispatch", async () => {
+      await enqueue(engine, "t1");
+      const [held] = await claim(engine);
+      const ref = { dispatchId: held!._id, claimToken: held!.claim_token! };
+      const first = await engine.mailbox.ack(ref);
+      const again = await engine.mailbox.ack(ref);
+      expect(again.status).toBe("ACKED");
+      expect(again.completed_at).toBe(first.completed_at);
+      expect(await eventsOf(engine, held!._id)).toEqual([EventKind.DISPATCH_ENQUEUED, EventKind.DISPATCH_CLAIMED, EventKind.DISPATCH_ACKED]);
+    });
+  });
+
+  describe.skipIf(!backend.available)("nack, dead letter and lease expiry", () => {
+    it("requeues a nacked dispatch at its retry time and dead-letters it once attempts are spent, keeping the error", async () => {
+      const d = await enqueue(engine, "t1", { maxAttempts: 3 });
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const [held] = await claim(engine);
+        expect(held!.attempt_count).toBe(attempt);
+        const after = await engine.mailbox.nack({ dispatchId: d._id, claimToken: held!.claim_token! }, { delayMs: 1_000 }, `failure ${attempt}`);
+        if (attempt < 3) {
+          expect(after).toMatchObject({ status: "QUEUED", available_at: harness.clock.now() + 1_000 });
+          expect(await claim(engine)).toEqual([]);
+          harness.clock.advance(1_000);
+        } else {
+          expect(after).toMatchObject({ status: "DEAD_LETTER", last_error: "failure 3", terminal: true });
+        }
+      }
+    });
+
+    it("reclaims an expired lease: the dispatch is redelivered and the old token is refused", async () => {
+      const d = await enqueue(engine, "t1");
+      const [first] = await claim(engine, { leaseMs: 1_000, consumerId: "slow" });
+      harness.clock.advance(1_001);
+      expect((await engine.mailbox.reclaimExpired(10)).map((r) => r.status)).toEqual(["QUEUED"]);
+      const [again] = await claim(engine, { consumerId: "fast" });
+      expect(again!._id).toBe(d._id);
+      const late = await refusal(engine.mailbox.ack({ dispatchId: d._id, claimToken: first!.claim_token! }));
+      expect(late.details.reason).toBe(ErrorReason.CLAIM_TOKEN_MISMATCH);
+      expect((await engine.mailbox.ack({ dispatchId: d._id, claimToken: again!.claim_token! })).status).toBe("ACKED");
+    });
+
+    it("has two instances sweeping the same expired leases reclaim each once", async () => {
+      const other = await harness.instance();
+      for (let i = 0; i < 10; i++) await enqueue(engine, `t${i}`);
+      await claim(engine, { limit: 10, leaseMs: 1_000 });
+      harness.clock.advance(1_001);
+      const [a, b] = await Promise.all([engine.mailbox.reclaimExpired(100), other.mailbox.reclaimExpired(100)]);
+      expect(a.length + b.length).toBe(10);
+      const expiries = await engine.journal.events.countDocuments({ kind: EventKind.DISPATCH_LEASE_EXPIRED });
+      expect(expiries).toBe(10);
+    });
+
+    it("dead-letters an expired claim whose attempts are spent", async () => {
+      await enqueue(engine, "t1", { maxAttempts: 1 });
+      await claim(engine, { leaseMs: 10 });
+      harness.clock.advance(11);
+      const [reclaimed] = await engine.mailbox.reclaimExpired(10);
+      expect(reclaimed).toMatchObject({ status: "DEAD_LETTER", terminal: true });
+      expect(reclaimed!.last_error).toContain("lease expired");
+    });
+  });
+
+  describe.skipIf(!backend.available)("interrupt", () => {
+    it("bumps the epoch, supersedes exactly the older queued dispatches and returns the active one", async () => {
+      await enqueue(engine, "t1");
+      const [active] = await claim(engine);
+      const queued = [await enqueue(engine, "t1"), await enqueue(engine, "t1")];
+      await enqueue(engine, "other");
+      const outcome = await engine.mailbox.interrupt("t1", true);
+      expect(outcome.newEpoch).toBe(1);
+      expect(outcome.active?._id).toBe(active!._id);
+      expect(outcome.supersededCount).toBe(2);
+      expect(outcome.superseded.map((d) => d._id).sort()).toEqual(queued.map((d) => d._id).sort());
+      const fresh = await enqueue(engine, "t1");
+      await engine.mailbox.ack({ dispatchId: active!._id, claimToken: active!.claim_token! });
+      expect((await claim(engine, { threadId: "t1" }))[0]!._id).toBe(fresh._id);
+      expect(await engine.queries.count("other", ["QUEUED"])).toEqual([{ status: "QUEUED", count: 1 }]);
+    });
+
+    it("tells a heartbeating worker it was interrupted", async () => {
+      await enqueue(engine, "t1");
+      const [held] = await claim(engine);
+      await engine.mailbox.interrupt("t1", false);
+      const extended = await engine.mailbox.extendLease({ dispatchId: held!._id, claimToken: held!.claim_token! }, 5_000);
+      expect(extended).toMatchObject({ interrupted: true, threadEpoch: 1 });
+      expect(await engine.threads.epoch("never-seen")).toBe(0);
+    });
+  });
+
+  describe.skipIf(!backend.available)("cancel", () => {
+    it("cancels queued and claimed dispatches, frees the thread, and leaves terminal ones unchanged", async () => {
+      const queued = await enqueue(engine, "t1");
+      expect(await engine.mailbox.cancel(queued._id, "not needed")).toMatchObject({ changed: true, dispatch: expect.objectContaining({ status: "CANCELLED" }) });
+      await enqueue(engine, "t2");
+      const next = await enqueue(engine, "t2");
+      const [held] = await claim(engine, { threadId: "t2" });
+      await engine.mailbox.cancel(held!._id, undefined);
+      expect((await claim(engine, { threadId: "t2" }))[0]!._id).toBe(next._id);
+      expect(await engine.mailbox.cancel(queued._id, "again")).toMatchObject({ changed: false, dispatch: expect.objectContaining({ last_error: "not needed" }) });
+    });
+  });
+
+  describe.skipIf(!backend.available)("queries", () => {
+    it("lists a thread's dispatches oldest first in pages that neither repeat nor skip", async () => {
+      for (let i = 0; i < 7; i++) {
+        await enqueue(engine, "t1");
+        if (i % 3 === 0) harness.clock.advance(1); // some share a created_at, some do not
+      }
+      const all = await engine.queries.list({ threadId: "t1", pageSize: 3 });
+      const seen = [...all.items];
+      let token = all.nextPageToken;
+      while (token) {
+        const page = await engine.queries.list({ threadId: "t1", pageSize: 3, pageToken: token });
+        seen.push(...page.items);
+        token = page.nextPageToken;
+      }
+      expect(seen).toHaveLength(7);
+      expect(new Set(seen.map((d) => d._id)).size).toBe(7);
+      const other = await refusal(engine.queries.list({ threadId: "t2", pageSize: 3, pageToken: all.nextPageToken }));
+      expect(other.details.field).toBe("page_token");
+    });
+
+    it("purges only terminal dispatches completed before the cutoff", async () => {
+      await enqueue(engine, "t1");
+      const [old] = await claim(engine);
+      await engine.mailbox.ack({ dispatchId: old!._id, claimToken: old!.claim_token! });
+      harness.clock.advance(10_000);
+      const cutoff = harness.clock.now();
+      await enqueue(engine, "t1");
+      const [recent] = await claim(engine);
+      await engine.mailbox.ack({ dispatchId: recent!._id, claimToken: recent!.claim_token! });
+      const queued = await enqueue(engine, "t1");
+      expect(await engine.queries.purgeTerminal(cutoff, 100)).toBe(1);
+      await expect(engine.queries.get(old!._id)).rejects.toMatchObject({ code: "not_found" });
+      expect((await engine.queries.get(recent!._id)).status).toBe("ACKED");
+      expect((await engine.queries.get(queued._id)).status).toBe("QUEUED");
+    });
+
+    it("lists threads with claimable work", async () => {
+      await enqueue(engine, "busy");
+      await enqueue(engine, "busy");
+      await claim(engine, { threadId: "busy" });
+      await enqueue(engine, "ready");
+      await enqueue(engine, "later", { schedule: { delayMs: 60_000 } });
+      expect((await engine.queries.queuedThreads(10, undefined)).items).toEqual(["ready"]);
+    });
+  });
+
+  describe.skipIf(!backend.available)("signals", () => {
+    it("signals work as it becomes claimable: enqueued, thread released, lease reclaimed, and delayed work coming due", async () => {
+      const seen: WorkSignal[] = [];
+      engine.signals.listen((s) => seen.push(s));
+      const first = await enqueue(engine, "t1");
+      await enqueue(engine, "t1");
+      const [held] = await claim(engine, { threadId: "t1", leaseMs: 100 });
+      await engine.mailbox.ack({ dispatchId: held!._id, claimToken: held!.claim_token! });
+      const [again] = await claim(engine, { threadId: "t1", leaseMs: 100 });
+      harness.clock.advance(101);
+      await engine.mailbox.reclaimExpired(10);
+      const delayed = await enqueue(engine, "t2", { schedule: { delayMs: 500 } });
+      harness.clock.advance(500);
+      await engine.background.checkAvailability();
+      await engine.tail.waitFor(await engine.journal.writtenHead());
+      expect(seen.map((s) => [s.reason, s.dispatchId])).toEqual([
+        [DispatchSignalReason.ENQUEUED, first._id],
+        [DispatchSignalReason.ENQUEUED, again!._id],
+        [DispatchSignalReason.THREAD_RELEASED, first._id],
+        [DispatchSignalReason.LEASE_RECLAIMED, again!._id],
+        [DispatchSignalReason.AVAILABLE, delayed._id],
+      ]);
+    });
+  });
+});

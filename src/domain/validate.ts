@@ -8,7 +8,6 @@ import { invalidField } from "./errors.js";
 const encoder = new TextEncoder();
 export const MAX_ID_BYTES = 256;
 // Control characters (C0, DEL, C1) are never part of an identifier.
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 export function byteLength(value: string): number {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mailroom/v1/dispatch.proto.
  */
 export const file_mailroom_v1_dispatch: GenFile = /*@__PURE__*/
-  fileDesc("ChptYWlscm9vbS92MS9kaXNwYXRjaC5wcm90bxILbWFpbHJvb20udjEiTwoRVGVybWluYXRpb25SZWFzb24SKgoEa2luZBgBIAEoDjIcLm1haWxyb29tLnYxLlRlcm1pbmF0aW9uS2luZBIOCgZkZXRhaWwYAiABKAkilQEKEVJ1bkRpc3BhdGNoUmVzdWx0EioKCnJ1bl9zdGF0dXMYASABKA4yFi5tYWlscm9vbS52MS5SdW5TdGF0dXMSMwoLdGVybWluYXRpb24YAiABKAsyHi5tYWlscm9vbS52MS5UZXJtaW5hdGlvblJlYXNvbhIQCghyZXNwb25zZRgDIAEoCRINCgVlcnJvchgEIAEoCSL5BQoLUnVuRGlzcGF0Y2gSEwoLZGlzcGF0Y2hfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg4KBnJ1bl9pZBgDIAEoCRIQCghhZ2VudF9pZBgEIAEoCRIQCghwcmlvcml0eRgFIAEoDRISCgpkZWR1cGVfa2V5GAYgASgJEhYKDmRpc3BhdGNoX2Vwb2NoGAcgASgEEi4KBnN0YXR1cxgIIAEoDjIeLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoU3RhdHVzEjAKDGF2YWlsYWJsZV9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYXR0ZW1wdF9jb3VudBgKIAEoDRIUCgxtYXhfYXR0ZW1wdHMYCyABKA0SEgoKbGFzdF9lcnJvchgMIAEoCRITCgtjbGFpbV90b2tlbhgNIAEoCRISCgpjbGFpbWVkX2J5GA4gASgJEi8KC2xlYXNlX3VudGlsGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkaXNwYXRjaF9pbnN0YW5jZV9pZBgQIAEoCRIqCgpydW5fc3RhdHVzGBEgASgOMhYubWFpbHJvb20udjEuUnVuU3RhdHVzEjMKC3Rlcm1pbmF0aW9uGBIgASgLMh4ubWFpbHJvb20udjEuVGVybWluYXRpb25SZWFzb24SFAoMcnVuX3Jlc3BvbnNlGBMgASgJEhEKCXJ1bl9lcnJvchgUIAEoCRIwCgxjb21wbGV0ZWRfYXQYFSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYFyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3BheWxvYWQYGCABKAsyGi5tYWlscm9vbS52MS5JbmxpbmVQYXlsb2FkIlQKE0Rpc3BhdGNoU3RhdHVzQ291bnQSLgoGc3RhdHVzGAEgASgOMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hTdGF0dXMSDQoFY291bnQYAiABKAQqhAIKEVJ1bkRpc3BhdGNoU3RhdHVzEiMKH1JVTl9ESVNQQVRDSF9TVEFUVVNfVU5TUEVDSUZJRUQQABIeChpSVU5fRElTUEFUQ0hfU1RBVFVTX1FVRVVFRBABEh8KG1JVTl9ESVNQQVRDSF9TVEFUVVNfQ0xBSU1FRBACEh0KGVJVTl9ESVNQQVRDSF9TVEFUVVNfQUNLRUQQAxIhCh1SVU5fRElTUEFUQ0hfU1RBVFVTX0NBTkNFTExFRBAEEiIKHlJVTl9ESVNQQVRDSF9TVEFUVVNfU1VQRVJTRURFRBAFEiMKH1JVTl9ESVNQQVRDSF9TVEFUVVNfREVBRF9MRVRURVIQBipsCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUlVOTklORxABEhYKElJVTl9TVEFUVVNfV0FJVElORxACEhMKD1JVTl9TVEFUVVNfRE9ORRADKpYCCg9UZXJtaW5hdGlvbktpbmQSIAocVEVSTUlOQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEiAKHFRFUk1JTkFUSU9OX0tJTkRfTkFUVVJBTF9FTkQQARIcChhURVJNSU5BVElPTl9LSU5EX0JMT0NLRUQQAhIeChpURVJNSU5BVElPTl9LSU5EX0NBTkNFTExFRBADEhsKF1RFUk1JTkFUSU9OX0tJTkRfRkFJTEVEEAQSHgoaVEVSTUlOQVRJT05fS0lORF9USU1FRF9PVVQQBRIgChxURVJNSU5BVElPTl9LSU5EX0lOVEVSUlVQVEVEEAYSIgoeVEVSTUlOQVRJT05fS0lORF9MSU1JVF9SRUFDSEVEEAdiBnByb3RvMw", [file_google_protobuf_timestamp, file_mailroom_v1_common]);
+  fileDesc("ChptYWlscm9vbS92MS9kaXNwYXRjaC5wcm90bxILbWFpbHJvb20udjEiTwoRVGVybWluYXRpb25SZWFzb24SKgoEa2luZBgBIAEoDjIcLm1haWxyb29tLnYxLlRlcm1pbmF0aW9uS2luZBIOCgZkZXRhaWwYAiABKAkilQEKEVJ1bkRpc3BhdGNoUmVzdWx0EioKCnJ1bl9zdGF0dXMYASABKA4yFi5tYWlscm9vbS52MS5SdW5TdGF0dXMSMwoLdGVybWluYXRpb24YAiABKAsyHi5tYWlscm9vbS52MS5UZXJtaW5hdGlvblJlYXNvbhIQCghyZXNwb25zZRgDIAEoCRINCgVlcnJvchgEIAEoCSL5BQoLUnVuRGlzcGF0Y2gSEwoLZGlzcGF0Y2hfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg4KBnJ1bl9pZBgDIAEoCRIQCghhZ2VudF9pZBgEIAEoCRIQCghwcmlvcml0eRgFIAEoDRISCgpkZWR1cGVfa2V5GAYgASgJEhYKDmRpc3BhdGNoX2Vwb2NoGAcgASgEEi4KBnN0YXR1cxgIIAEoDjIeLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoU3RhdHVzEjAKDGF2YWlsYWJsZV9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYXR0ZW1wdF9jb3VudBgKIAEoDRIUCgxtYXhfYXR0ZW1wdHMYCyABKA0SEgoKbGFzdF9lcnJvchgMIAEoCRITCgtjbGFpbV90b2tlbhgNIAEoCRISCgpjbGFpbWVkX2J5GA4gASgJEi8KC2xlYXNlX3VudGlsGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRkaXNwYXRjaF9pbnN0YW5jZV9pZBgQIAEoCRIqCgpydW5fc3RhdHVzGBEgASgOMhYubWFpbHJvb20udjEuUnVuU3RhdHVzEjMKC3Rlcm1pbmF0aW9uGBIgASgLMh4ubWFpbHJvb20udjEuVGVybWluYXRpb25SZWFzb24SFAoMcnVuX3Jlc3BvbnNlGBMgASgJEhEKCXJ1bl9lcnJvchgUIAEoCRIwCgxjb21wbGV0ZWRfYXQYFSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYFyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3BheWxvYWQYGCABKAsyGi5tYWlscm9vbS52MS5JbmxpbmVQYXlsb2FkIlQKE0Rpc3BhdGNoU3RhdHVzQ291bnQSLgoGc3RhdHVzGAEgASgOMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hTdGF0dXMSDQoFY291bnQYAiABKAQiawoORGlzcGF0Y2hTaWduYWwSEQoJdGhyZWFkX2lkGAEgASgJEhMKC2Rpc3BhdGNoX2lkGAIgASgJEjEKBnJlYXNvbhgDIAEoDjIhLm1haWxyb29tLnYxLkRpc3BhdGNoU2lnbmFsUmVhc29uKoQCChFSdW5EaXNwYXRjaFN0YXR1cxIjCh9SVU5fRElTUEFUQ0hfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHgoaUlVOX0RJU1BBVENIX1NUQVRVU19RVUVVRUQQARIfChtSVU5fRElTUEFUQ0hfU1RBVFVTX0NMQUlNRUQQAhIdChlSVU5fRElTUEFUQ0hfU1RBVFVTX0FDS0VEEAMSIQodUlVOX0RJU1BBVENIX1NUQVRVU19DQU5DRUxMRUQQBBIiCh5SVU5fRElTUEFUQ0hfU1RBVFVTX1NVUEVSU0VERUQQBRIjCh9SVU5fRElTUEFUQ0hfU1RBVFVTX0RFQURfTEVUVEVSEAYqbAoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJSVU5fU1RBVFVTX1JVTk5JTkcQARIWChJSVU5fU1RBVFVTX1dBSVRJTkcQAhITCg9SVU5fU1RBVFVTX0RPTkUQAyqWAgoPVGVybWluYXRpb25LaW5kEiAKHFRFUk1JTkFUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIgChxURVJNSU5BVElPTl9LSU5EX05BVFVSQUxfRU5EEAESHAoYVEVSTUlOQVRJT05fS0lORF9CTE9DS0VEEAISHgoaVEVSTUlOQVRJT05fS0lORF9DQU5DRUxMRUQQAxIbChdURVJNSU5BVElPTl9LSU5EX0ZBSUxFRBAEEh4KGlRFUk1JTkFUSU9OX0tJTkRfVElNRURfT1VUEAUSIAocVEVSTUlOQVRJT05fS0lORF9JTlRFUlJVUFRFRBAGEiIKHlRFUk1JTkFUSU9OX0tJTkRfTElNSVRfUkVBQ0hFRBAHKuEBChREaXNwYXRjaFNpZ25hbFJlYXNvbhImCiJESVNQQVRDSF9TSUdOQUxfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofRElTUEFUQ0hfU0lHTkFMX1JFQVNPTl9FTlFVRVVFRBABEiQKIERJU1BBVENIX1NJR05BTF9SRUFTT05fQVZBSUxBQkxFEAISKgomRElTUEFUQ0hfU0lHTkFMX1JFQVNPTl9MRUFTRV9SRUNMQUlNRUQQAxIqCiZESVNQQVRDSF9TSUdOQUxfUkVBU09OX1RIUkVBRF9SRUxFQVNFRBAEYgZwcm90bzM", [file_google_protobuf_timestamp, file_mailroom_v1_common]);
 
 /**
  * Why a run stopped, with a human-readable detail.
@@ -302,6 +302,42 @@ export const DispatchStatusCountSchema: GenMessage<DispatchStatusCount> = /*@__P
   messageDesc(file_mailroom_v1_dispatch, 3);
 
 /**
+ * A dispatch became claimable.
+ *
+ * @generated from message mailroom.v1.DispatchSignal
+ */
+export type DispatchSignal = Message<"mailroom.v1.DispatchSignal"> & {
+  /**
+   * Its thread.
+   *
+   * @generated from field: string thread_id = 1;
+   */
+  threadId: string;
+
+  /**
+   * The dispatch that became claimable; for THREAD_RELEASED, the dispatch
+   * that finished and released the thread (claim from thread_id).
+   *
+   * @generated from field: string dispatch_id = 2;
+   */
+  dispatchId: string;
+
+  /**
+   * Why.
+   *
+   * @generated from field: mailroom.v1.DispatchSignalReason reason = 3;
+   */
+  reason: DispatchSignalReason;
+};
+
+/**
+ * Describes the message mailroom.v1.DispatchSignal.
+ * Use `create(DispatchSignalSchema)` to create a new message.
+ */
+export const DispatchSignalSchema: GenMessage<DispatchSignal> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_dispatch, 4);
+
+/**
  * Where a run dispatch is in its life.
  *
  *   QUEUED --claim--> CLAIMED --ack--> ACKED
@@ -480,4 +516,53 @@ export enum TerminationKind {
  */
 export const TerminationKindSchema: GenEnum<TerminationKind> = /*@__PURE__*/
   enumDesc(file_mailroom_v1_dispatch, 2);
+
+/**
+ * Why a dispatch became claimable.
+ *
+ * @generated from enum mailroom.v1.DispatchSignalReason
+ */
+export enum DispatchSignalReason {
+  /**
+   * Not stated.
+   *
+   * @generated from enum value: DISPATCH_SIGNAL_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * It was enqueued and is available now.
+   *
+   * @generated from enum value: DISPATCH_SIGNAL_REASON_ENQUEUED = 1;
+   */
+  ENQUEUED = 1,
+
+  /**
+   * Its available_at (or nack retry time) was reached.
+   *
+   * @generated from enum value: DISPATCH_SIGNAL_REASON_AVAILABLE = 2;
+   */
+  AVAILABLE = 2,
+
+  /**
+   * Its lease expired and it was reclaimed.
+   *
+   * @generated from enum value: DISPATCH_SIGNAL_REASON_LEASE_RECLAIMED = 3;
+   */
+  LEASE_RECLAIMED = 3,
+
+  /**
+   * Its thread's claim was released (the previous dispatch finished), so the
+   * thread's next queued dispatch, if any, may be claimed.
+   *
+   * @generated from enum value: DISPATCH_SIGNAL_REASON_THREAD_RELEASED = 4;
+   */
+  THREAD_RELEASED = 4,
+}
+
+/**
+ * Describes the enum mailroom.v1.DispatchSignalReason.
+ */
+export const DispatchSignalReasonSchema: GenEnum<DispatchSignalReason> = /*@__PURE__*/
+  enumDesc(file_mailroom_v1_dispatch, 3);
 

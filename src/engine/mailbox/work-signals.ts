@@ -5,7 +5,7 @@
  * polls wait on them; WatchDispatchSignals streams them out. They are hints:
  * a waiter always claims again to find out.
  */
-import { DispatchSignalReason } from "../../../gen/mailroom/v1/mailbox_service_pb.js";
+import { DispatchSignalReason } from "../../../gen/mailroom/v1/dispatch_pb.js";
 
 export { DispatchSignalReason };
 

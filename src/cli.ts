@@ -31,6 +31,9 @@ async function serve(config: ServerConfig): Promise<void> {
     process.exit(1);
   }
 
+  // Before the listening line: whoever reads it may signal at once, and
+  // until a handler is installed SIGTERM kills the process outright.
+  stopOnSignals(server, logger);
   const { store, location, fallbackReason } = selected;
   // Before the listening line, so nobody sees "listening" without having seen this.
   if (fallbackReason) {
@@ -51,7 +54,6 @@ async function serve(config: ServerConfig): Promise<void> {
     },
     `mailroom listening on ${server.url}, store ${store.backend} (${store.durability.durable ? "durable" : "NOT durable"}) at ${location}`,
   );
-  stopOnSignals(server, logger);
 }
 
 function stopOnSignals(server: RunningServer, logger: Logger): void {

@@ -119,7 +119,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   const child = spawnCli(options);
   const output = collect(child);
   const listening = await Promise.race([
-    output.waitForLog((line) => typeof line.port === "number" && typeof line.address === "string", "the listening line"),
+    output.waitForLog(isListeningLine, "the listening line"),
     output.exited.then((exit) => {
       throw new Error(`server exited (${describeExit(exit)}) before listening.\nstdout:\n${output.stdout()}\nstderr:\n${output.stderr()}`);
     }),
@@ -167,10 +167,18 @@ export interface CompletedRun extends Exit {
   stderr: string;
 }
 
-/** Runs `serve` expecting it to exit by itself (a start-up failure). */
+/**
+ * Runs `serve` expecting it to exit by itself (a start-up failure). Should it
+ * start listening instead, it is stopped, so the test fails without leaving
+ * a server behind.
+ */
 export async function runCliToExit(options: StartOptions = {}): Promise<CompletedRun> {
   const child = spawnCli(options);
   const output = collect(child);
+  output.waitForLog(isListeningLine, "the listening line").then(
+    () => child.kill("SIGTERM"),
+    () => undefined,
+  );
   const exit = await output.exited;
   return { ...exit, logs: [...output.logs], stdout: output.stdout(), stderr: output.stderr() };
 }
@@ -208,6 +216,10 @@ function collect(child: ChildProcess) {
     });
   };
   return { logs, waitForLog, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+function isListeningLine(line: LogLine): boolean {
+  return typeof line.port === "number" && typeof line.address === "string";
 }
 
 function parseLogLine(text: string): LogLine | undefined {

@@ -8,7 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { EntityRefSchema } from "../../gen/mailroom/v1/common_pb.js";
-import { ErrorDetailSchema, ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
+import { type ErrorDetail, ErrorDetailSchema, ErrorReason, type ItemError, ItemErrorSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { type ErrorCode, type ErrorDetails, MailroomError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
 import { StoreUnavailableError } from "../store/port.js";
@@ -24,20 +24,28 @@ const codes: Record<ErrorCode, Code> = {
   unauthenticated: Code.Unauthenticated,
 };
 
-/** A ConnectError carrying Mailroom's ErrorDetail. */
-export function errorWithDetail(code: Code, message: string, details: ErrorDetails): ConnectError {
-  const detail = create(ErrorDetailSchema, {
+function errorDetail(details: ErrorDetails): ErrorDetail {
+  return create(ErrorDetailSchema, {
     reason: details.reason,
     field: details.field ?? "",
     entity: details.entity ? create(EntityRefSchema, details.entity) : undefined,
     metadata: details.metadata ?? {},
   });
-  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+}
+
+/** A ConnectError carrying Mailroom's ErrorDetail. */
+export function errorWithDetail(code: Code, message: string, details: ErrorDetails): ConnectError {
+  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: errorDetail(details) }]);
+}
+
+/** The failure of one entry of a batch, as the contract's ItemError (code is the gRPC number). */
+export function itemError(error: MailroomError): ItemError {
+  return create(ItemErrorSchema, { code: codes[error.code], message: error.message, detail: errorDetail(error.details) });
 }
 
 /** How open streams end when the server stops (the shutdown signal's reason). */
 export function shuttingDownError(): ConnectError {
-  return errorWithDetail(Code.Unavailable, "server is shutting down; reconnect and resume from your last cursor", {
+  return errorWithDetail(Code.Unavailable, "server is shutting down; reconnect (resuming from your last cursor where the stream has one)", {
     reason: ErrorReason.SHUTTING_DOWN,
   });
 }

@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/port.js";
-import { bearerTokenGate } from "./auth.js";
+import { requestGate } from "./request-gate.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
 import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
@@ -56,7 +56,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
     interceptors: [loggingInterceptor(logger), errorMappingInterceptor(logger)],
-    requestGate: config.authToken === undefined ? undefined : bearerTokenGate(config.authToken),
+    requestGate: requestGate(config.authToken),
   });
   await health.start();
   const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };

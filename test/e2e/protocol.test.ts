@@ -75,12 +75,24 @@ describe("a malformed request is INVALID_ARGUMENT and the server keeps answering
     await stillServing(server());
   });
 
-  // connect-es 2.2 answers INTERNAL ("parse binary: ...") when a request's
-  // protobuf bytes do not decode: its binary serialization, shared with the
-  // client side, hard-codes Code.Internal and runs before any interceptor.
-  // This test flips to failing (and should become a plain `it`) once the
-  // library answers INVALID_ARGUMENT as connect-go does.
-  it.fails("a gRPC frame whose bytes do not decode as the request message (known connect-es limitation)", async () => {
+  const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff]);
+
+  it("a Connect POST whose protobuf body does not decode", async () => {
+    const reply = await fetch(`${server().url}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/proto" }, body: garbage });
+    expect(reply.status).toBe(400);
+    expect(await reply.json()).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("grpc.health.v1.HealthCheckRequest") });
+    await stillServing(server());
+  });
+
+  it("a gRPC-Web frame whose bytes do not decode", async () => {
+    const reply = await fetch(`${server().url}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: grpcFrame(garbage) });
+    // gRPC-Web carries the status in a trailer frame at the end of the body.
+    expect(Buffer.from(await reply.arrayBuffer()).toString("latin1")).toMatch(/grpc-status:\s*3\b/);
+    await stillServing(server());
+  });
+
+  // connect-es alone would answer INTERNAL here; src/server/request-gate.ts corrects it.
+  it("a gRPC frame whose bytes do not decode as the request message", async () => {
     const reply = await rawGrpcCall(server().url, "/grpc.health.v1.Health/Check", grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff])));
     await stillServing(server());
     expect(reply.grpcStatus).toBe(GRPC_INVALID_ARGUMENT);

@@ -62,7 +62,7 @@ describe.each(serverBackends())("SIGTERM on the $name backend", (backend) => {
       expect(end).toBeInstanceOf(ConnectError);
       const error = end as ConnectError;
       expect(error.code).toBe(Code.Unavailable);
-      expect(error.rawMessage).toMatch(/shutting down.*resume from your last cursor/);
+      expect(error.rawMessage).toMatch(/shutting down; reconnect/);
       expect(error.findDetails(ErrorDetailSchema).map((detail) => detail.reason)).toEqual([ErrorReason.SHUTTING_DOWN]);
       expect(exit).toEqual({ code: 0, signal: null });
       expect(took).toBeLessThan(EXIT_WITHIN_MS);

@@ -94,11 +94,14 @@ export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
   messageDesc(file_mailroom_v1_errors, 1);
 
 /**
- * Machine-readable reason attached to every error Mailroom returns, as an
- * ErrorDetail in the error details (Connect: `details`; gRPC:
- * `grpc-status-details-bin`). The error code says what class of failure it is;
- * the reason says exactly which rule refused the request. New reasons may be
- * added; treat unknown values like ERROR_REASON_UNSPECIFIED.
+ * Machine-readable reason attached, as an ErrorDetail in the error details
+ * (Connect: `details`; gRPC: `grpc-status-details-bin`), to every error the
+ * Mailroom services return. Errors raised by the protocol layer before a
+ * service sees the call (undecodable or oversized requests, deadlines above
+ * the server's maximum, UNIMPLEMENTED) carry none. The error code says what
+ * class of failure it is; the reason says exactly which rule refused the
+ * request. New reasons may be added; treat unknown values like
+ * ERROR_REASON_UNSPECIFIED.
  *
  * @generated from enum mailroom.v1.ErrorReason
  */
@@ -291,7 +294,8 @@ export enum ErrorReason {
 
   /**
    * UNAVAILABLE: the server is shutting down; retry against another
-   * instance, resuming streams from the last cursor received.
+   * instance, resuming streams from the last cursor received where the
+   * stream has one (Subscribe, ReceiveMessages, WatchPool).
    *
    * @generated from enum value: ERROR_REASON_SHUTTING_DOWN = 71;
    */

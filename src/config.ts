@@ -28,6 +28,8 @@ export interface ServerConfig {
   maxConcurrentStreams: number;
   shutdownGraceMs: number;
   logLevel: LogLevel;
+  maxLeaseMs: number;
+  dispatchRetentionMs: number;
 }
 
 /** A value that no setting accepts; the message names the rule it broke. */
@@ -189,6 +191,20 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     default: 4000,
     meaning: "On SIGTERM/SIGINT, how long unary calls in flight may take to finish before connections are cut.",
     parse: integer(0, MAX_UINT32),
+  },
+  maxLeaseMs: {
+    value: "<ms>",
+    default: 3_600_000,
+    defaultText: "3600000 (1 h)",
+    meaning: "Longest lease a Claim or ExtendLease may ask for; a longer one gets INVALID_ARGUMENT.",
+    parse: integer(1, MAX_UINT32),
+  },
+  dispatchRetentionMs: {
+    value: "<ms>",
+    default: 7 * 86_400_000,
+    defaultText: "604800000 (7 days)",
+    meaning: "Terminal dispatches (and with them their dedupe keys) are deleted this long after they completed.",
+    parse: integer(1, Number.MAX_SAFE_INTEGER),
   },
   logLevel: {
     value: "<level>",

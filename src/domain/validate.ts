@@ -96,3 +96,10 @@ export function boundedList<T>(field: string, values: readonly T[], max: number,
   }
   return values;
 }
+
+export const DEFAULT_HEARTBEAT_MS = 15_000;
+
+/** A server stream's idle heartbeat interval: 1 to 300 seconds; unset = 15 seconds. */
+export function heartbeatInterval(field: string, duration: Duration | undefined): number {
+  return duration === undefined ? DEFAULT_HEARTBEAT_MS : durationInRange(field, duration, 1_000, 300_000);
+}

@@ -71,7 +71,7 @@ export class ChangeFeed {
         throw new Error("change stream ended");
       } catch (error) {
         if (this.stopped) return;
-        this.log.warn({ err: error instanceof Error ? error.message : String(error), retry_in_ms: delay }, "change stream failed; reopening it and catching up from the store");
+        this.log.warn({ error: error instanceof Error ? error.message : String(error), retry_in_ms: delay }, "change stream failed; reopening it and catching up from the store");
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, 30_000);
         try {
@@ -80,7 +80,7 @@ export class ChangeFeed {
           this.stream = await this.open();
           await Promise.all([...this.resyncHandlers].map((resync) => resync()));
         } catch (reopenError) {
-          this.log.warn({ err: reopenError instanceof Error ? reopenError.message : String(reopenError) }, "reopening the change stream failed");
+          this.log.warn({ error: reopenError instanceof Error ? reopenError.message : String(reopenError) }, "reopening the change stream failed");
           this.stream = undefined;
         }
       }
@@ -92,7 +92,7 @@ export class ChangeFeed {
       try {
         handler(change);
       } catch (error) {
-        this.log.error({ err: error instanceof Error ? error.message : String(error), collection: change.collection }, "change handler failed");
+        this.log.error({ error: error instanceof Error ? error.message : String(error), collection: change.collection }, "change handler failed");
       }
     }
   }

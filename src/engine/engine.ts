@@ -93,7 +93,7 @@ export class Engine {
     await engine.tail.start();
     await engine.background.start({ timers: engine.runBackground });
     if (engine.runBackground) engine.live.start();
-    engine.log.info({ instance_id: engine.instanceId }, "engine started");
+    engine.log.debug({ instance_id: engine.instanceId }, "engine started");
     return engine;
   }
 

@@ -140,7 +140,7 @@ export class Outbox {
         await collection.updateMany({ _id: { $in: ids }, outbox: { $size: 0 } }, { $unset: { outbox: "", outbox_at: "" } });
       } catch (error) {
         // Harmless: the repair sweep re-appends (a no-op) and clears later.
-        this.log.warn({ collection: name, err: error instanceof Error ? error.message : String(error) }, "could not clear flushed outbox entries; the repair sweep will");
+        this.log.warn({ collection: name, error: error instanceof Error ? error.message : String(error) }, "could not clear flushed outbox entries; the repair sweep will");
       }
     }
   }

@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/port.js";
+import { Engine, type EngineOptions } from "../engine/engine.js";
 import { requestGate } from "./request-gate.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
@@ -18,9 +19,13 @@ import { StartupError } from "./startup-error.js";
 export { StartupError };
 
 export interface ServerDeps {
-  /** Owned by the server from now on: `close()` closes it. */
+  /** Closed by `close()` unless `closeStore` is false. */
   store: Store;
   logger: Logger;
+  /** False when the store is shared with other server instances in this process (tests). */
+  closeStore?: boolean;
+  /** Engine settings beyond the configuration (tests: clocks, timings). */
+  engine?: EngineOptions;
 }
 
 export interface RunningServer {
@@ -28,6 +33,7 @@ export interface RunningServer {
   readonly url: string;
   readonly port: number;
   readonly health: HealthMonitor;
+  readonly engine: Engine;
   /**
    * Graceful shutdown, idempotent: health goes NOT_SERVING, no new
    * connections, open streams end with UNAVAILABLE (reason SHUTTING_DOWN),
@@ -44,10 +50,16 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
   const { store, logger } = deps;
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
+  const engine = await Engine.start(store, {
+    log: logger,
+    ...deps.engine,
+    mailboxLimits: { maxLeaseMs: config.maxLeaseMs, ...deps.engine?.mailboxLimits },
+    mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
+  });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
   const handler = connectNodeAdapter({
-    routes: routes({ health }),
+    routes: routes({ health, engine }),
     grpc: true,
     grpcWeb: true,
     connect: true,
@@ -65,6 +77,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     listener = await listen(handler, listenerOptions);
   } catch (error) {
     health.shutdown();
+    await engine.stop();
     throw error;
   }
   const scheme = listener.secure ? "https" : "http";
@@ -82,7 +95,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     await Promise.race([listener.closed(), grace.passed]);
     grace.cancel();
     listener.destroy();
-    await store.close();
+    await engine.stop();
+    if (deps.closeStore !== false) await store.close();
     logger.info("server stopped");
   };
 
@@ -90,6 +104,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     url: `${scheme}://${host}:${listener.port}`,
     port: listener.port,
     health,
+    engine,
     close: () => (closing ??= close()),
   };
 }

@@ -42,8 +42,8 @@ describe.each([
     });
 
     it("lets the right token through to the RPC", async () => {
-      // Enqueue is not implemented yet: reaching UNIMPLEMENTED proves the call got past authentication.
-      expect((await enqueueWith(server(), protocol, TOKEN)).code).toBe(Code.Unimplemented);
+      // An empty Enqueue reaching the handler's own check proves the call got past authentication.
+      expect((await enqueueWith(server(), protocol, TOKEN)).code).toBe(Code.InvalidArgument);
     });
 
     it("answers Health without a token, and with one", async () => {

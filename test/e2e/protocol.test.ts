@@ -132,9 +132,9 @@ describe("an RPC without an implementation yet is UNIMPLEMENTED and names itself
   it.each(["grpc", "grpc-web", "connect"] as const)("a unary RPC over %s", async (protocol) => {
     const clients = createMailroomClients({ baseUrl: server().url, protocol });
     try {
-      await expect(clients.mailbox.enqueue({})).rejects.toMatchObject({
+      await expect(clients.pools.openPool({})).rejects.toMatchObject({
         code: Code.Unimplemented,
-        rawMessage: "mailroom.v1.MailboxService.Enqueue is not implemented",
+        rawMessage: "mailroom.v1.PoolService.OpenPool is not implemented",
       });
     } finally {
       clients.close();

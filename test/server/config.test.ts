@@ -73,6 +73,8 @@ describe("defaults", () => {
       maxConcurrentStreams: 256,
       shutdownGraceMs: 4000,
       logLevel: "info",
+      maxLeaseMs: 3_600_000,
+      dispatchRetentionMs: 7 * 86_400_000,
     } satisfies ServerConfig);
     expect(defaultServerConfig()).toEqual(parse([]));
   });
@@ -91,6 +93,7 @@ describe("invalid values are refused with a message naming the option", () => {
     [["--log-level", "loud"], /--log-level/],
     [["--mongodb-database", "a.b"], /--mongodb-database.*database name/],
     [["--auth-token", "has space"], /--auth-token/],
+    [["--max-lease-ms", "0"], /--max-lease-ms/],
   ])("%j", (argv, message) => {
     expect(() => parse(argv)).toThrow(message);
   });

@@ -1,7 +1,7 @@
 /**
  * Health follows the store: SERVING while it answers pings, NOT_SERVING
  * while it does not, NOT_SERVING for good once shutdown begins. Runs the
- * server in process against a store whose ping the test controls.
+ * server in process against a memory store whose ping the test controls.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
@@ -10,28 +10,22 @@ import { createMailroomClients, type MailroomClients } from "../../src/client/in
 import { resolveServerConfig } from "../../src/config.js";
 import { HealthMonitor } from "../../src/server/health.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
+import { MemoryStore } from "../../src/store/memory/store.js";
 import { type Store, StoreUnavailableError } from "../../src/store/port.js";
 import { captureLog } from "../support/log-capture.js";
 
-/** A store that only pings; `answering` decides whether it answers. */
-class PingOnlyStore implements Store {
-  readonly backend = "memory" as const;
-  readonly durability = { durable: false, description: "test double" };
+/** A memory store whose ping the test controls: `answering` decides whether it answers. */
+class PingOnlyStore extends MemoryStore {
   answering = true;
   hangs = false;
   closeCount = 0;
-  collection(): never {
-    throw new Error("not used by these tests");
-  }
-  watch(): never {
-    throw new Error("not used by these tests");
-  }
-  ping(): Promise<void> {
+  override ping(): Promise<void> {
     if (this.hangs) return new Promise(() => undefined);
     return this.answering ? Promise.resolve() : Promise.reject(new StoreUnavailableError("no answer"));
   }
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     this.closeCount++;
+    await super.close();
   }
 }
 

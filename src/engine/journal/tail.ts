@@ -155,7 +155,7 @@ export class JournalTail {
         try {
           listener(delivered);
         } catch (error) {
-          this.log.error({ err: error instanceof Error ? error.message : String(error) }, "journal tail listener failed");
+          this.log.error({ error: error instanceof Error ? error.message : String(error) }, "journal tail listener failed");
         }
       }
     }
@@ -192,7 +192,7 @@ export class JournalTail {
     this.holeTimer = setTimeout(() => {
       this.holeTimer = undefined;
       this.filling = this.fillHoles()
-        .catch((error) => this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "could not close a journal hole; will retry"))
+        .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not close a journal hole; will retry"))
         .finally(() => {
           this.filling = undefined;
           this.watchForHoles();

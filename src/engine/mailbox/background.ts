@@ -172,7 +172,7 @@ export class MailboxBackground {
     if (this.stopped || this.running.has(name)) return;
     this.running.add(name);
     task()
-      .catch((error) => this.deps.log.warn({ task: name, err: error instanceof Error ? error.message : String(error) }, "mailbox background task failed; will retry"))
+      .catch((error) => this.deps.log.warn({ task: name, error: error instanceof Error ? error.message : String(error) }, "mailbox background task failed; will retry"))
       .finally(() => this.running.delete(name));
   }
 }

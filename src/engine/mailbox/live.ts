@@ -16,6 +16,7 @@ import type { Clock } from "../../domain/clock.js";
 import { ErrorReason, MailroomError } from "../../domain/errors.js";
 import { newId } from "../../domain/ids.js";
 import { type Collection, type Doc, DuplicateKeyError, type Store } from "../../store/port.js";
+import { PushQueue } from "../push-queue.js";
 import type { ChangeFeed } from "../change-feed.js";
 import type { Logger } from "../logger.js";
 
@@ -62,12 +63,10 @@ function matches(channel: Target, command: Target): boolean {
     (channel.dispatch_id === "" || command.dispatch_id === "" || channel.dispatch_id === command.dispatch_id);
 }
 
-/** One open channel in this process. */
-export class LiveChannel implements AsyncIterable<LiveRunCommand> {
-  private readonly queue: LiveRunCommand[] = [];
+/** One open channel in this process: commands for its target, in order, each once. */
+export class LiveChannel {
+  readonly queue = new PushQueue<LiveRunCommand>();
   private readonly sent = new Set<string>();
-  private wake: (() => void) | undefined;
-  private closed = false;
 
   constructor(
     readonly id: string,
@@ -76,41 +75,16 @@ export class LiveChannel implements AsyncIterable<LiveRunCommand> {
   ) {}
 
   offer(command: LiveRunCommand): void {
-    if (this.closed || this.sent.has(command.commandId)) return;
+    if (this.queue.closed || this.sent.has(command.commandId)) return;
     this.sent.add(command.commandId);
     this.queue.push(command);
-    this.wake?.();
   }
 
+  /** Unregisters the channel; idempotent. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.wake?.();
+    if (this.queue.closed) return;
+    this.queue.close();
     await this.onClose(this);
-  }
-
-  /** Commands as they come; ends when the channel is closed (or `abort` fires). */
-  async *commands(abort?: AbortSignal): AsyncGenerator<LiveRunCommand> {
-    const onAbort = () => void this.close();
-    abort?.addEventListener("abort", onAbort, { once: true });
-    try {
-      while (!this.closed) {
-        const next = this.queue.shift();
-        if (next) {
-          yield next;
-          continue;
-        }
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
-      }
-    } finally {
-      abort?.removeEventListener("abort", onAbort);
-      await this.close();
-    }
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<LiveRunCommand> {
-    return this.commands();
   }
 }
 
@@ -152,7 +126,7 @@ export class LiveCommands {
   start(): void {
     const refreshEvery = Math.max(50, Math.floor(this.channelTtlMs / 3));
     this.refreshTimer = setInterval(() => {
-      this.refresh().catch((error) => this.log.warn({ err: error instanceof Error ? error.message : String(error) }, "could not refresh live channel registrations"));
+      this.refresh().catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not refresh live channel registrations"));
     }, refreshEvery);
     this.refreshTimer.unref?.();
   }
@@ -247,7 +221,7 @@ export class LiveCommands {
     this.local.delete(channel.id);
     await this.channels.deleteOne({ _id: channel.id }).catch((error: unknown) => {
       // It expires on its own; DeliverLive may report DELIVERED until then.
-      this.log.warn({ err: error instanceof Error ? error.message : String(error), channel_id: channel.id }, "could not unregister a live channel");
+      this.log.warn({ error: error instanceof Error ? error.message : String(error), channel_id: channel.id }, "could not unregister a live channel");
     });
   }
 }

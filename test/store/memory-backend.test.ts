@@ -74,6 +74,20 @@ describe("memory backend: query planning", () => {
     expect(collection.lastQuery.plan).toBe("scan");
   });
 
+  it("walks the implicit _id index for _id ranges, and a range after an $in prefix", async () => {
+    const store = new MemoryStore();
+    const events = store.collection<{ _id: number; run: string }>("events");
+    await events.createIndexes([{ key: { run: 1, _id: 1 } }]);
+    await events.insertMany(Array.from({ length: 5_000 }, (_, i) => ({ _id: i + 1, run: `r${i % 10}` })));
+    const page = await events.find({ _id: { $gt: 4_000, $lte: 4_010 } }, { sort: { _id: 1 }, limit: 5 });
+    expect(page.map((d) => d._id)).toEqual([4_001, 4_002, 4_003, 4_004, 4_005]);
+    // Bounds are walked inclusively and re-checked: the position 4000 itself is examined too.
+    expect(events.lastQuery).toMatchObject({ plan: "index", index: "_id_", docsExamined: 6 });
+    const runPage = await events.find({ run: { $in: ["r3"] }, _id: { $gt: 4_900 } }, { sort: { _id: 1 }, limit: 3 });
+    expect(runPage.map((d) => d._id)).toEqual([4_904, 4_914, 4_924]);
+    expect(events.lastQuery.docsExamined).toBe(3);
+  });
+
   it("bounds a one-sided numeric range to numbers, skipping documents without the field", async () => {
     const { collection } = await jobs(1_000);
     await collection.insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: `nocreated${i}`, thread: "x", status: "queued", priority: 0 }) as unknown as Job));

@@ -89,7 +89,11 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   constructor(
     readonly name: string,
     private readonly changes: ChangeSink,
-  ) {}
+  ) {
+    // Like MongoDB's implicit _id index: ranges and sorts on _id walk it.
+    // (Uniqueness of _id is kept by the document map itself.)
+    this.indexes.set("_id_", new OrderedIndex({ key: { _id: 1 }, name: "_id_" }));
+  }
 
   async createIndexes(specs: IndexSpec[]): Promise<void> {
     for (const spec of specs) {

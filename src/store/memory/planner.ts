@@ -131,7 +131,7 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
       break;
     }
     const equalities = prefix.length + (choices ? 1 : 0);
-    const nextField = choices ? undefined : index.fields[prefix.length];
+    const nextField = index.fields[equalities];
     const range = nextField === undefined ? undefined : rangeBounds(filter[nextField]);
     if (equalities === 0 && !range) continue;
     const alignment = choices && choices.length > 1 ? { sorted: false, reverse: false } : sortAlignment(index, equalities, sort);

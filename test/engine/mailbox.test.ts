@@ -217,6 +217,17 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect((await engine.mailbox.ack({ dispatchId: d._id, claimToken: again!.claim_token! })).status).toBe("ACKED");
     });
 
+    it("reclaims a lease from the instant its token is refused as expired, never leaving a claim nobody can end", async () => {
+      const d = await enqueue(engine, "t1");
+      const [held] = await claim(engine, { leaseMs: 1_000 });
+      harness.clock.advance(999);
+      expect(await engine.mailbox.reclaimExpired(10)).toEqual([]);
+      harness.clock.advance(1); // now = lease_until
+      const late = await refusal(engine.mailbox.ack({ dispatchId: d._id, claimToken: held!.claim_token! }));
+      expect(late.details.reason).toBe(ErrorReason.LEASE_EXPIRED);
+      expect((await engine.mailbox.reclaimExpired(10)).map((r) => [r._id, r.status])).toEqual([[d._id, "QUEUED"]]);
+    });
+
     it("has two instances sweeping the same expired leases reclaim each once", async () => {
       const other = await harness.instance();
       for (let i = 0; i < 10; i++) await enqueue(engine, `t${i}`);

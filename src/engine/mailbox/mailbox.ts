@@ -422,7 +422,7 @@ export class Mailbox {
   /** Returns dispatches whose lease expired to the queue (or the dead letters, when spent). */
   async reclaimExpired(limit: number): Promise<DispatchDoc[]> {
     const now = this.deps.clock.now();
-    const expired = await this.dispatches.find({ status: "CLAIMED", lease_until: { $lt: now } }, { sort: { lease_until: 1 }, limit });
+    const expired = await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit });
     const reclaimed = (await Promise.all(expired.map((doc) => this.reclaim(doc, now)))).filter((d): d is DispatchDoc => d !== null);
     await Promise.all(reclaimed.map((doc) => this.deps.threads.released(doc.thread_id, doc._id, doc.status === "QUEUED" ? doc : undefined)));
     await this.deps.outbox.flush(DISPATCHES, reclaimed);
@@ -444,7 +444,7 @@ export class Mailbox {
     }, "CLAIMED", now, after)];
     if (spent) events.push(this.event(doc, { kind: EventKind.DISPATCH_DEAD_LETTERED, summary: "dead-lettered: lease expired with no attempts left" }, "CLAIMED", now, after));
     // Conditional on the token: two sweepers (or a late ack) cannot both win.
-    return this.dispatches.findOneAndUpdate({ _id: doc._id, status: "CLAIMED", claim_token: doc.claim_token, lease_until: { $lt: now } }, withEvents(update, events, now));
+    return this.dispatches.findOneAndUpdate({ _id: doc._id, status: "CLAIMED", claim_token: doc.claim_token, lease_until: { $lte: now } }, withEvents(update, events, now));
   }
 
   // ---- helpers -----------------------------------------------------------

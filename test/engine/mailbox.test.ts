@@ -186,6 +186,28 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect(again.completed_at).toBe(first.completed_at);
       expect(await eventsOf(engine, held!._id)).toEqual([EventKind.DISPATCH_ENQUEUED, EventKind.DISPATCH_CLAIMED, EventKind.DISPATCH_ACKED]);
     });
+
+    it("answers a repeated DeadLetter, but refuses DeadLetter from a worker whose claim Nack or the lease sweeper dead-lettered", async () => {
+      await enqueue(engine, "t1", { maxAttempts: 1 });
+      const [own] = await claim(engine, { threadId: "t1" });
+      const ownRef = { dispatchId: own!._id, claimToken: own!.claim_token! };
+      await engine.mailbox.deadLetter(ownRef, "poison");
+      expect(await engine.mailbox.deadLetter(ownRef, "poison")).toMatchObject({ status: "DEAD_LETTER", last_error: "poison" });
+
+      await enqueue(engine, "t2", { maxAttempts: 1 });
+      const [expired] = await claim(engine, { threadId: "t2", leaseMs: 1_000 });
+      harness.clock.advance(1_000);
+      await engine.mailbox.reclaimExpired(10);
+      const late = await refusal(engine.mailbox.deadLetter({ dispatchId: expired!._id, claimToken: expired!.claim_token! }, "poison"));
+      expect([late.code, late.details.reason]).toEqual(["failed_precondition", ErrorReason.DISPATCH_NOT_CLAIMED]);
+
+      await enqueue(engine, "t3", { maxAttempts: 1 });
+      const [nacked] = await claim(engine, { threadId: "t3" });
+      const nackedRef = { dispatchId: nacked!._id, claimToken: nacked!.claim_token! };
+      expect((await engine.mailbox.nack(nackedRef, undefined, "boom")).status).toBe("DEAD_LETTER");
+      expect((await refusal(engine.mailbox.deadLetter(nackedRef, "poison"))).details.reason).toBe(ErrorReason.DISPATCH_NOT_CLAIMED);
+      expect((await engine.queries.get(nacked!._id)).last_error).toBe("boom");
+    });
   });
 
   describe.skipIf(!backend.available)("nack, dead letter and lease expiry", () => {

@@ -348,7 +348,7 @@ export class Mailbox {
 
   async deadLetter(ref: ClaimRef, error: string | undefined): Promise<DispatchDoc> {
     const doc = await this.fenced(ref, (_d, now) => ({
-      update: { $set: { status: "DEAD_LETTER", terminal: true, completed_at: now, updated_at: now, last_error: error ?? "dead-lettered by its worker" }, $unset: { lease_until: "" } },
+      update: { $set: { status: "DEAD_LETTER", terminal: true, completed_at: now, updated_at: now, last_error: error ?? "dead-lettered by its worker", dead_lettered_by_worker: true }, $unset: { lease_until: "" } },
       events: [{ kind: EventKind.DISPATCH_DEAD_LETTERED, summary: "dead-lettered by its worker" }],
     }), "DEAD_LETTER");
     await this.finish(doc, ref.dispatchId);
@@ -467,7 +467,9 @@ export class Mailbox {
    * Runs a fenced transition: only while the dispatch is CLAIMED under the
    * caller's token and its lease has not expired. `retrySafe` names the status
    * a successful earlier call with the same token leaves behind, so that a
-   * retried call returns it instead of failing.
+   * retried call returns it instead of failing. Only DeadLetter itself leaves
+   * DEAD_LETTER behind that way: a claim dead-lettered by Nack or by the lease
+   * sweeper ended without the worker asking, so its token is refused.
    */
   private async fenced(
     ref: ClaimRef,
@@ -475,8 +477,10 @@ export class Mailbox {
     retrySafe?: DispatchStatus,
   ): Promise<DispatchDoc> {
     const now = this.deps.clock.now();
+    const repeated = (doc: DispatchDoc | null) =>
+      doc !== null && retrySafe !== undefined && doc.status === retrySafe && doc.claim_token === ref.claimToken && (retrySafe !== "DEAD_LETTER" || doc.dead_lettered_by_worker === true);
     const current = await this.dispatches.findOne({ _id: ref.dispatchId });
-    if (current && retrySafe && current.status === retrySafe && current.claim_token === ref.claimToken) return current;
+    if (repeated(current)) return current!;
     if (!current || current.status !== "CLAIMED" || current.claim_token !== ref.claimToken || (current.lease_until ?? 0) <= now) {
       throw fencingFailure(ref.dispatchId, current && view(current), ref.claimToken, now);
     }
@@ -488,7 +492,7 @@ export class Mailbox {
     );
     if (updated) return updated;
     const latest = await this.dispatches.findOne({ _id: ref.dispatchId });
-    if (latest && retrySafe && latest.status === retrySafe && latest.claim_token === ref.claimToken) return latest;
+    if (repeated(latest)) return latest!;
     throw fencingFailure(ref.dispatchId, latest && view(latest), ref.claimToken, now);
   }
 

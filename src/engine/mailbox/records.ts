@@ -37,6 +37,8 @@ export interface DispatchDoc extends Doc, OutboxFields {
   attempt_count: number;
   max_attempts: number;
   last_error?: string;
+  /** Set by DeadLetter (not by Nack or the lease sweeper): only then is a repeated DeadLetter with the token answered. */
+  dead_lettered_by_worker?: boolean;
   claim_token?: string;
   claimed_by?: string;
   lease_until?: number;

@@ -30,6 +30,7 @@ export interface ServerConfig {
   logLevel: LogLevel;
   maxLeaseMs: number;
   dispatchRetentionMs: number;
+  eventRetentionMs: number;
 }
 
 /** A value that no setting accepts; the message names the rule it broke. */
@@ -204,6 +205,13 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     default: 7 * 86_400_000,
     defaultText: "604800000 (7 days)",
     meaning: "Terminal dispatches (and with them their dedupe keys) are deleted this long after they completed.",
+    parse: integer(1, Number.MAX_SAFE_INTEGER),
+  },
+  eventRetentionMs: {
+    value: "<ms>",
+    default: 7 * 86_400_000,
+    defaultText: "604800000 (7 days)",
+    meaning: "Journal events are deleted this long after they were recorded; a cursor older than that gets OUT_OF_RANGE (CURSOR_EXPIRED).",
     parse: integer(1, Number.MAX_SAFE_INTEGER),
   },
   logLevel: {

@@ -9,6 +9,7 @@ import { DEFAULT_MAILBOX_LIMITS, type MailboxLimits } from "../domain/dispatch/c
 import { newId } from "../domain/ids.js";
 import type { Store } from "../store/port.js";
 import { ChangeFeed } from "./change-feed.js";
+import { DEFAULT_EVENTS_OPTIONS, Events, type EventsOptions } from "./events/events.js";
 import { Journal } from "./journal/journal.js";
 import { JournalTail, type JournalTailOptions } from "./journal/tail.js";
 import { type Logger, silentLogger } from "./logger.js";
@@ -30,6 +31,7 @@ export interface EngineOptions {
   journal?: JournalTailOptions;
   live?: Omit<LiveOptions, "instanceId">;
   outbox?: OutboxOptions;
+  events?: Partial<EventsOptions>;
   /** Run sweepers and clocks on timers (default). Tests may turn this off and call them directly. */
   background?: boolean;
 }
@@ -48,6 +50,7 @@ export class Engine {
   readonly queries: MailboxQueries;
   readonly live: LiveCommands;
   readonly background: MailboxBackground;
+  readonly events: Events;
   private readonly log: Logger;
   private readonly runBackground: boolean;
 
@@ -66,6 +69,7 @@ export class Engine {
     this.mailbox = new Mailbox({ store, outbox: this.outbox, threads: this.threads, signals: this.signals, clock: this.clock, log: this.log });
     this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
     this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
+    this.events = new Events(this.journal, this.tail, this.clock, this.log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });
     this.background = new MailboxBackground({
       mailbox: this.mailbox,
       queries: this.queries,
@@ -92,13 +96,17 @@ export class Engine {
     await engine.feed.start();
     await engine.tail.start();
     await engine.background.start({ timers: engine.runBackground });
-    if (engine.runBackground) engine.live.start();
+    if (engine.runBackground) {
+      engine.live.start();
+      engine.events.start();
+    }
     engine.log.debug({ instance_id: engine.instanceId }, "engine started");
     return engine;
   }
 
   async stop(): Promise<void> {
     this.background.stop();
+    this.events.stop();
     await this.live.stop();
     this.tail.stop();
     await this.feed.stop();

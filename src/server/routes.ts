@@ -10,6 +10,7 @@ import { MailboxService } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
 import type { Engine } from "../engine/engine.js";
 import { type HealthMonitor, healthService } from "./health.js";
+import { eventService } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
@@ -25,6 +26,6 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
     router.service(Health, healthService(deps.health));
     router.service(MailboxService, mailboxService(deps.engine));
     router.service(PoolService, {});
-    router.service(EventService, {});
+    router.service(EventService, eventService(deps.engine));
   };
 }

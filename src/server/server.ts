@@ -55,6 +55,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     ...deps.engine,
     mailboxLimits: { maxLeaseMs: config.maxLeaseMs, ...deps.engine?.mailboxLimits },
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
+    events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();

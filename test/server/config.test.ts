@@ -75,6 +75,7 @@ describe("defaults", () => {
       logLevel: "info",
       maxLeaseMs: 3_600_000,
       dispatchRetentionMs: 7 * 86_400_000,
+      eventRetentionMs: 7 * 86_400_000,
     } satisfies ServerConfig);
     expect(defaultServerConfig()).toEqual(parse([]));
   });

@@ -8,10 +8,11 @@
  * duplicate key on `_id` and simply appends again at a new position. Event ids
  * are unique (index), so appending the same event twice records it once.
  */
-import type { Collection, Doc, Store } from "../../store/port.js";
+import type { FilterSpec } from "../../domain/events/filter.js";
+import type { Collection, Doc, Filter, Store } from "../../store/port.js";
 import { DuplicateKeyError } from "../../store/port.js";
 import type { Logger } from "../logger.js";
-import { COUNTERS, EVENTS, type EventDoc, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
+import { COUNTERS, EVENTS, type EventDoc, isTombstone, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
 
 interface CounterDoc extends Doc {
   _id: string;
@@ -29,6 +30,18 @@ export interface AppendOutcome {
 export type JournalWriteListener = (docs: JournalDoc[]) => void;
 
 const EVENT_ID_INDEX = "event_id_unique";
+const PURGED_THROUGH = "journal_purged_through";
+
+/** The store query for a filter's events (field names as records.ts stores them). */
+export function journalQuery(filter: FilterSpec): Record<string, unknown> {
+  const query: Record<string, unknown> = { event_id: { $exists: true } };
+  const fields: Array<[string, ReadonlySet<string | number> | undefined]> = [
+    ["run_id", filter.runIds], ["agent_id", filter.agentIds], ["family", filter.families], ["kind", filter.kinds],
+    ["custom_kind", filter.customKinds], ["tags", filter.tags], ["thread_id", filter.threadIds], ["pool_id", filter.poolIds],
+  ];
+  for (const [field, values] of fields) if (values !== undefined) query[field] = { $in: [...values] };
+  return query;
+}
 const MAX_APPEND_ATTEMPTS = 10;
 
 export class Journal {
@@ -51,6 +64,7 @@ export class Journal {
       { key: { run_id: 1, _id: 1 } },
       { key: { agent_id: 1, _id: 1 } },
       { key: { pool_id: 1, _id: 1 } },
+      { key: { thread_id: 1, _id: 1 } },
     ]);
   }
 
@@ -153,6 +167,44 @@ export class Journal {
   async range(after: number, until: number, limit: number): Promise<JournalDoc[]> {
     if (until <= after) return [];
     return this.events.find({ _id: { $gt: after, $lte: until } }, { sort: { _id: 1 }, limit });
+  }
+
+  /**
+   * Events (no tombstones) matching `filter` at positions in (after, until],
+   * in order, at most `limit`.
+   */
+  async matching(filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
+    if (until <= after || limit <= 0) return [];
+    const query = { ...journalQuery(filter), _id: { $gt: after, $lte: until } } as Filter<JournalDoc>;
+    return (await this.events.find(query, { sort: { _id: 1 }, limit })) as EventDoc[];
+  }
+
+  /** Every position up to this one was deleted by retention (0 when none was). */
+  async purgedThrough(): Promise<number> {
+    return (await this.counters.findOne({ _id: PURGED_THROUGH }))?.value ?? 0;
+  }
+
+  /**
+   * Deletes the oldest events recorded before `cutoffMs`, always a prefix of
+   * the journal (so "older than the retained journal" is one number), never
+   * beyond `limitSeq` (the live edge). Returns the new purged-through position.
+   */
+  async purgeBefore(cutoffMs: number, limitSeq: number, batch = 1000): Promise<number> {
+    let through = await this.purgedThrough();
+    for (;;) {
+      const oldest = await this.events.find({ _id: { $gt: through, $lte: limitSeq } }, { sort: { _id: 1 }, limit: batch });
+      let end = through;
+      for (const doc of oldest) {
+        if (!isTombstone(doc) && (doc as EventDoc).recorded_ms >= cutoffMs) break;
+        end = doc._id;
+      }
+      if (end === through) return through;
+      // Recorded before deleting: a reader never trusts a position whose events are gone.
+      await this.counters.updateOne({ _id: PURGED_THROUGH }, { $max: { value: end } }, { upsert: true });
+      await this.events.deleteMany({ _id: { $lte: end } });
+      through = end;
+      if (oldest.length < batch) return through;
+    }
   }
 
   /** The highest journaled position (0 when empty). */

@@ -1,0 +1,104 @@
+/**
+ * The event journal's use cases: publish a run's own event, list a range,
+ * open a subscription, and keep the journal within its retention window.
+ */
+import { create } from "@bufbuild/protobuf";
+import { type AgentEvent, type EventEnvelope, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
+import type { Clock } from "../../domain/clock.js";
+import { ErrorReason, MailroomError } from "../../domain/errors.js";
+import type { ListCommand, SubscribeCommand } from "../../domain/events/requests.js";
+import type { Journal } from "../journal/journal.js";
+import { type EventDoc, eventOf, pendingEvent } from "../journal/records.js";
+import type { JournalTail } from "../journal/tail.js";
+import type { Logger } from "../logger.js";
+import { Subscription, cursorExpired } from "./subscription.js";
+
+export interface EventsOptions {
+  /** Events are deleted this long after they were recorded. */
+  retentionMs: number;
+  /** How often retention runs. */
+  purgeEveryMs: number;
+}
+
+export const DEFAULT_EVENTS_OPTIONS: EventsOptions = { retentionMs: 7 * 86_400_000, purgeEveryMs: 60_000 };
+
+export class Events {
+  private timer: NodeJS.Timeout | undefined;
+  private purging = false;
+
+  constructor(
+    private readonly journal: Journal,
+    private readonly tail: JournalTail,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly options: EventsOptions,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.purging) return;
+      this.purging = true;
+      this.purge()
+        .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "journal retention failed; will retry"))
+        .finally(() => (this.purging = false));
+    }, this.options.purgeEveryMs);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Journals a checked, completed event; a repeated event id answers with the first recording. */
+  async publish(event: AgentEvent): Promise<{ envelope: EventEnvelope; deduplicated: boolean }> {
+    const now = this.clock.now();
+    const [outcome] = await this.journal.append([pendingEvent(event, now)]);
+    if (outcome!.deduplicated) {
+      const [original] = await this.journal.range(outcome!.seq - 1, outcome!.seq, 1);
+      return { envelope: eventOf(original as EventDoc).envelope!, deduplicated: true };
+    }
+    const envelope = event.envelope!;
+    envelope.eventSeq = BigInt(outcome!.seq);
+    envelope.journalCursor = create(JournalCursorSchema, { eventSeq: BigInt(outcome!.seq) });
+    return { envelope, deduplicated: false };
+  }
+
+  /** Opens a subscription; refuses a cursor older than the retained journal or ahead of it. */
+  async subscribe(command: SubscribeCommand): Promise<Subscription> {
+    const after = command.after !== undefined
+      ? await this.checkCursor(command.after)
+      : command.start === "latest" ? this.tail.position : await this.journal.purgedThrough();
+    return new Subscription(this.journal, this.tail, { filter: command.filter, after, queue: command.queue });
+  }
+
+  /** A page of a range: events after the cursor, up to `until` (or the live edge). */
+  async list(command: ListCommand): Promise<{ events: EventDoc[]; next: number; end: boolean }> {
+    const after = command.after !== undefined ? await this.checkCursor(command.after) : await this.journal.purgedThrough();
+    // Never past the live edge: beyond it a position may still be filled by a late write.
+    const until = Math.min(command.until ?? Number.MAX_SAFE_INTEGER, this.tail.position);
+    const events = await this.journal.matching(command.filter, after, until, command.pageSize);
+    const full = events.length === command.pageSize;
+    return { events, next: full ? events[events.length - 1]!._id : Math.max(after, until), end: !full };
+  }
+
+  /** Deletes events past retention; returns the new purged-through position. */
+  async purge(): Promise<number> {
+    const before = await this.journal.purgedThrough();
+    const through = await this.journal.purgeBefore(this.clock.now() - this.options.retentionMs, this.tail.position);
+    if (through > before) this.log.info({ purged_through: through, retention_ms: this.options.retentionMs }, "deleted journal events past retention");
+    return through;
+  }
+
+  private async checkCursor(after: number): Promise<number> {
+    const purged = await this.journal.purgedThrough();
+    if (after < purged) throw cursorExpired(after, purged);
+    const head = await this.journal.reservedHead();
+    if (after > head) {
+      throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {
+        reason: ErrorReason.CURSOR_AHEAD,
+        metadata: { head_event_seq: String(head) },
+      });
+    }
+    return after;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * One subscriber's view of the journal: replay after its cursor, one
+ * CAUGHT_UP frame, then live events, with no gap and no duplicate at the seam.
+ *
+ * The subscription keeps one number, `position`: every journal position up
+ * to it has been examined for this subscriber (delivered, queued, or dropped
+ * with a notice). Replay reads the store after `position` up to the tail's
+ * live edge, a queue's worth at a time, at the subscriber's pace. When a read
+ * finds nothing more and the queue is empty it attaches to the tail: it takes
+ * the tail's recent events after `position` and registers its listener in
+ * the same synchronous step, so nothing falls between the two.
+ *
+ * Live, events go through the bounded queue and its overflow policy. Under
+ * BACKPRESSURE_CALLER a full queue detaches the subscription instead; it
+ * lags, and later catches up from the store (nothing is dropped).
+ */
+import { ErrorReason, MailroomError } from "../../domain/errors.js";
+import { type FilterSpec, matches } from "../../domain/events/filter.js";
+import { type Delivery, type OverflowNotice, type QueueConfig, SubscriberQueue } from "../../domain/events/subscriber-queue.js";
+import type { Journal } from "../journal/journal.js";
+import type { EventDoc } from "../journal/records.js";
+import type { JournalTail } from "../journal/tail.js";
+
+export type SubscriptionFrame =
+  | { kind: "event"; delivery: Delivery<EventDoc> }
+  | { kind: "caught_up"; position: number; notice?: OverflowNotice }
+  | { kind: "heartbeat"; position: number; notice?: OverflowNotice };
+
+export interface SubscriptionSpec {
+  filter: FilterSpec;
+  /** Deliver events after this position. */
+  after: number;
+  queue: QueueConfig;
+}
+
+/** Most events read from the store at once during replay. */
+const PAGE = 500;
+
+export class Subscription {
+  private position: number;
+  private readonly queue: SubscriberQueue<EventDoc>;
+  private live = false;
+  private caughtUpSent = false;
+  private detachTail: (() => void) | undefined;
+  private wake: (() => void) | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly journal: Journal,
+    private readonly tail: JournalTail,
+    private readonly spec: SubscriptionSpec,
+  ) {
+    this.position = spec.after;
+    this.queue = new SubscriberQueue<EventDoc>(spec.queue);
+  }
+
+  /** Frames queued but not yet taken (never more than the queue's capacity). */
+  get queued(): number {
+    return this.queue.size;
+  }
+
+  /**
+   * The next frame: an event, the one CAUGHT_UP frame, or a heartbeat after
+   * `heartbeatMs` without events. Undefined once closed or aborted.
+   * @throws MailroomError RESOURCE_EXHAUSTED (SUBSCRIBER_OVERFLOW) after a FAIL_SUBSCRIBER overflow;
+   *   OUT_OF_RANGE (CURSOR_EXPIRED) when retention deleted events not yet replayed.
+   */
+  async next(heartbeatMs: number, signal: AbortSignal): Promise<SubscriptionFrame | undefined> {
+    for (;;) {
+      if (this.closed || signal.aborted) return undefined;
+      const delivery = this.queue.shift();
+      if (delivery) return { kind: "event", delivery };
+      if (this.queue.failed) throw overflowed();
+      if (!this.live) {
+        await this.replay();
+        continue;
+      }
+      if (!this.caughtUpSent) {
+        this.caughtUpSent = true;
+        return { kind: "caught_up", position: this.position, notice: this.queue.takeNotice() };
+      }
+      if (!(await this.waitForEvents(heartbeatMs, signal))) {
+        if (this.closed || signal.aborted) return undefined;
+        return { kind: "heartbeat", position: this.position, notice: this.queue.takeNotice() };
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.detach();
+    this.wake?.();
+  }
+
+  /** Reads the next page after `position`, or attaches to the tail when there is none. */
+  private async replay(): Promise<void> {
+    const purged = await this.journal.purgedThrough();
+    if (this.position < purged) throw cursorExpired(this.position, purged);
+    const until = this.tail.position;
+    const limit = Math.min(PAGE, this.queue.capacity - this.queue.size);
+    const docs = await this.journal.matching(this.spec.filter, this.position, until, limit);
+    for (const doc of docs) this.queue.push(frameOf(doc));
+    this.position = docs.length === limit ? docs[docs.length - 1]!._id : Math.max(this.position, until);
+    if (docs.length === 0 && this.queue.size === 0) this.attach();
+  }
+
+  private attach(): void {
+    // Synchronous from here to subscribe(): the tail cannot advance in between.
+    const recent = this.tail.recentAfter(this.position);
+    if (recent === undefined) return; // too far behind the tail's memory: replay again
+    this.live = true;
+    this.detachTail = this.tail.subscribe((events) => this.onLive(events));
+    this.onLive(recent);
+  }
+
+  private detach(): void {
+    this.detachTail?.();
+    this.detachTail = undefined;
+  }
+
+  private onLive(events: EventDoc[]): void {
+    for (const doc of events) {
+      if (doc._id <= this.position) continue;
+      if (matches(this.spec.filter, doc)) {
+        const outcome = this.queue.push(frameOf(doc));
+        if (outcome === "full") {
+          // BACKPRESSURE_CALLER: lag instead of dropping; catch up from the store later.
+          this.detach();
+          this.live = false;
+          break;
+        }
+      }
+      this.position = doc._id;
+    }
+    this.wake?.();
+  }
+
+  /** True when something may be queued now; false after `ms` without. */
+  private waitForEvents(ms: number, signal: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (woken: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.wake = undefined;
+        resolve(woken);
+      };
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), ms);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.wake = () => done(true);
+    });
+  }
+}
+
+function frameOf(doc: EventDoc) {
+  return { seq: doc._id, terminal: doc.terminal, progress: doc.progress, item: doc };
+}
+
+function overflowed(): MailroomError {
+  return new MailroomError(
+    "resource_exhausted",
+    "the subscriber fell behind and its overflow policy is FAIL_SUBSCRIBER; the last frame's notice says where to resubscribe (repair_from)",
+    { reason: ErrorReason.SUBSCRIBER_OVERFLOW },
+  );
+}
+
+export function cursorExpired(position: number, purgedThrough: number): MailroomError {
+  return new MailroomError(
+    "out_of_range",
+    `the cursor (event_seq ${position}) is older than the retained journal, which starts after event_seq ${purgedThrough}; events in between were deleted by retention. Resubscribe without a cursor (or from a retained one) and repair the gap from your own records`,
+    { reason: ErrorReason.CURSOR_EXPIRED, metadata: { oldest_event_seq: String(purgedThrough + 1) } },
+  );
+}

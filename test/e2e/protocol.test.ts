@@ -145,9 +145,9 @@ describe("an RPC without an implementation yet is UNIMPLEMENTED and names itself
     const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
     try {
       const consume = async () => {
-        for await (const _frame of clients.events.subscribe({})) break;
+        for await (const _frame of clients.pools.watchPool({})) break;
       };
-      await expect(consume()).rejects.toMatchObject({ code: Code.Unimplemented, rawMessage: "mailroom.v1.EventService.Subscribe is not implemented" });
+      await expect(consume()).rejects.toMatchObject({ code: Code.Unimplemented, rawMessage: "mailroom.v1.PoolService.WatchPool is not implemented" });
     } finally {
       clients.close();
     }

@@ -356,9 +356,12 @@ export type RespondRequest = Message<"mailroom.v1.RespondRequest"> & {
   poolId: string;
 
   /**
-   * The reply: reply_to required (an existing message of the pool); to
-   * unset = the original's sender. A reply to a message of its own reply
-   * chain from the same run gets INVALID_ARGUMENT (REPLY_LOOP).
+   * The reply: reply_to required (an existing message of the pool, NOT_FOUND
+   * otherwise); from_run_id must be a run the original was delivered to
+   * (FAILED_PRECONDITION NOT_MESSAGE_RECIPIENT) and not its sender
+   * (INVALID_ARGUMENT REPLY_LOOP); to unset = the original's sender. The
+   * original must not be CANCELLED, TIMED_OUT, EXPIRED or FAILED
+   * (FAILED_PRECONDITION ALREADY_TERMINAL).
    *
    * @generated from field: mailroom.v1.RunMessage reply = 2;
    */
@@ -974,7 +977,9 @@ export const PoolService: GenService<{
     output: typeof RespondResponseSchema;
   },
   /**
-   * Cancel a message that awaits replies (sender only): -> CANCELLED.
+   * Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
+   * NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
+   * CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
    *
    * @generated from rpc mailroom.v1.PoolService.CancelMessage
    */

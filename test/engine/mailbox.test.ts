@@ -117,6 +117,18 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect(claimed.map((d) => [d.thread_id, d.priority])).toEqual([["a", 250], ["c", 250], ["b", 100]]);
     });
 
+    it("across threads takes the best claimable dispatch, not the thread whose best queued one is delayed or was a duplicate", async () => {
+      await enqueue(engine, "delayed", { priority: 255, schedule: { delayMs: 60_000 } });
+      await enqueue(engine, "delayed", { priority: 0 });
+      await enqueue(engine, "dup", { priority: 1, dispatchId: "d-dup" });
+      await enqueue(engine, "dup", { priority: 255, dispatchId: "d-dup" }); // deduplicated: nothing enqueued
+      const best = await enqueue(engine, "plain", { priority: 100 });
+      const second = await enqueue(engine, "other", { priority: 50 });
+      expect((await claim(engine, { limit: 1 })).map((d) => d._id)).toEqual([best._id]);
+      expect((await claim(engine, { limit: 1 })).map((d) => d._id)).toEqual([second._id]);
+      expect((await claim(engine, { limit: 5 })).map((d) => [d.thread_id, d.priority])).toEqual([["dup", 1], ["delayed", 0]]);
+    });
+
     it("yields nothing from a thread that has a claimed dispatch", async () => {
       await enqueue(engine, "t1");
       await enqueue(engine, "t1");

@@ -206,30 +206,65 @@ export class Mailbox {
     return claimed;
   }
 
+  /**
+   * Takes the best heads across threads, best first. A thread's hint ranks it
+   * by its best queued dispatch, which may be better than what it can give
+   * now (that one is delayed, or never was inserted): a hint is only a bound.
+   * So each candidate's real head is looked up, and a head is taken only
+   * when no thread not yet looked at could beat it: threads come in hint
+   * order, so the last hint fetched bounds every real head still unseen.
+   */
   private async claimAcross(command: ClaimCommand): Promise<DispatchDoc[]> {
     const claimed: DispatchDoc[] = [];
-    const tried = new Set<string>();
+    const examined = new Set<string>();
+    let heads: Array<{ thread: ThreadDoc; head: DispatchDoc; rank: string }> = [];
+    let exhausted = false;
     while (claimed.length < command.limit) {
       const wanted = command.limit - claimed.length;
-      const candidates = await this.deps.threads.candidates(this.deps.clock.now(), wanted, tried);
-      if (candidates.length === 0) break;
-      const results = await Promise.all(candidates.map((thread) => {
-        tried.add(thread._id);
-        return this.claimInThread(thread._id, command, thread);
+      let bound: string | undefined;
+      if (!exhausted) {
+        const candidates = await this.deps.threads.candidates(this.deps.clock.now(), wanted, examined);
+        exhausted = candidates.length < wanted;
+        if (!exhausted) bound = candidates[candidates.length - 1]!.head_rank;
+        const found = await Promise.all(candidates.map(async (thread) => {
+          examined.add(thread._id);
+          const head = await this.headOf(thread);
+          // The hint promised work the thread does not have (now): correct it.
+          if (!head) await this.deps.threads.recompute(thread._id);
+          return head && { thread, head, rank: rankOf(head) };
+        }));
+        for (const entry of found) if (entry) heads.push(entry);
+      }
+      heads.sort((a, b) => (a.rank < b.rank ? -1 : 1));
+      const take = heads.filter((h) => bound === undefined || h.rank <= bound).slice(0, wanted);
+      if (take.length === 0) {
+        if (exhausted) break;
+        continue;
+      }
+      heads = heads.filter((h) => !take.includes(h));
+      const results = await Promise.all(take.map(async ({ thread, head }) => {
+        const won = await this.tryClaim(head, command.consumerId, command.leaseMs, thread);
+        if (won === "thread_busy") return null;
+        return won ?? this.claimInThread(thread._id, command, thread); // it changed under us: look again
       }));
       for (const doc of results) if (doc) claimed.push(doc);
     }
     return claimed.sort((a, b) => (rankOf(a) < rankOf(b) ? -1 : 1));
   }
 
+  /** The dispatch Claim would take from the thread now (ignoring whether the thread holds a claim). */
+  private headOf(thread: ThreadDoc): Promise<DispatchDoc | null> {
+    return this.dispatches.findOne(
+      { thread_id: thread._id, status: "QUEUED", epoch: thread.epoch, available_at: { $lte: this.deps.clock.now() } },
+      { sort: CLAIM_ORDER },
+    );
+  }
+
   private async claimInThread(threadId: string, command: Pick<ClaimCommand, "consumerId" | "leaseMs">, known?: ThreadDoc): Promise<DispatchDoc | null> {
     const thread = known ?? (await this.deps.threads.get(threadId));
     if (!thread) return null;
     for (let attempt = 0; attempt < CONTENDED_ATTEMPTS; attempt++) {
-      const candidate = await this.dispatches.findOne(
-        { thread_id: threadId, status: "QUEUED", epoch: thread.epoch, available_at: { $lte: this.deps.clock.now() } },
-        { sort: CLAIM_ORDER },
-      );
+      const candidate = await this.headOf(thread);
       if (!candidate) {
         // The hint promised work the thread does not have (now): correct it.
         if (known) await this.deps.threads.recompute(threadId);

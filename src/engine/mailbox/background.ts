@@ -148,7 +148,13 @@ export class MailboxBackground {
   }
 
   private async scheduleNextAvailability(): Promise<void> {
-    const next = await this.deps.dispatches.findOne({ status: "QUEUED", available_at: { $gt: this.deps.clock.now() } }, { sort: { available_at: 1 } });
+    // After what was checked, not after now: work that came due since the last
+    // check read the clock (or beyond a full batch) has not been signalled yet;
+    // it is scheduled at once. Only delayed work, as in checkAvailability.
+    const next = await this.deps.dispatches.findOne(
+      { status: "QUEUED", available_at: { $gt: this.checkedUpTo }, $expr: { $gt: ["$available_at", "$updated_at"] } },
+      { sort: { available_at: 1 } },
+    );
     if (next) this.scheduleAvailability(next.available_at);
   }
 

@@ -107,6 +107,22 @@ describe.each(serverBackends())("MailboxService streams on the $name backend", (
           expect((await nextCommand(reopened, "the command sent after re-opening")).commandId).toBe(later.commandId);
         });
 
+        it("a command_id repeated for its target is delivered once; used for another target it gets ALREADY_EXISTS", async () => {
+          const [first, second] = [target(), target()];
+          const onFirst = await openLiveChannel(mailbox, first);
+          await openLiveChannel(mailbox, second);
+          const commandId = uid("cmd");
+          expect((await mailbox.deliverLive({ target: first, command: { commandId, ...say("hello") } })).outcome).toBe(Outcome.DELIVERED);
+          // A retried call: answered as delivered, not sent twice.
+          expect((await mailbox.deliverLive({ target: first, command: { commandId, ...say("hello") } })).outcome).toBe(Outcome.DELIVERED);
+          const marker = await mailbox.deliverLive({ target: first, command: say("marker") });
+          expect([(await nextCommand(onFirst)).commandId, (await nextCommand(onFirst)).commandId]).toEqual([commandId, marker.commandId]);
+
+          const reused = await refusal(mailbox.deliverLive({ target: second, command: { commandId, ...say("for someone else") } }));
+          expect(reused.code).toBe(Code.AlreadyExists);
+          expect(reused.message).toContain(commandId);
+        });
+
         it("AckLiveCommand answers newly_acked true, then false; an unknown command id gets NOT_FOUND", async () => {
           const to = target();
           const channel = await openLiveChannel(mailbox, to);

@@ -173,9 +173,18 @@ export class LiveCommands {
     try {
       await this.commands.insertOne(doc);
     } catch (error) {
-      // The same command id again: it was delivered already (a retried call).
-      if (error instanceof DuplicateKeyError) return { outcome: LiveDeliveryOutcome.DELIVERED, commandId };
-      throw error;
+      if (!(error instanceof DuplicateKeyError)) throw error;
+      // The same command id for the same target: it was delivered already (a retried call).
+      // For another target it would never reach that target: refuse it rather than report DELIVERED.
+      const existing = await this.commands.findOne({ _id: commandId });
+      if (existing && (existing.thread_id !== wanted.thread_id || existing.run_id !== wanted.run_id || existing.dispatch_id !== wanted.dispatch_id)) {
+        throw new MailroomError("already_exists", `command_id ${JSON.stringify(commandId)} is already used by a command for another target; leave it empty to have one generated`, {
+          reason: ErrorReason.INVALID_FIELD,
+          field: "command.command_id",
+          metadata: { command_id: commandId },
+        });
+      }
+      return { outcome: LiveDeliveryOutcome.DELIVERED, commandId };
     }
     this.route(doc);
     return { outcome: LiveDeliveryOutcome.DELIVERED, commandId };

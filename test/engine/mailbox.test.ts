@@ -300,6 +300,15 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect(await engine.queries.count("other", ["QUEUED"])).toEqual([{ status: "QUEUED", count: 1 }]);
     });
 
+    it("journals the epochs each of two simultaneous first interrupts of a thread really moved between", async () => {
+      const other = await harness.instance();
+      const outcomes = await Promise.all([engine.mailbox.interrupt("fresh", false), other.mailbox.interrupt("fresh", false)]);
+      expect(outcomes.map((o) => o.newEpoch).sort()).toEqual([1, 2]);
+      const docs = (await engine.journal.events.find({ thread_id: "fresh", kind: EventKind.THREAD_INTERRUPTED }, { sort: { _id: 1 } })) as EventDoc[];
+      const epochs = docs.map((d) => eventOf(d).envelope!).map((e) => `${e.stateBefore} -> ${e.stateAfter}`).sort();
+      expect(epochs).toEqual(["epoch 0 -> epoch 1", "epoch 1 -> epoch 2"]);
+    });
+
     it("tells a heartbeating worker it was interrupted", async () => {
       await enqueue(engine, "t1");
       const [held] = await claim(engine);

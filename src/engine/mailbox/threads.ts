@@ -82,7 +82,9 @@ export class Threads {
         events(epoch),
         now,
       );
-      const filter = current ? { _id: threadId, epoch } : { _id: threadId };
+      // A thread not seen yet: the upsert may only create it. Had another call
+      // created it meanwhile, it would bump an epoch this event does not name.
+      const filter = current ? { _id: threadId, epoch } : { _id: threadId, epoch: { $exists: false } };
       try {
         const updated = current
           ? await this.threads.findOneAndUpdate(filter, update)

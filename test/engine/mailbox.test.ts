@@ -11,6 +11,7 @@ import type { DispatchDoc } from "../../src/engine/mailbox/records.js";
 import { DispatchSignalReason, type WorkSignal } from "../../src/engine/mailbox/work-signals.js";
 import type { Store } from "../../src/store/port.js";
 import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { GatedStore } from "../support/gated-store.js";
 import { storeBackends } from "../support/stores.js";
 
 const LEASE = 30_000;
@@ -127,6 +128,26 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect((await claim(engine, { limit: 1 })).map((d) => d._id)).toEqual([best._id]);
       expect((await claim(engine, { limit: 1 })).map((d) => d._id)).toEqual([second._id]);
       expect((await claim(engine, { limit: 5 })).map((d) => [d.thread_id, d.priority])).toEqual([["dup", 1], ["delayed", 0]]);
+    });
+
+    it("never hides work enqueued while another instance recomputes the thread's readiness", async () => {
+      const cancelled = await enqueue(engine, "t1");
+      const view = new GatedStore(store, "enqueuer");
+      const side = engineHarness(view);
+      try {
+        const enqueuer = await side.instance();
+        view.gate = async (label) => {
+          if (label !== "enqueuer dispatches.insertMany") return;
+          view.gate = undefined;
+          // Between the enqueue's lowering of the thread's hint and its insert, a cancel elsewhere recomputes the hint.
+          await engine.mailbox.cancel(cancelled._id, undefined);
+        };
+        const fresh = await enqueue(enqueuer, "t1");
+        expect((await engine.queries.queuedThreads(10, undefined)).items).toEqual(["t1"]);
+        expect((await claim(engine, { limit: 5 })).map((d) => d._id)).toEqual([fresh._id]);
+      } finally {
+        await side.stopAll();
+      }
     });
 
     it("yields nothing from a thread that has a claimed dispatch", async () => {

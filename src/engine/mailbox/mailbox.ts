@@ -124,10 +124,13 @@ export class Mailbox {
         outcomes.push({ error: new MailroomError("unavailable", "the dispatch conflicted with one being purged; retry the enqueue", { reason: ErrorReason.STORE_UNAVAILABLE }) });
       }
     }
+    // The hint was lowered before the insert, but a recomputation (a cancel, a
+    // claim) that read the thread after that and looked for queued work before
+    // the insert may have raised it again: lower it once more, now the work exists.
+    const after = inserted.length > 0 ? await this.deps.threads.enlist(threadId, inserted.map((d) => ({ rank: rankOf(d), availableAt: d.available_at }))) : null;
     // An interrupt between reading the epoch and inserting: the new work belongs
     // to the old epoch, so it is superseded like the rest of that epoch.
-    const after = await this.deps.threads.get(threadId);
-    if (after && after.epoch !== thread.epoch && inserted.length > 0) {
+    if (after && after.epoch !== thread.epoch) {
       const superseded = await Promise.all(inserted.map((doc) => this.supersedeQueued(doc, `thread interrupted while enqueuing (epoch ${thread.epoch} -> ${after.epoch})`)));
       inserted = inserted.map((doc, i) => superseded[i] ?? doc);
       for (const outcome of outcomes) {

@@ -3,8 +3,10 @@
  * records.ts). The hint's rule: it may claim a thread has work it does not
  * have (a claim attempt then finds nothing and recomputes it), but it must
  * never hide claimable work. Every change that can add work lowers it with
- * `$min` before the work exists; recomputations are conditional on `version`,
- * which those changes bump, so a recomputation never overwrites them.
+ * `$min` once the work exists (an enqueue also before inserting it), and
+ * bumps `version`; recomputations are conditional on `version`, so one that
+ * read the thread before such a change never overwrites it, and one that read
+ * it after sees the work.
  */
 import type { Clock } from "../../domain/clock.js";
 import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";

@@ -330,6 +330,27 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       expect(epochs).toEqual(["epoch 0 -> epoch 1", "epoch 1 -> epoch 2"]);
     });
 
+    it("never returns work of the new epoch, claimed while it ran, as the active dispatch", async () => {
+      const view = new GatedStore(store, "interrupter");
+      const side = engineHarness(view);
+      try {
+        const interrupter = await side.instance();
+        let fresh: DispatchDoc | undefined;
+        view.gate = async (label) => {
+          if (label !== "interrupter dispatches.findOne") return;
+          view.gate = undefined;
+          // After the epoch moved, new work arrives and is claimed before the interrupt looks for the active claim.
+          fresh = await enqueue(engine, "t1");
+          await claim(engine, { threadId: "t1" });
+        };
+        const outcome = await interrupter.mailbox.interrupt("t1", false);
+        expect(fresh).toMatchObject({ epoch: 1 });
+        expect(outcome).toMatchObject({ newEpoch: 1, active: null });
+      } finally {
+        await side.stopAll();
+      }
+    });
+
     it("tells a heartbeating worker it was interrupted", async () => {
       await enqueue(engine, "t1");
       const [held] = await claim(engine);

@@ -451,7 +451,9 @@ export class Mailbox {
       if (detailed) superseded.push(...done.slice(0, MAX_INTERRUPT_DETAILS - superseded.length));
       if (stale.length < page) break;
     }
-    const active = await this.dispatches.findOne({ thread_id: threadId, status: "CLAIMED" });
+    // The claim that was running when the epoch moved: never work of the new
+    // epoch, claimed meanwhile (a caller may cancel what this returns).
+    const active = await this.dispatches.findOne({ thread_id: threadId, status: "CLAIMED", epoch: { $lt: thread.epoch } });
     return { newEpoch: thread.epoch, active, supersededCount, superseded };
   }
 

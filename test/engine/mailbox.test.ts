@@ -150,6 +150,27 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       }
     });
 
+    it("frees the thread of a claim that ended before the claimer recorded it, so the thread's work is not hidden", async () => {
+      const first = await enqueue(engine, "t1", { priority: 200 });
+      const next = await enqueue(engine, "t1");
+      const view = new GatedStore(store, "claimer");
+      const side = engineHarness(view);
+      try {
+        const claimer = await side.instance();
+        view.gate = async (label) => {
+          if (label !== "claimer threads.updateOne") return;
+          view.gate = undefined;
+          // The claim is cancelled elsewhere before the claimer records it on the thread.
+          await engine.mailbox.cancel(first._id, undefined);
+        };
+        expect((await claim(claimer, { threadId: "t1" })).map((d) => d._id)).toEqual([first._id]);
+        expect((await engine.queries.queuedThreads(10, undefined)).items).toEqual(["t1"]);
+        expect((await claim(engine, { limit: 5 })).map((d) => d._id)).toEqual([next._id]);
+      } finally {
+        await side.stopAll();
+      }
+    });
+
     it("yields nothing from a thread that has a claimed dispatch", async () => {
       await enqueue(engine, "t1");
       await enqueue(engine, "t1");

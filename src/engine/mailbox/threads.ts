@@ -103,9 +103,18 @@ export class Threads {
     const claim = { claimed: dispatch._id, claim_lease_until: dispatch.lease_until, updated_at: this.clock.now() };
     const hint = await this.computeHint(thread);
     const result = await this.threads.updateOne({ _id: thread._id, version: thread.version }, { $set: { ...claim, ...hint.set }, ...(hint.unset ? { $unset: hint.unset } : {}) });
-    if (result.matchedCount === 1) return;
-    await this.threads.updateOne({ _id: thread._id }, { $set: claim });
-    await this.recompute(thread._id);
+    if (result.matchedCount !== 1) {
+      await this.threads.updateOne({ _id: thread._id }, { $set: claim });
+      await this.recompute(thread._id);
+    }
+    // The claim may have ended (acked, cancelled, reclaimed) before this hint
+    // was written: its release then found no hint to clear, and the thread
+    // would look busy, its queued work hidden, until the repair sweep (after
+    // the lease). So look again, and release it if it is over.
+    const current = await this.dispatches.findOne({ _id: dispatch._id });
+    if (current?.status !== "CLAIMED" || current.claim_token !== dispatch.claim_token) {
+      await this.released(thread._id, dispatch._id, current?.status === "QUEUED" ? current : undefined);
+    }
   }
 
   /** The thread's claim ended; when the dispatch went back to the queue, the hint covers it again. */

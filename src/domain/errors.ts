@@ -59,9 +59,9 @@ const entityNames: Record<EntityKind, string> = {
   [EntityKind.EVENT]: "event",
 };
 
-/** NOT_FOUND for one entity: `dispatch "d-1" not found`. */
-export function notFound(kind: EntityKind, id: string): MailroomError {
-  return new MailroomError("not_found", `${entityNames[kind]} ${JSON.stringify(id)} not found`, {
+/** NOT_FOUND for one entity: `dispatch "d-1" not found` (and what to do, when there is something). */
+export function notFound(kind: EntityKind, id: string, hint?: string): MailroomError {
+  return new MailroomError("not_found", `${entityNames[kind]} ${JSON.stringify(id)} not found${hint ? `; ${hint}` : ""}`, {
     reason: ErrorReason.ENTITY_NOT_FOUND,
     entity: { kind, id },
   });

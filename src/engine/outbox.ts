@@ -68,9 +68,10 @@ export class Outbox {
 
   /**
    * Journals the outbox entries of documents just returned by transitions,
-   * in document order then entry order. Resolves once they are journaled.
+   * in document order then entry order. Resolves once they are journaled,
+   * with the journal position of each event (by event id).
    */
-  async flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<void> {
+  async flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
     const pending: PendingEvent[] = [];
     const owners: Array<[string | number, string]> = [];
     for (const doc of docs) {
@@ -79,9 +80,12 @@ export class Outbox {
         owners.push([doc!._id, event.event_id]);
       }
     }
-    if (pending.length === 0) return;
-    await this.journal.append(pending);
+    const positions = new Map<string, number>();
+    if (pending.length === 0) return positions;
+    const outcomes = await this.journal.append(pending);
+    pending.forEach((event, i) => positions.set(event.event_id, outcomes[i]!.seq));
     this.scheduleClear(collection, owners);
+    return positions;
   }
 
   /** Re-appends outboxes left behind by a process that died mid-transition. */

@@ -462,8 +462,8 @@ export type WakeCondition = Message<"mailroom.v1.WakeCondition"> & {
   resumeWith: ResumeInputPolicy;
 
   /**
-   * Idempotency key, unique per pool: a repeat returns the first
-   * registration. Empty = the condition_id.
+   * Idempotency key, unique per pool: a repeat registers nothing and returns
+   * the registration as it is now. Empty = the condition_id.
    *
    * @generated from field: string idempotency_key = 6;
    */

@@ -623,7 +623,7 @@ export const SuspendUntilRequestSchema: GenMessage<SuspendUntilRequest> = /*@__P
  */
 export type SuspendUntilResponse = Message<"mailroom.v1.SuspendUntilResponse"> & {
   /**
-   * The registration (the first one when deduplicated).
+   * The registration (when deduplicated: the earlier one, as it is now).
    *
    * @generated from field: mailroom.v1.WakeRegistration registration = 1;
    */

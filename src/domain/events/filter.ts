@@ -21,6 +21,8 @@ export interface FilterSpec {
   tags?: ReadonlySet<string>;
   threadIds?: ReadonlySet<string>;
   poolIds?: ReadonlySet<string>;
+  /** Internal (inboxes): a run the event's message was delivered to. Not in the contract's filter. */
+  recipients?: ReadonlySet<string>;
   /** What of each payload the reader receives (not part of the fingerprint). */
   payloadAccess: PayloadAccessMode;
 }
@@ -35,6 +37,7 @@ export interface FilterableEvent {
   tags?: string[];
   thread_id?: string;
   pool_id?: string;
+  recipients?: string[];
 }
 
 export const MAX_FILTER_ENTRIES = 100;
@@ -99,14 +102,15 @@ export function matches(filter: FilterSpec, event: FilterableEvent): boolean {
     admits(filter.customKinds, event.custom_kind) &&
     (filter.tags === undefined || (event.tags ?? []).some((tag) => filter.tags!.has(tag))) &&
     admits(filter.threadIds, event.thread_id) &&
-    admits(filter.poolIds, event.pool_id)
+    admits(filter.poolIds, event.pool_id) &&
+    (filter.recipients === undefined || (event.recipients ?? []).some((run) => filter.recipients!.has(run)))
   );
 }
 
 /** The same filter always gets the same fingerprint, whatever the order of its lists. */
 export function fingerprint(filter: FilterSpec): string {
   const canonical = JSON.stringify([
-    filter.runIds, filter.agentIds, filter.families, filter.kinds, filter.customKinds, filter.tags, filter.threadIds, filter.poolIds,
+    filter.runIds, filter.agentIds, filter.families, filter.kinds, filter.customKinds, filter.tags, filter.threadIds, filter.poolIds, filter.recipients,
   ].map((set) => (set === undefined ? null : [...set].map(String).sort())));
   return `f1:${fnv1a64(canonical)}`;
 }
@@ -119,4 +123,36 @@ function fnv1a64(text: string): string {
     hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
   }
   return hash.toString(16).padStart(16, "0");
+}
+
+/** A filter as plain data (stored, journaled): null for an unconstrained list; an empty list matches nothing. */
+export interface PlainFilter {
+  run_ids: string[] | null;
+  agent_ids: string[] | null;
+  families: number[] | null;
+  kinds: number[] | null;
+  custom_kinds: string[] | null;
+  tags: string[] | null;
+  thread_ids: string[] | null;
+  pool_ids: string[] | null;
+  payload_access: number;
+}
+
+const toList = <T>(values: ReadonlySet<T> | undefined): T[] | null => (values === undefined ? null : [...values]);
+const toSet = <T>(values: T[] | null): ReadonlySet<T> | undefined => (values === null ? undefined : new Set(values));
+
+export function toPlainFilter(f: FilterSpec): PlainFilter {
+  return {
+    run_ids: toList(f.runIds), agent_ids: toList(f.agentIds), families: toList(f.families), kinds: toList(f.kinds),
+    custom_kinds: toList(f.customKinds), tags: toList(f.tags), thread_ids: toList(f.threadIds), pool_ids: toList(f.poolIds),
+    payload_access: f.payloadAccess,
+  };
+}
+
+export function fromPlainFilter(f: PlainFilter): FilterSpec {
+  return {
+    runIds: toSet(f.run_ids), agentIds: toSet(f.agent_ids), families: toSet(f.families), kinds: toSet(f.kinds),
+    customKinds: toSet(f.custom_kinds), tags: toSet(f.tags), threadIds: toSet(f.thread_ids), poolIds: toSet(f.pool_ids),
+    payloadAccess: f.payload_access,
+  };
 }

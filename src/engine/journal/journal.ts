@@ -38,6 +38,7 @@ export function journalQuery(filter: FilterSpec): Record<string, unknown> {
   const fields: Array<[string, ReadonlySet<string | number> | undefined]> = [
     ["run_id", filter.runIds], ["agent_id", filter.agentIds], ["family", filter.families], ["kind", filter.kinds],
     ["custom_kind", filter.customKinds], ["tags", filter.tags], ["thread_id", filter.threadIds], ["pool_id", filter.poolIds],
+    ["recipients", filter.recipients],
   ];
   for (const [field, values] of fields) if (values !== undefined) query[field] = { $in: [...values] };
   return query;
@@ -205,6 +206,13 @@ export class Journal {
       through = end;
       if (oldest.length < batch) return through;
     }
+  }
+
+  /** Journal positions of events by id (ids not journaled are absent). */
+  async positionsOf(eventIds: readonly string[]): Promise<Map<string, number>> {
+    if (eventIds.length === 0) return new Map();
+    const docs = (await this.events.find({ event_id: { $in: [...eventIds] } } as Filter<JournalDoc>)) as EventDoc[];
+    return new Map(docs.map((doc) => [doc.event_id, doc._id]));
   }
 
   /** The highest journaled position (0 when empty). */

@@ -6,6 +6,7 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type AgentEvent, AgentEventSchema, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
+import type { PlainFilter } from "../../domain/events/filter.js";
 import { isProgressKind, isTerminalKind } from "../../domain/events/kinds.js";
 import type { Doc } from "../../store/port.js";
 
@@ -33,7 +34,18 @@ export interface EventFields {
    * Internal: not part of the contract's envelope.
    */
   claimable?: { reason: number; at: number };
+  /** Pool events: the pool record (AgentPoolRecord, protobuf, without its cursor) for WatchPool. Internal. */
+  record?: Uint8Array;
+  /** RUN_MESSAGE_DELIVERED: the runs the message reached (their inboxes). Internal. */
+  recipients?: string[];
+  /** A deadline the event's entity now carries (response or wake timeout). Internal. */
+  due_at?: number;
+  /** WAKE_CONDITION_REGISTERED: what the wake matchers need, in journal order. Internal. */
+  wake?: { filter: PlainFilter; after_seq: number };
 }
+
+/** The internal fields a producer may attach to an event it journals. */
+export type EventExtras = Partial<Pick<EventFields, "claimable" | "record" | "recipients" | "due_at" | "wake">>;
 
 /** An event ready to be journaled (in an outbox, or about to be appended). */
 export interface PendingEvent extends EventFields {
@@ -59,7 +71,7 @@ export function isTombstone(doc: JournalDoc): doc is TombstoneDoc {
 const nonEmpty = (value: string): string | undefined => (value === "" ? undefined : value);
 
 /** Encodes an event (whose envelope already has event_id, kind, family, recorded_at) for the journal. */
-export function pendingEvent(event: AgentEvent, recordedMs: number): PendingEvent {
+export function pendingEvent(event: AgentEvent, recordedMs: number, extras: EventExtras = {}): PendingEvent {
   const envelope = event.envelope;
   if (!envelope) throw new Error("an event needs an envelope");
   const fields: EventFields = {
@@ -80,7 +92,7 @@ export function pendingEvent(event: AgentEvent, recordedMs: number): PendingEven
   ];
   for (const [key, value] of optional) if (value !== undefined) (fields as unknown as Record<string, unknown>)[key] = value;
   if (envelope.tags.length > 0) fields.tags = [...envelope.tags];
-  return { ...fields, event: toBinary(AgentEventSchema, event) };
+  return { ...fields, ...extras, event: toBinary(AgentEventSchema, event) };
 }
 
 /** The event of a journal document, with its position filled in. */

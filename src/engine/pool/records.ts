@@ -1,0 +1,230 @@
+/**
+ * How pools are stored, and how stored pools become the contract's records.
+ *
+ * `pools`: one document per pool: its configuration, whether a run has
+ * joined, and its members (changed by version-conditional updates).
+ * `pool_messages`: one document per message, its latest status and receipt
+ * (unique per pool by message id and by idempotency key).
+ * `pool_wakes`: one document per wake condition and its registration.
+ * Every change is also a journal event carrying the pool record, which is
+ * what WatchPool streams and what inboxes are read from.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EntityKind } from "../../../gen/mailroom/v1/common_pb.js";
+import { EventFilterSchema, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
+import {
+  type AgentPoolConfig,
+  AgentPoolConfigSchema,
+  type AgentPoolMember,
+  AgentPoolMemberSchema,
+  type AgentPoolRecord,
+  AgentPoolRecordSchema,
+  type MessageReceipt,
+  MessageReceiptSchema,
+  type RunMessage,
+  RunMessageSchema,
+  type StoredMessage,
+  StoredMessageSchema,
+  type StoredWake,
+  StoredWakeSchema,
+  type WakeCondition,
+  WakeConditionSchema,
+  type WakeRegistration,
+  WakeRegistrationSchema,
+} from "../../../gen/mailroom/v1/pool_pb.js";
+import { fingerprint, fromPlainFilter, type PlainFilter } from "../../domain/events/filter.js";
+import { type MessageStatusName, STATUS_PROTO } from "../../domain/pool/messages.js";
+import type { Member, PoolConfig } from "../../domain/pool/pool.js";
+import { WAKE_STATUS_PROTO, type WakeStatusName } from "../../domain/pool/wakes.js";
+import type { Doc, IndexSpec } from "../../store/port.js";
+import type { OutboxFields } from "../outbox.js";
+
+export const POOLS = "pools";
+export const POOL_MESSAGES = "pool_messages";
+export const POOL_WAKES = "pool_wakes";
+
+export interface StoredMember {
+  run_id: string;
+  agent_id: string;
+  policy_refs: string[];
+  topics: string[];
+}
+
+export interface StoredConfig {
+  required_policy_refs: string[];
+  include_sender_in_pool_broadcast: boolean;
+  envelope_only: boolean;
+  policy_refs: string[];
+}
+
+export interface PoolDoc extends Doc, OutboxFields {
+  _id: string;
+  config: StoredConfig;
+  created: boolean;
+  /** Sorted by run_id. */
+  members: StoredMember[];
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface MessageDoc extends Doc, OutboxFields {
+  _id: string;
+  pool_id: string;
+  message_id: string;
+  idempotency_key: string;
+  from_run_id: string;
+  from_agent_id: string;
+  /** The RunMessage as sent (ids filled in), protobuf. */
+  message: Uint8Array;
+  reply_to?: string;
+  status: MessageStatusName;
+  delivered_to: string[];
+  response_count: number;
+  expected_responses?: number;
+  /** When a response contract times out (while DELIVERED). */
+  deadline_at?: number;
+  /** What Send answered first, for idempotent repeats (the event id stands for its journal position). */
+  first_receipt: { status: MessageStatusName; delivered_to: string[]; event_id: string };
+  /** The event recording the latest status. */
+  status_event_id: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface WakeDoc extends Doc, OutboxFields {
+  _id: string;
+  pool_id: string;
+  condition_id: string;
+  idempotency_key: string;
+  run_id: string;
+  agent_id: string;
+  /** The WakeCondition as registered, protobuf. */
+  condition: Uint8Array;
+  /** The scoped filter the condition is matched with. */
+  filter: PlainFilter;
+  /** Events after this journal position can wake it. */
+  after_seq: number;
+  deadline_at?: number;
+  status: WakeStatusName;
+  /**
+   * False until the registering instance has looked for a matching event
+   * already in the journal; live matching waits for it, so the earliest
+   * matching event wins.
+   */
+  scanned: boolean;
+  matched_event_id?: string;
+  resume_input?: { event_refs: Array<{ kind: number; id: string }>; redacted_summary: string };
+  first_event_id: string;
+  status_event_id: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export const MESSAGE_INDEXES: IndexSpec[] = [
+  { key: { pool_id: 1, message_id: 1 }, name: "message_id_per_pool", unique: true },
+  { key: { pool_id: 1, idempotency_key: 1 }, name: "idempotency_key_per_pool", unique: true },
+  { key: { pool_id: 1, created_at: -1, _id: -1 }, name: "recent_messages" },
+  { key: { status: 1, deadline_at: 1 }, name: "response_deadlines" },
+];
+
+export const WAKE_INDEXES: IndexSpec[] = [
+  { key: { pool_id: 1, condition_id: 1 }, name: "condition_id_per_pool", unique: true },
+  { key: { pool_id: 1, idempotency_key: 1 }, name: "wake_idempotency_key_per_pool", unique: true },
+  { key: { status: 1, deadline_at: 1 }, name: "wake_deadlines" },
+  { key: { status: 1, scanned: 1, created_at: 1 }, name: "unscanned_wakes" },
+  { key: { pool_id: 1, status: 1, created_at: 1 }, name: "pool_wakes_by_status" },
+];
+
+export const configToDoc = (c: PoolConfig): StoredConfig => ({
+  required_policy_refs: c.requiredPolicyRefs,
+  include_sender_in_pool_broadcast: c.includeSenderInPoolBroadcast,
+  envelope_only: c.envelopeOnly,
+  policy_refs: c.policyRefs,
+});
+
+export const configFromDoc = (c: StoredConfig): PoolConfig => ({
+  requiredPolicyRefs: c.required_policy_refs,
+  includeSenderInPoolBroadcast: c.include_sender_in_pool_broadcast,
+  envelopeOnly: c.envelope_only,
+  policyRefs: c.policy_refs,
+});
+
+export const memberToDoc = (m: Member): StoredMember => ({ run_id: m.runId, agent_id: m.agentId, policy_refs: m.policyRefs, topics: m.topics });
+export const memberFromDoc = (m: StoredMember): Member => ({ runId: m.run_id, agentId: m.agent_id, policyRefs: m.policy_refs, topics: m.topics });
+
+export function configToProto(c: StoredConfig): AgentPoolConfig {
+  return create(AgentPoolConfigSchema, {
+    messagePolicy: { requiredPolicyRefs: c.required_policy_refs.map((id) => ({ id })), includeSenderInPoolBroadcast: c.include_sender_in_pool_broadcast },
+    wakePolicy: { envelopeOnly: c.envelope_only },
+    policyRefs: c.policy_refs.map((id) => ({ id })),
+  });
+}
+
+export function memberToProto(m: StoredMember): AgentPoolMember {
+  return create(AgentPoolMemberSchema, { runId: m.run_id, agentId: m.agent_id, policyRefs: m.policy_refs.map((id) => ({ id })), topics: m.topics });
+}
+
+const cursor = (seq: number | undefined) => (seq === undefined ? undefined : create(JournalCursorSchema, { eventSeq: BigInt(seq) }));
+
+export function messageOf(doc: MessageDoc): RunMessage {
+  return fromBinary(RunMessageSchema, doc.message);
+}
+
+export function receiptOf(doc: MessageDoc, seq: number | undefined, first = false): MessageReceipt {
+  const status = first ? doc.first_receipt.status : doc.status;
+  return create(MessageReceiptSchema, {
+    messageId: doc.message_id,
+    status: STATUS_PROTO[status],
+    deliveredTo: first ? doc.first_receipt.delivered_to : doc.delivered_to,
+    journalCursor: cursor(seq),
+    responseCount: first ? 0 : doc.response_count,
+  });
+}
+
+export function storedMessageOf(doc: MessageDoc, seq: number | undefined): StoredMessage {
+  return create(StoredMessageSchema, { message: messageOf(doc), receipt: receiptOf(doc, seq) });
+}
+
+export function conditionOf(doc: WakeDoc): WakeCondition {
+  return fromBinary(WakeConditionSchema, doc.condition);
+}
+
+export function registrationOf(doc: WakeDoc, seq: number | undefined): WakeRegistration {
+  return create(WakeRegistrationSchema, {
+    conditionId: doc.condition_id,
+    runId: doc.run_id,
+    status: WAKE_STATUS_PROTO[doc.status],
+    matchedEventId: doc.matched_event_id ?? "",
+    journalCursor: cursor(seq),
+    deadline: doc.deadline_at === undefined ? undefined : timestampFromMs(doc.deadline_at),
+    resumeInput: doc.resume_input ? { eventRefs: doc.resume_input.event_refs, redactedSummary: doc.resume_input.redacted_summary } : undefined,
+  });
+}
+
+export function storedWakeOf(doc: WakeDoc, seq: number | undefined): StoredWake {
+  const condition = conditionOf(doc);
+  // The registered condition shows the filter it is matched with (scoped).
+  const f = doc.filter;
+  condition.filter = create(EventFilterSchema, {
+    runIds: f.run_ids ?? [], agentIds: f.agent_ids ?? [], families: f.families ?? [], kinds: f.kinds ?? [], customKinds: f.custom_kinds ?? [],
+    tags: f.tags ?? [], threadIds: f.thread_ids ?? [], poolIds: f.pool_ids ?? [], payloadAccess: f.payload_access,
+  });
+  return create(StoredWakeSchema, { condition, registration: registrationOf(doc, seq), filterFingerprint: fingerprint(fromPlainFilter(doc.filter)) });
+}
+
+export type PoolRecordBody = AgentPoolRecord["record"];
+
+/** A pool record as journaled with its event (the cursor is the event's position, filled in when read). */
+export function poolRecord(poolId: string, now: number, body: PoolRecordBody): Uint8Array {
+  return toBinary(AgentPoolRecordSchema, create(AgentPoolRecordSchema, { poolId, recordedAt: timestampFromMs(now), record: body }));
+}
+
+export function poolRecordAt(bytes: Uint8Array, seq: number): AgentPoolRecord {
+  const record = fromBinary(AgentPoolRecordSchema, bytes);
+  record.cursor = BigInt(seq);
+  return record;
+}
+
+export const subjectOfMessage = (messageId: string) => ({ kind: EntityKind.MESSAGE, id: messageId });

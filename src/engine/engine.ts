@@ -20,6 +20,11 @@ import { MailboxQueries } from "./mailbox/queries.js";
 import { Threads } from "./mailbox/threads.js";
 import { WorkSignals } from "./mailbox/work-signals.js";
 import { Outbox, type OutboxOptions } from "./outbox.js";
+import { DEFAULT_POOL_TIMINGS, PoolBackground, type PoolTimings } from "./pool/background.js";
+import { PoolMessages } from "./pool/messages.js";
+import { Pools } from "./pool/pools.js";
+import { WakeMatcher } from "./pool/wake-matcher.js";
+import { Wakes } from "./pool/wakes.js";
 
 export interface EngineOptions {
   /** Names this instance (live channel registry, logs); generated when omitted. */
@@ -32,6 +37,7 @@ export interface EngineOptions {
   live?: Omit<LiveOptions, "instanceId">;
   outbox?: OutboxOptions;
   events?: Partial<EventsOptions>;
+  poolTimings?: Partial<PoolTimings>;
   /** Run sweepers and clocks on timers (default). Tests may turn this off and call them directly. */
   background?: boolean;
 }
@@ -51,6 +57,11 @@ export class Engine {
   readonly live: LiveCommands;
   readonly background: MailboxBackground;
   readonly events: Events;
+  readonly pools: Pools;
+  readonly messages: PoolMessages;
+  readonly wakes: Wakes;
+  readonly wakeMatcher: WakeMatcher;
+  readonly poolBackground: PoolBackground;
   private readonly log: Logger;
   private readonly runBackground: boolean;
 
@@ -70,6 +81,11 @@ export class Engine {
     this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
     this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
     this.events = new Events(this.journal, this.tail, this.clock, this.log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });
+    this.pools = new Pools(store, this.journal, this.outbox, this.clock);
+    this.messages = new PoolMessages(store, this.pools, this.journal, this.outbox, this.clock, this.log);
+    this.wakes = new Wakes(store, this.pools, this.journal, this.outbox, this.clock, this.log, () => this.tail.position);
+    this.wakeMatcher = new WakeMatcher(this.tail, this.wakes, this.log);
+    this.poolBackground = new PoolBackground(this.messages, this.wakes, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
     this.background = new MailboxBackground({
       mailbox: this.mailbox,
       queries: this.queries,
@@ -90,15 +106,20 @@ export class Engine {
     await engine.journal.init();
     await engine.mailbox.init();
     await engine.live.init();
+    await engine.pools.init();
+    await engine.messages.init();
+    await engine.wakes.init();
     // Handlers register before the feed opens: it watches their collections.
     engine.tail.attach();
     engine.live.attach();
     await engine.feed.start();
     await engine.tail.start();
     await engine.background.start({ timers: engine.runBackground });
+    await engine.wakeMatcher.start();
     if (engine.runBackground) {
       engine.live.start();
       engine.events.start();
+      await engine.poolBackground.start();
     }
     engine.log.debug({ instance_id: engine.instanceId }, "engine started");
     return engine;
@@ -106,6 +127,8 @@ export class Engine {
 
   async stop(): Promise<void> {
     this.background.stop();
+    this.poolBackground.stop();
+    this.wakeMatcher.stop();
     this.events.stop();
     await this.live.stop();
     this.tail.stop();

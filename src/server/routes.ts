@@ -1,7 +1,5 @@
 /**
- * Which services the server answers, and with what. Services whose issue has
- * not landed are registered empty: Connect answers every RPC without an
- * implementation with UNIMPLEMENTED "<service>.<method> is not implemented".
+ * Which services the server answers, and with what.
  */
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -12,6 +10,7 @@ import type { Engine } from "../engine/engine.js";
 import { type HealthMonitor, healthService } from "./health.js";
 import { eventService } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
+import { poolService } from "./pool-service.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
 export const mailroomServiceNames: readonly string[] = [MailboxService.typeName, PoolService.typeName, EventService.typeName];
@@ -25,7 +24,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(Health, healthService(deps.health));
     router.service(MailboxService, mailboxService(deps.engine));
-    router.service(PoolService, {});
+    router.service(PoolService, poolService(deps.engine));
     router.service(EventService, eventService(deps.engine));
   };
 }

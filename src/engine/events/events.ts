@@ -11,7 +11,7 @@ import type { Journal } from "../journal/journal.js";
 import { type EventDoc, eventOf, pendingEvent } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
-import { Subscription, cursorExpired } from "./subscription.js";
+import { Subscription, type SubscriptionSpec, cursorExpired } from "./subscription.js";
 
 export interface EventsOptions {
   /** Events are deleted this long after they were recorded. */
@@ -69,6 +69,11 @@ export class Events {
       ? await this.checkCursor(command.after)
       : command.start === "latest" ? this.tail.position : await this.journal.purgedThrough();
     return new Subscription(this.journal, this.tail, { filter: command.filter, after, queue: command.queue });
+  }
+
+  /** Opens a subscription of the server's own (pool inboxes, WatchPool) on checked terms. */
+  async open(spec: SubscriptionSpec): Promise<Subscription> {
+    return new Subscription(this.journal, this.tail, { ...spec, after: await this.checkCursor(spec.after) });
   }
 
   /** A page of a range: events after the cursor, up to `until` (or the live edge). */

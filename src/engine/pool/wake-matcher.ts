@@ -1,0 +1,140 @@
+/**
+ * Live wake matching on one server instance (seed: trigger_matching_wakes):
+ * every journal event the tail delivers is matched against the wake
+ * conditions still REGISTERED, which the matcher learns from their
+ * WAKE_CONDITION_REGISTERED events (in journal order) and, at start, from
+ * the store. Every instance runs one; a registration is triggered once
+ * because the trigger is conditional (see Wakes).
+ *
+ * Conditions are indexed by the runs their scoped filter allows (a wake
+ * filter always names its observable runs), so an event is matched only
+ * against the conditions that can see its run.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { AgentEventSchema, EventKind } from "../../../gen/mailroom/v1/event_pb.js";
+import { type FilterSpec, fromPlainFilter, matches } from "../../domain/events/filter.js";
+import { canWake } from "../../domain/pool/wakes.js";
+import type { EventDoc } from "../journal/records.js";
+import type { JournalTail } from "../journal/tail.js";
+import type { Logger } from "../logger.js";
+import type { Wakes } from "./wakes.js";
+
+interface Watched {
+  docId: string;
+  filter: FilterSpec;
+  afterSeq: number;
+  /** Trigger attempts run one after another, so the earliest matching event wins. */
+  attempts: Promise<void>;
+  done: boolean;
+}
+
+const wakeDocId = (poolId: string, conditionId: string) => `${poolId}\u0000${conditionId}`;
+
+export class WakeMatcher {
+  private readonly byId = new Map<string, Watched>();
+  private readonly byRun = new Map<string, Set<Watched>>();
+  private readonly settledWaiters = new Map<string, Set<() => void>>();
+  /** Events delivered while the registered conditions are being loaded. */
+  private buffered: EventDoc[] | undefined = [];
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly tail: JournalTail,
+    private readonly wakes: Wakes,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe = this.tail.subscribe((events) => this.onEvents(events));
+    for (const doc of await this.wakes.registered()) this.watch(doc._id, fromPlainFilter(doc.filter), doc.after_seq);
+    const buffered = this.buffered ?? [];
+    this.buffered = undefined;
+    this.onEvents(buffered);
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    for (const waiters of this.settledWaiters.values()) for (const wake of waiters) wake();
+    this.settledWaiters.clear();
+  }
+
+  /** Calls `onSettled` once a WAKE_CONDITION event other than REGISTERED is journaled for the condition. */
+  whenSettled(poolId: string, conditionId: string, onSettled: () => void): () => void {
+    const id = wakeDocId(poolId, conditionId);
+    const waiters = this.settledWaiters.get(id) ?? new Set();
+    waiters.add(onSettled);
+    this.settledWaiters.set(id, waiters);
+    return () => {
+      waiters.delete(onSettled);
+      if (waiters.size === 0) this.settledWaiters.delete(id);
+    };
+  }
+
+  /** How many conditions this instance is matching (for tests and metrics). */
+  get watching(): number {
+    return this.byId.size;
+  }
+
+  private onEvents(events: EventDoc[]): void {
+    if (this.buffered) {
+      this.buffered.push(...events);
+      return;
+    }
+    for (const event of events) {
+      if (!canWake(event.kind)) this.onWakeEvent(event);
+      else this.match(event);
+    }
+  }
+
+  private onWakeEvent(event: EventDoc): void {
+    const envelope = fromBinary(AgentEventSchema, event.event).envelope;
+    if (!envelope || !event.pool_id) return;
+    const id = wakeDocId(event.pool_id, envelope.wakeConditionId);
+    if (event.kind === EventKind.WAKE_CONDITION_REGISTERED) {
+      if (event.wake) this.watch(id, fromPlainFilter(event.wake.filter), event.wake.after_seq);
+      return;
+    }
+    this.unwatch(id);
+    const waiters = this.settledWaiters.get(id);
+    this.settledWaiters.delete(id);
+    for (const wake of waiters ?? []) wake();
+  }
+
+  private match(event: EventDoc): void {
+    if (!event.run_id) return;
+    for (const watched of this.byRun.get(event.run_id) ?? []) {
+      if (watched.done || event._id <= watched.afterSeq || !matches(watched.filter, event)) continue;
+      watched.attempts = watched.attempts.then(async () => {
+        if (watched.done) return;
+        try {
+          if (await this.wakes.triggerLive(watched.docId, event)) watched.done = true;
+        } catch (error) {
+          this.log.warn({ wake_condition_id: watched.docId.split("\u0000")[1], event_seq: event._id, error: error instanceof Error ? error.message : String(error) }, "could not trigger a wake condition; the next matching event will try again");
+        }
+      });
+    }
+  }
+
+  private watch(docId: string, filter: FilterSpec, afterSeq: number): void {
+    if (this.byId.has(docId) || !filter.runIds || filter.runIds.size === 0) return;
+    const watched: Watched = { docId, filter, afterSeq, attempts: Promise.resolve(), done: false };
+    this.byId.set(docId, watched);
+    for (const run of filter.runIds) {
+      const set = this.byRun.get(run) ?? new Set();
+      set.add(watched);
+      this.byRun.set(run, set);
+    }
+  }
+
+  private unwatch(docId: string): void {
+    const watched = this.byId.get(docId);
+    if (!watched) return;
+    watched.done = true;
+    this.byId.delete(docId);
+    for (const run of watched.filter.runIds ?? []) {
+      const set = this.byRun.get(run);
+      set?.delete(watched);
+      if (set?.size === 0) this.byRun.delete(run);
+    }
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * PoolService: each handler checks its request (domain), calls the engine
+ * and translates the answer. The two record streams (a run's inbox and
+ * WatchPool) are journal subscriptions narrowed to the pool.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
+import { InboxMessageSchema, type PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
+import { EventFamily, EventKind, JournalCursorSchema, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
+import { parseMessage } from "../domain/pool/messages.js";
+import { parseConfig, parseMember } from "../domain/pool/pool.js";
+import { parseMaxMessages, parsePoolId, parsePoolStream, POOL_STREAM_QUEUE, type PoolStreamCommand } from "../domain/pool/requests.js";
+import { parseWakeCondition } from "../domain/pool/wakes.js";
+import type { FilterSpec } from "../domain/events/filter.js";
+import { heartbeatInterval, requireId } from "../domain/validate.js";
+import type { Engine } from "../engine/engine.js";
+import type { EventDoc } from "../engine/journal/records.js";
+import { memberToDoc, memberToProto, poolRecordAt } from "../engine/pool/records.js";
+import { PushQueue } from "../engine/push-queue.js";
+import { heartbeat } from "./streams.js";
+
+export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
+  return {
+    async openPool(request) {
+      const { pool, opened } = await engine.pools.open(parsePoolId(request.poolId), parseConfig(request.config));
+      return { snapshot: await engine.pools.snapshot(pool._id, parseMaxMessages(0)), opened };
+    },
+
+    async getPool(request) {
+      return { snapshot: await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)) };
+    },
+
+    async joinRun(request) {
+      const joined = await engine.pools.join(parsePoolId(request.poolId), parseMember("member", request.member));
+      return { member: memberToProto(memberToDoc(joined.member)), poolCreated: joined.poolCreated, cursor: BigInt(joined.seq) };
+    },
+
+    async leaveRun(request) {
+      const poolId = parsePoolId(request.poolId);
+      const left = await engine.pools.leave(poolId, requireId("run_id", request.runId));
+      return { member: memberToProto(memberToDoc(left.member)), cursor: BigInt(left.seq) };
+    },
+
+    async listMembers(request) {
+      const snapshot = await engine.pools.snapshot(parsePoolId(request.poolId), 0);
+      return { members: snapshot.members };
+    },
+
+    async send(request) {
+      const poolId = parsePoolId(request.poolId);
+      return engine.messages.send(poolId, parseMessage("message", request.message, poolId, false));
+    },
+
+    async respond(request) {
+      const poolId = parsePoolId(request.poolId);
+      return engine.messages.respond(poolId, parseMessage("reply", request.reply, poolId, true), request.reply?.to !== undefined);
+    },
+
+    async cancelMessage(request) {
+      const poolId = parsePoolId(request.poolId);
+      return { receipt: await engine.messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
+    },
+
+    async *receiveMessages(request, context) {
+      const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
+      const runId = requireId("run_id", request.runId);
+      const filter: FilterSpec = { poolIds: new Set([command.poolId]), kinds: new Set([EventKind.RUN_MESSAGE_DELIVERED]), recipients: new Set([runId]), payloadAccess: PayloadAccessMode.FULL };
+      yield { frame: { case: "heartbeat", value: heartbeat() } };
+      for await (const frame of poolRecords(engine, command, filter, context)) {
+        if (frame.case === "heartbeat") {
+          yield { frame };
+        } else if (frame.value.record.case === "message") {
+          const stored: StoredMessage = frame.value.record.value;
+          yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt }) } };
+        }
+      }
+    },
+
+    async suspendUntil(request) {
+      const poolId = parsePoolId(request.poolId);
+      return engine.wakes.suspend(poolId, parseWakeCondition(request.runId, request.condition));
+    },
+
+    async pollWake(request) {
+      return { registration: await engine.wakes.poll(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    },
+
+    async cancelWake(request) {
+      return { registration: await engine.wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    },
+
+    async *awaitWake(request, context) {
+      const poolId = parsePoolId(request.poolId);
+      const conditionId = requireId("condition_id", request.conditionId);
+      const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
+      const settled = new PushQueue<WakeRegistration>(1);
+      // Listen before reading, so a change between the two is not missed.
+      const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
+        engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
+      });
+      try {
+        const current = await engine.wakes.poll(poolId, conditionId);
+        yield { frame: { case: "registration", value: current } };
+        if (current.status !== WakeRegistrationStatus.REGISTERED) return;
+        for (;;) {
+          const next = await settled.next(heartbeatMs, context.signal);
+          if ("value" in next) return yield { frame: { case: "registration", value: next.value } };
+          if ("timeout" in next) yield { frame: { case: "heartbeat", value: heartbeat() } };
+          else if (context.signal.aborted) throw context.signal.reason;
+          else return;
+        }
+      } finally {
+        stopListening();
+      }
+    },
+
+    async *watchPool(request, context) {
+      const command = parsePoolStream(request);
+      const filter: FilterSpec = { poolIds: new Set([command.poolId]), families: new Set([EventFamily.AGENT_POOL]), payloadAccess: PayloadAccessMode.FULL };
+      for await (const frame of poolRecords(engine, command, filter, context)) {
+        yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
+      }
+    },
+  };
+}
+
+type PoolFrame = { case: "record"; value: AgentPoolRecord } | { case: "heartbeat"; value: ReturnType<typeof heartbeat> };
+
+/** A pool's records matching `filter` after the cursor, then live; a heartbeat when caught up and when idle. */
+async function* poolRecords(engine: Engine, command: PoolStreamCommand, filter: FilterSpec, context: HandlerContext): AsyncGenerator<PoolFrame> {
+  await engine.pools.get(command.poolId); // NOT_FOUND for an unknown pool
+  const subscription = await engine.events.open({ filter, after: command.after, queue: POOL_STREAM_QUEUE });
+  try {
+    for (;;) {
+      const frame = await subscription.next(command.heartbeatMs, context.signal);
+      if (!frame) break;
+      if (frame.kind === "event") yield { case: "record", value: recordOf(frame.delivery.frame.item) };
+      else yield { case: "heartbeat", value: heartbeat() };
+    }
+    if (context.signal.aborted) throw context.signal.reason;
+  } finally {
+    subscription.close();
+  }
+}
+
+/** The journaled pool record, with its position and the journal cursor of the status it records. */
+function recordOf(doc: EventDoc): AgentPoolRecord {
+  const record = poolRecordAt(doc.record!, doc._id);
+  const cursor = create(JournalCursorSchema, { eventSeq: BigInt(doc._id) });
+  if (record.record.case === "message" && record.record.value.receipt) record.record.value.receipt.journalCursor = cursor;
+  if (record.record.case === "wake" && record.record.value.registration) record.record.value.registration.journalCursor = cursor;
+  return record;
+}

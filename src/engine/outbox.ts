@@ -67,23 +67,34 @@ export class Outbox {
   }
 
   /**
-   * Journals the outbox entries of documents just returned by transitions,
-   * in document order then entry order. Resolves once they are journaled,
-   * with the journal position of each event (by event id).
+   * Journals the outbox entries of documents just returned by transitions.
+   * Resolves once they are journaled, with the journal position of each event
+   * (by event id).
+   *
+   * A document's entries are appended one per round (its first entry in the
+   * first round, with the other documents' first entries, and so on), each
+   * round once the previous one is journaled. An earlier entry may be being
+   * journaled meanwhile by the transition that pushed it, at a position that
+   * transition reserved after this one reserved its own; had both entries been
+   * appended at once, the later one would land before the earlier one. After
+   * its round, an entry is journaled (here, or where the other writer put it),
+   * and the next round reserves positions after it.
    */
   async flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
-    const pending: PendingEvent[] = [];
+    const rounds: PendingEvent[][] = [];
     const owners: Array<[string | number, string]> = [];
     for (const doc of docs) {
-      for (const event of doc?.outbox ?? []) {
-        pending.push(event);
+      (doc?.outbox ?? []).forEach((event, i) => {
+        (rounds[i] ??= []).push(event);
         owners.push([doc!._id, event.event_id]);
-      }
+      });
     }
     const positions = new Map<string, number>();
-    if (pending.length === 0) return positions;
-    const outcomes = await this.journal.append(pending);
-    pending.forEach((event, i) => positions.set(event.event_id, outcomes[i]!.seq));
+    if (owners.length === 0) return positions;
+    for (const pending of rounds) {
+      const outcomes = await this.journal.append(pending);
+      pending.forEach((event, i) => positions.set(event.event_id, outcomes[i]!.seq));
+    }
     this.scheduleClear(collection, owners);
     return positions;
   }

@@ -441,6 +441,44 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
     });
   });
 
+  describe.skipIf(!backend.available)("journal order", () => {
+    it("journals a dispatch's events in the order of its transitions, also when a later transition's journaling overtakes an earlier one's", async () => {
+      const d = await enqueue(engine, "t1");
+      const [held] = await claim(engine);
+      await engine.outbox.drain(); // the dispatch's outbox now holds only what follows
+      const views = [new GatedStore(store, "slow"), new GatedStore(store, "fast")];
+      const sides = views.map((view) => engineHarness(view));
+      try {
+        const [slow, fast] = [await sides[0]!.instance(), await sides[1]!.instance()];
+        let cancelling: Promise<unknown> | undefined;
+        let fastAtInsert!: () => void;
+        const fastWaits = new Promise<void>((resolve) => (fastAtInsert = resolve));
+        let slowDone!: () => void;
+        const slowFinished = new Promise<void>((resolve) => (slowDone = resolve));
+        views[1]!.gate = async (label) => {
+          if (label !== "fast events.insertMany") return;
+          views[1]!.gate = undefined;
+          fastAtInsert();
+          await slowFinished;
+        };
+        views[0]!.gate = async (label) => {
+          if (label !== "slow counters.findOneAndUpdate") return;
+          views[0]!.gate = undefined;
+          // The result is recorded but not journaled yet: a cancel elsewhere, whose outbox then
+          // holds both events, takes its journal positions first and writes them last.
+          cancelling = fast.mailbox.cancel(d._id, "no longer needed");
+          await fastWaits;
+        };
+        await slow.mailbox.recordResult({ dispatchId: d._id, claimToken: held!.claim_token! }, { runStatus: 1 });
+        slowDone();
+        await cancelling;
+        expect(await eventsOf(engine, d._id)).toEqual([EventKind.DISPATCH_ENQUEUED, EventKind.DISPATCH_CLAIMED, EventKind.DISPATCH_RESULT_RECORDED, EventKind.DISPATCH_CANCELLED]);
+      } finally {
+        await Promise.all(sides.map((side) => side.stopAll()));
+      }
+    });
+  });
+
   describe.skipIf(!backend.available)("signals", () => {
     it("signals work as it becomes claimable: enqueued, thread released, lease reclaimed, and delayed work coming due", async () => {
       const seen: WorkSignal[] = [];

@@ -60,7 +60,7 @@ export class PoolBackground {
     await this.wakes.timeOutDue();
     if (repair) await this.wakes.repairUnscanned();
     const [message, wake] = await Promise.all([this.messages.nextDeadline(), this.wakes.nextDeadline()]);
-    this.next = Infinity;
+    // `next` stays the armed timer's instant: a deadline learned from the journal meanwhile keeps its timer.
     this.schedule(Math.min(message ?? Infinity, wake ?? Infinity));
   }
 

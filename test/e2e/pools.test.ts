@@ -355,6 +355,18 @@ describe.each(serverBackends())("PoolService on the $name backend", (backend) =>
           expect(again.original).toMatchObject({ status: MessageStatus.DELIVERED, responseCount: 1 });
         });
 
+        it("a repeated reply returns its first receipt with deduplicated=true even once the original is terminal", async () => {
+          const { poolId, runs } = await poolWith(pools, { asker: {}, x: {} });
+          const { receipt: asked } = await send(pools, poolId, { fromRunId: runs.asker.runId, to: toRun(runs.x.runId), responseContract: contract(2) });
+          const reply = { fromRunId: runs.x.runId, replyTo: asked.messageId, idempotencyKey: uid("reply") };
+          const first = await pools.respond({ poolId, reply });
+          const { receipt: cancelled } = await pools.cancelMessage({ poolId, messageId: asked.messageId, runId: runs.asker.runId });
+          const before = await stateOf(poolId);
+          const retried = await pools.respond({ poolId, reply });
+          expect(retried).toMatchObject({ receipt: first.receipt, original: cancelled, deduplicated: true });
+          expect(await stateOf(poolId)).toEqual(before);
+        });
+
         it("the sender responding to its own message gets INVALID_ARGUMENT REPLY_LOOP; a run it was not delivered to NOT_MESSAGE_RECIPIENT; both change nothing", async () => {
           const { poolId, runs } = await poolWith(pools, { asker: {}, x: {}, bystander: {} });
           const { receipt: asked } = await send(pools, poolId, { fromRunId: runs.asker.runId, to: toRun(runs.x.runId), responseContract: contract(1) });

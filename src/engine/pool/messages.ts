@@ -118,6 +118,9 @@ export class PoolMessages {
   async respond(poolId: string, out: OutgoingMessage, targetGiven: boolean): Promise<{ receipt: MessageReceipt; original: MessageReceipt; deduplicated: boolean }> {
     const original = await this.messages.findOne({ pool_id: poolId, message_id: out.message.replyTo });
     if (!original) throw notFound(EntityKind.MESSAGE, out.message.replyTo, `no such message in agent pool ${JSON.stringify(poolId)}`);
+    // A repeat returns the first receipt, whatever became of the original since (a retried reply must not fail).
+    const repeat = await this.repeat(poolId, out.message.idempotencyKey);
+    if (repeat) return { receipt: repeat, original: await this.currentReceipt(original), deduplicated: true };
     const from = out.message.fromRunId;
     if (from === original.from_run_id) {
       throw new MailroomError("invalid_argument", `run ${JSON.stringify(from)} sent message ${JSON.stringify(original.message_id)} and cannot respond to it`, {
@@ -137,8 +140,12 @@ export class PoolMessages {
     }
     const sent = await this.send(poolId, out);
     const counted = sent.deduplicated ? original : await this.count(original, from);
-    const positions = await this.journal.positionsOf([counted.status_event_id]);
-    return { ...sent, original: receiptOf(counted, positions.get(counted.status_event_id)) };
+    return { ...sent, original: await this.currentReceipt(counted) };
+  }
+
+  private async currentReceipt(doc: MessageDoc): Promise<MessageReceipt> {
+    const positions = await this.journal.positionsOf([doc.status_event_id]);
+    return receiptOf(doc, positions.get(doc.status_event_id));
   }
 
   /** Sender only: a message awaiting replies -> CANCELLED. */

@@ -18,7 +18,7 @@ import type { Store } from "../../src/store/port.js";
 import { publish } from "../support/events.js";
 import { captureLog } from "../support/log-capture.js";
 import { isolated, ms, uid, until } from "../support/mailbox.js";
-import { awaitWake, describeRecord, join, newPool, type Pools, poolRecords, poolWith, send, suspend, toRun } from "../support/pools.js";
+import { awaitWake, describeRecord, join, newPool, type Pools, poolRecords, poolRecordsThrough, poolWith, send, suspend, toRun } from "../support/pools.js";
 import { type ServerBackend, serverBackends, startServerProcess, useServerProcess } from "../support/server-process.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -37,10 +37,10 @@ const timedOutMessage = (record: AgentPoolRecord) => record.record.case === "mes
 
 /** The behaviours of two instances sharing one store, however they were started. */
 function behavesAsOnePoolService(instances: () => TwoInstances): void {
-  /** Every record of the pool, as each instance streams it once a record written after everything else has been seen. */
+  /** Every record of the pool, as each instance streams it, through a record written after everything else. */
   const recordsOnBoth = async (poolId: string) => {
     const marker = await join(instances().two.pools, poolId, { runId: uid("marker") });
-    const [one, two] = await Promise.all([poolRecords(instances().one.pools, poolId), poolRecords(instances().two.pools, poolId)]);
+    const [one, two] = await Promise.all([poolRecordsThrough(instances().one.pools, poolId, marker.cursor), poolRecordsThrough(instances().two.pools, poolId, marker.cursor)]);
     expect(one.at(-1)?.cursor).toBe(marker.cursor);
     return { one, two };
   };

@@ -105,6 +105,19 @@ export async function poolRecords(pools: Pools, poolId: string, afterCursor = 0n
   }
 }
 
+/**
+ * Every record of the pool up to the one at `cursor`: for records another
+ * server instance wrote, which this one may not have caught up with yet.
+ */
+export async function poolRecordsThrough(pools: Pools, poolId: string, cursor: bigint): Promise<AgentPoolRecord[]> {
+  const frames = new Frames((signal) => pools.watchPool({ poolId }, { signal }));
+  try {
+    return await recordsUntil(frames, (record) => record.cursor >= cursor, `records of ${poolId} through ${cursor}`);
+  } finally {
+    frames.close();
+  }
+}
+
 /** Reads WatchPool records until one satisfies `wanted`; returns every record read. */
 export async function recordsUntil(frames: Frames<WatchPoolResponse>, wanted: (record: AgentPoolRecord) => boolean, what: string): Promise<AgentPoolRecord[]> {
   const read: AgentPoolRecord[] = [];

@@ -9,10 +9,16 @@
  */
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { EntityKind } from "../../gen/mailroom/v1/common_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { MessageStatus } from "../../gen/mailroom/v1/pool_pb.js";
+import { createMailroomClients } from "../../src/client/index.js";
+import { resolveServerConfig } from "../../src/config.js";
+import { ManualClock } from "../../src/domain/clock.js";
+import { type RunningServer, startServer } from "../../src/server/server.js";
+import type { Store } from "../../src/store/port.js";
+import { captureLog } from "../support/log-capture.js";
 import { drainStream, isolated, ms, protocols, refusal, uid, useClients } from "../support/mailbox.js";
 import { type GrpcJsPoolRefusal, type GrpcJsPools, grpcJsPools } from "../support/pools-grpc-js.js";
 import {
@@ -35,6 +41,7 @@ import {
   watchPool,
 } from "../support/pools.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
+import { storeBackends } from "../support/stores.js";
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -459,3 +466,30 @@ describe.each(serverBackends())("PoolService on the $name backend", (backend) =>
   });
 });
 
+
+describe.each(storeBackends())("an in-process server whose clock stands still, on the $name backend", (backend) => {
+  describe.skipIf(!backend.available)("GetPool lists the recent messages in the order they were sent", () => {
+    const clock = new ManualClock(Date.now());
+    let store: Store;
+    let server: RunningServer;
+    beforeAll(async () => {
+      store = await backend.open();
+      server = await startServer(resolveServerConfig({ port: 0 }), { store, logger: captureLog("warn").logger, engine: { clock, background: false } });
+    });
+    afterAll(async () => {
+      await server?.close();
+      if (store) await backend.dispose(store);
+    });
+
+    it("messages sent within one millisecond, with ids of their senders' choosing, are listed oldest first, and the most recent are kept when truncated", async () => {
+      const { pools, close } = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
+      onTestFinished(close);
+      const { poolId, runs } = await poolWith(pools, { a: {}, b: {} });
+      const ids = ["m-c", "m-a", "m-d", "m-b"];
+      for (const messageId of ids) await send(pools, poolId, { messageId, fromRunId: runs.a.runId, to: toRun(runs.b.runId) });
+      const listed = async (maxMessages: number) => (await pools.getPool({ poolId, maxMessages })).snapshot!.messages.map((m) => m.message?.messageId);
+      expect(await listed(10)).toEqual(ids);
+      expect(await listed(2)).toEqual(ids.slice(2));
+    });
+  });
+});

@@ -156,7 +156,7 @@ export class Pools {
   async snapshot(poolId: string, maxMessages: number): Promise<AgentPoolSnapshot> {
     const pool = await this.get(poolId);
     const [recent, registered, cursor] = await Promise.all([
-      this.messages.find({ pool_id: poolId }, { sort: { created_at: -1, _id: -1 }, limit: maxMessages + 1 }),
+      this.messages.find({ pool_id: poolId }, { sort: { created_at: -1, "first_receipt.event_id": -1 }, limit: maxMessages + 1 }),
       this.wakes.find({ pool_id: poolId, status: "REGISTERED" }, { sort: { created_at: 1 }, limit: 1000 }),
       this.cursor(poolId),
     ]);

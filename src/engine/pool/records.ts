@@ -125,7 +125,8 @@ export interface WakeDoc extends Doc, OutboxFields {
 export const MESSAGE_INDEXES: IndexSpec[] = [
   { key: { pool_id: 1, message_id: 1 }, name: "message_id_per_pool", unique: true },
   { key: { pool_id: 1, idempotency_key: 1 }, name: "idempotency_key_per_pool", unique: true },
-  { key: { pool_id: 1, created_at: -1, _id: -1 }, name: "recent_messages" },
+  // Within one millisecond, by the (sortable, monotonic) id of the event that recorded the send.
+  { key: { pool_id: 1, created_at: -1, "first_receipt.event_id": -1 }, name: "recent_messages_in_send_order" },
   { key: { status: 1, deadline_at: 1 }, name: "response_deadlines" },
 ];
 

@@ -154,11 +154,13 @@ export class Pools {
   }
 
   async snapshot(poolId: string, maxMessages: number): Promise<AgentPoolSnapshot> {
+    // The cursor before the state: a change made meanwhile is then in the snapshot or after the cursor
+    // (WatchPool after it shows it again), never in neither. A change's record is journaled after it.
+    const cursor = await this.cursor(poolId);
     const pool = await this.get(poolId);
-    const [recent, registered, cursor] = await Promise.all([
+    const [recent, registered] = await Promise.all([
       this.messages.find({ pool_id: poolId }, { sort: { created_at: -1, "first_receipt.event_id": -1 }, limit: maxMessages + 1 }),
       this.wakes.find({ pool_id: poolId, status: "REGISTERED" }, { sort: { created_at: 1 }, limit: 1000 }),
-      this.cursor(poolId),
     ]);
     const messages = recent.slice(0, maxMessages).reverse();
     const positions = await this.journal.positionsOf([...messages.map((m) => m.status_event_id), ...registered.map((w) => w.status_event_id)]);

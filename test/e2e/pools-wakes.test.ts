@@ -204,6 +204,13 @@ describe.each(serverBackends())("PoolService wake conditions on the $name backen
           expect(await poolRecords(pools, poolId)).toEqual(before);
         });
 
+        it("a timeout above 30 days gets INVALID_ARGUMENT condition.timeout", async () => {
+          const { poolId, runs } = await poolWith(pools, { waiter: {} });
+          const refused = await refusal(suspend(pools, poolId, runs.waiter.runId, { timeout: ms(30 * 86_400_000 + 1_000) }));
+          expect(refused).toMatchObject({ code: Code.InvalidArgument, detail: { field: "condition.timeout" } });
+          expect((await pools.getPool({ poolId })).snapshot?.wakes).toEqual([]);
+        });
+
         it("a run that is not a member gets FAILED_PRECONDITION RUN_NOT_MEMBER", async () => {
           const { poolId } = await poolWith(pools, { waiter: {} });
           const stranger = uid("stranger");

@@ -132,6 +132,19 @@ describe.each(serverBackends())("PoolService on the $name backend", (backend) =>
           expect((await pools.listMembers({ poolId })).members.map((m) => m.runId)).toEqual(["run-a", "run-b", "run-c"]);
         });
 
+        it("more than 64 topics or 32 policies for a member, or 32 policies for a pool, get INVALID_ARGUMENT naming the field", async () => {
+          const poolId = await newPool(pools);
+          const before = await stateOf(poolId);
+          const many = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+          const joining = (member: { topics?: string[]; policyRefs?: Array<{ id: string }> }) => refusal(pools.joinRun({ poolId, member: { runId: "r", agentId: "a", ...member } }));
+          expect((await joining({ topics: many(65, "t") })).detail?.field).toBe("member.topics");
+          expect((await joining({ policyRefs: policies(...many(33, "p")) })).detail?.field).toBe("member.policy_refs");
+          expect(await stateOf(poolId)).toEqual(before);
+          await join(pools, poolId, { runId: "r", topics: many(64, "t"), policies: many(32, "p") });
+          const tooMany = await refusal(pools.openPool({ poolId: uid("pool"), config: { policyRefs: policies(...many(33, "p")) } }));
+          expect(tooMany).toMatchObject({ code: Code.InvalidArgument, detail: { field: "config.policy_refs" } });
+        });
+
         it("JoinRun without run_id or agent_id gets INVALID_ARGUMENT naming the field and changes nothing", async () => {
           const poolId = await newPool(pools);
           const before = await stateOf(poolId);
@@ -320,6 +333,18 @@ describe.each(serverBackends())("PoolService on the $name backend", (backend) =>
           expect(await refusal(pools.send({ poolId, message: { fromRunId: runs.a.runId, to: {} } }))).toMatchObject({ code: Code.InvalidArgument, detail: { field: "message.to.target" } });
           expect(await refusal(pools.send({ poolId, message: { fromRunId: runs.a.runId } }))).toMatchObject({ code: Code.InvalidArgument, detail: { field: "message.to" } });
           expect(await refusal(pools.send({ poolId, message: { fromRunId: runs.a.runId, to: toRun(runs.b.runId), replyTo: "x" } }))).toMatchObject({ code: Code.InvalidArgument, detail: { field: "message.reply_to" } });
+          expect(await stateOf(poolId)).toEqual(before);
+        });
+
+        it("a response contract expecting 0 or more than 1000 replies, or timing out after more than 30 days, gets INVALID_ARGUMENT naming the field", async () => {
+          const { poolId, runs } = await poolWith(pools, { a: {}, b: {} });
+          const before = await stateOf(poolId);
+          const withContract = (responseContract: { expectedResponses: number; timeout?: ReturnType<typeof ms> }) =>
+            refusal(pools.send({ poolId, message: { fromRunId: runs.a.runId, to: toRun(runs.b.runId), responseContract } }));
+          for (const expectedResponses of [0, 1001]) {
+            expect(await withContract({ expectedResponses })).toMatchObject({ code: Code.InvalidArgument, detail: { field: "message.response_contract.expected_responses" } });
+          }
+          expect(await withContract({ expectedResponses: 1, timeout: ms(30 * 86_400_000 + 1_000) })).toMatchObject({ code: Code.InvalidArgument, detail: { field: "message.response_contract.timeout" } });
           expect(await stateOf(poolId)).toEqual(before);
         });
 

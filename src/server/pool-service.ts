@@ -66,6 +66,7 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
       const runId = requireId("run_id", request.runId);
       const filter: FilterSpec = { poolIds: new Set([command.poolId]), kinds: new Set([EventKind.RUN_MESSAGE_DELIVERED]), recipients: new Set([runId]), payloadAccess: PayloadAccessMode.FULL };
+      await engine.pools.get(command.poolId); // NOT_FOUND before the first frame
       yield { frame: { case: "heartbeat", value: heartbeat() } };
       for await (const frame of poolRecords(engine, command, filter, context)) {
         if (frame.case === "heartbeat") {

@@ -7,10 +7,10 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DestinationKind } from "../../../gen/mailroom/v1/common_pb.js";
-import { type MessageReceipt, RunMessageSchema, StoredMessageSchema } from "../../../gen/mailroom/v1/pool_pb.js";
+import { type MessageReceipt, MessageStatus, RunMessageSchema, StoredMessageSchema } from "../../../gen/mailroom/v1/pool_pb.js";
 import type { Clock } from "../../domain/clock.js";
 import { EntityKind, ErrorReason, MailroomError, failedPrecondition, notFound } from "../../domain/errors.js";
-import { type MessageStatusName, type OutgoingMessage, STATUS_EVENT } from "../../domain/pool/messages.js";
+import { type MessageStatusName, type OutgoingMessage, STATUS_EVENT, STATUS_PROTO } from "../../domain/pool/messages.js";
 import { type AddressTarget, type Member, missingRequiredPolicies, resolveRecipients } from "../../domain/pool/pool.js";
 import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
 import type { Journal } from "../journal/journal.js";
@@ -120,7 +120,11 @@ export class PoolMessages {
     if (!original) throw notFound(EntityKind.MESSAGE, out.message.replyTo, `no such message in agent pool ${JSON.stringify(poolId)}`);
     // A repeat returns the first receipt, whatever became of the original since (a retried reply must not fail).
     const repeat = await this.repeat(poolId, out.message.idempotencyKey);
-    if (repeat) return { receipt: repeat, original: await this.currentReceipt(original), deduplicated: true };
+    if (repeat) {
+      // Counting is idempotent per reply: a retry after a crash between recording and counting still counts it once.
+      const counted = await this.countIfDelivered(original, out.message.fromRunId, repeat);
+      return { receipt: repeat, original: await this.currentReceipt(counted), deduplicated: true };
+    }
     const from = out.message.fromRunId;
     if (from === original.from_run_id) {
       throw new MailroomError("invalid_argument", `run ${JSON.stringify(from)} sent message ${JSON.stringify(original.message_id)} and cannot respond to it`, {
@@ -139,7 +143,7 @@ export class PoolMessages {
       out.target = { kind: "run", id: original.from_run_id };
     }
     const sent = await this.send(poolId, out);
-    const counted = sent.deduplicated ? original : await this.count(original, from);
+    const counted = await this.countIfDelivered(original, from, sent.receipt);
     return { ...sent, original: await this.currentReceipt(counted) };
   }
 
@@ -179,17 +183,23 @@ export class PoolMessages {
     return (await this.messages.findOne({ status: AWAITING, deadline_at: { $gt: 0 } }, { sort: { deadline_at: 1 } }))?.deadline_at;
   }
 
-  private async count(original: MessageDoc, responder: string): Promise<MessageDoc> {
+  /** Only a reply that reached someone counts toward a response contract (an EXPIRED or FAILED one does not). */
+  private async countIfDelivered(original: MessageDoc, responder: string, reply: MessageReceipt): Promise<MessageDoc> {
+    if (reply.status !== MessageStatus.DELIVERED) return (await this.messages.findOne({ _id: original._id }))!;
+    return this.count(original, responder, reply.messageId);
+  }
+
+  private async count(original: MessageDoc, responder: string, replyId: string): Promise<MessageDoc> {
     for (let attempt = 0; attempt < CONTENDED_ATTEMPTS; attempt++) {
       const current = (await this.messages.findOne({ _id: original._id }))!;
-      if (current.status !== AWAITING) return current;
+      if (current.status !== AWAITING || current.counted_replies?.includes(replyId)) return current;
       const count = current.response_count + 1;
       const met = current.expected_responses !== undefined && count >= current.expected_responses;
       const now = this.clock.now();
-      let update = { $inc: { response_count: 1 }, $set: { updated_at: now } } as Record<string, Record<string, unknown>>;
+      let update = { $inc: { response_count: 1 }, $set: { updated_at: now }, $push: { counted_replies: replyId } } as Record<string, Record<string, unknown>>;
       let flushed = false;
       if (met) {
-        const event = this.statusEvent({ ...current, response_count: count }, "RESPONDED", await this.senderOf(current), undefined, now, [], undefined, responder);
+        const event = this.statusEvent({ ...current, response_count: count }, "RESPONDED", this.senderOf(current), undefined, now, [], undefined, responder);
         update = withEvents<MessageDoc>({ ...update, $set: { ...update.$set, status: "RESPONDED", status_event_id: event.event_id }, $unset: { deadline_at: "" } }, [event], now) as never;
         flushed = true;
       }
@@ -203,7 +213,7 @@ export class PoolMessages {
 
   private async transition(doc: MessageDoc, status: "CANCELLED" | "TIMED_OUT"): Promise<MessageReceipt | undefined> {
     const now = this.clock.now();
-    const event = this.statusEvent(doc, status, await this.senderOf(doc), undefined, now, []);
+    const event = this.statusEvent(doc, status, this.senderOf(doc), undefined, now, []);
     const updated = await this.messages.findOneAndUpdate(
       { _id: doc._id, status: AWAITING },
       withEvents<MessageDoc>({ $set: { status, status_event_id: event.event_id, updated_at: now }, $unset: { deadline_at: "" } }, [event], now),
@@ -221,7 +231,7 @@ export class PoolMessages {
     return receiptOf(existing, positions.get(existing.first_receipt.event_id), true);
   }
 
-  private async senderOf(doc: MessageDoc): Promise<Member> {
+  private senderOf(doc: MessageDoc): Member {
     return { runId: doc.from_run_id, agentId: doc.from_agent_id, policyRefs: [], topics: [] };
   }
 
@@ -248,7 +258,7 @@ export class PoolMessages {
     const destination = message.to?.destinationRef ?? (target ? { kind: destinationKinds[to.kind], id: to.id } : undefined);
     const stored = create(StoredMessageSchema, {
       message,
-      receipt: { messageId: doc.message_id, status: statusProto(status), deliveredTo: doc.delivered_to, responseCount: doc.response_count },
+      receipt: { messageId: doc.message_id, status: STATUS_PROTO[status], deliveredTo: doc.delivered_to, responseCount: doc.response_count },
     });
     return recordEvent(
       {
@@ -270,11 +280,6 @@ export class PoolMessages {
   }
 }
 
-function statusProto(status: MessageStatusName) {
-  return STATUS_PROTO_LOCAL[status];
-}
-
-import { STATUS_PROTO as STATUS_PROTO_LOCAL } from "../../domain/pool/messages.js";
 
 function alreadyTerminal(doc: MessageDoc): MailroomError {
   return failedPrecondition(ErrorReason.ALREADY_TERMINAL, `message ${JSON.stringify(doc.message_id)} is ${doc.status}${doc.expected_responses === undefined && doc.status === "DELIVERED" ? " and expects no replies" : ""}`, {

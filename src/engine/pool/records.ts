@@ -82,6 +82,8 @@ export interface MessageDoc extends Doc, OutboxFields {
   status: MessageStatusName;
   delivered_to: string[];
   response_count: number;
+  /** The replies counted in response_count (so a retried reply is counted once). */
+  counted_replies?: string[];
   expected_responses?: number;
   /** When a response contract times out (while DELIVERED). */
   deadline_at?: number;

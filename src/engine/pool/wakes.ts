@@ -206,10 +206,14 @@ export class Wakes {
 
   private async transition(doc: WakeDoc, status: Exclude<WakeStatusName, "REGISTERED">, condition: Filter<WakeDoc>, set: Partial<WakeDoc> = {}): Promise<WakeDoc | undefined> {
     const now = this.clock.now();
-    const event = this.statusEvent({ ...doc, ...set, status }, status, now);
+    // A registration that will never time out any more shows no deadline.
+    const keepsDeadline = status === "TIMED_OUT";
+    const after: WakeDoc = { ...doc, ...set, status };
+    if (!keepsDeadline) delete after.deadline_at;
+    const event = this.statusEvent(after, status, now);
     const updated = await this.wakes.findOneAndUpdate(
       { ...condition, _id: doc._id, status: "REGISTERED" },
-      withEvents<WakeDoc>({ $set: { ...set, status, status_event_id: event.event_id, updated_at: now } }, [event], now),
+      withEvents<WakeDoc>({ $set: { ...set, status, status_event_id: event.event_id, updated_at: now }, ...(keepsDeadline ? {} : { $unset: { deadline_at: "" } }) }, [event], now),
     );
     if (!updated) return undefined;
     await this.outbox.flush(POOL_WAKES, [updated]);

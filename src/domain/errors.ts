@@ -38,6 +38,16 @@ export class MailroomError extends Error {
   }
 }
 
+/**
+ * The same error with its field named from the request's root: use cases
+ * name a field of the entry they were given ("dispatch_id"), the handler
+ * knows where that entry was ("dispatches[3]").
+ */
+export function underField(error: MailroomError, parent: string): MailroomError {
+  if (!error.details.field) return error;
+  return new MailroomError(error.code, error.message, { ...error.details, field: `${parent}.${error.details.field}` });
+}
+
 /** INVALID_ARGUMENT naming the field: `<field>: <problem>`. */
 export function invalidField(field: string, problem: string): MailroomError {
   return new MailroomError("invalid_argument", `${field}: ${problem}`, {

@@ -31,7 +31,7 @@ import {
   parseStatuses,
 } from "../domain/dispatch/commands.js";
 import { statusToProto } from "../domain/dispatch/state.js";
-import { MailroomError, invalidField } from "../domain/errors.js";
+import { MailroomError, invalidField, underField } from "../domain/errors.js";
 import { durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
 import type { EnqueueOutcome } from "../engine/mailbox/mailbox.js";
@@ -52,8 +52,8 @@ function target(field: string, value: LiveRunTarget | undefined): LiveRunTarget 
   return present;
 }
 
-function enqueued(outcome: EnqueueOutcome) {
-  if ("error" in outcome) return create(EnqueueResultSchema, { error: itemError(outcome.error) });
+function enqueued(outcome: EnqueueOutcome, i: number) {
+  if ("error" in outcome) return create(EnqueueResultSchema, { error: itemError(underField(outcome.error, `dispatches[${i}]`)) });
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
 }
 
@@ -64,7 +64,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
   return {
     async enqueue(request) {
       const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits)]);
-      if ("error" in outcome!) throw outcome.error;
+      if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 

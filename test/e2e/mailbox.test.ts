@@ -304,7 +304,7 @@ describe.each(serverBackends())("MailboxService on the $name backend", (backend)
           await enqueue(mailbox, thread, { dispatchId });
           expect((await mailbox.enqueue({ dispatch: { threadId: thread, dispatchId } })).deduplicated).toBe(true);
           const taken = await refusal(mailbox.enqueue({ dispatch: { threadId: uid("thief"), dispatchId } }));
-          expect(taken).toMatchObject({ code: Code.AlreadyExists, detail: { entity: { kind: EntityKind.DISPATCH, id: dispatchId } } });
+          expect(taken).toMatchObject({ code: Code.AlreadyExists, detail: { field: "dispatch.dispatch_id", entity: { kind: EntityKind.DISPATCH, id: dispatchId } } });
         });
       });
 
@@ -344,7 +344,7 @@ describe.each(serverBackends())("MailboxService on the $name backend", (backend)
           expect(results[1]).toMatchObject({ deduplicated: false, dispatch: { threadId: t2, dedupeKey: "k" } });
           expect(results[2]).toMatchObject({ deduplicated: true, dispatch: { dispatchId: results[1]!.dispatch!.dispatchId } });
           expect(results[3]!.dispatch).toBeUndefined();
-          expect(results[3]!.error).toMatchObject({ code: Code.AlreadyExists, detail: { entity: { kind: EntityKind.DISPATCH, id: taken.dispatchId } } });
+          expect(results[3]!.error).toMatchObject({ code: Code.AlreadyExists, detail: { field: "dispatches[3].dispatch_id", entity: { kind: EntityKind.DISPATCH, id: taken.dispatchId } } });
           for (const r of results.slice(0, 3)) expect(r.error).toBeUndefined();
           expect([await countIn(mailbox, t1, Status.QUEUED), await countIn(mailbox, t2, Status.QUEUED)]).toEqual([1, 1]);
         });

@@ -29,7 +29,7 @@ export type ErrorDetail = Message<"mailroom.v1.ErrorDetail"> & {
 
   /**
    * For INVALID_ARGUMENT: the offending field as a path from the request
-   * message, e.g. "dispatch.priority" or "entries[3].claim_token".
+   * message, e.g. "dispatch.priority" or "claims[3].claim_token".
    *
    * @generated from field: string field = 2;
    */

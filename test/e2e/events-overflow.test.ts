@@ -138,31 +138,49 @@ describe.each(serverBackends())("EventService overflow policies on the $name bac
     });
 
     describe("FAIL_SUBSCRIBER", () => {
-      it("delivers what was queued, the last frame carrying the notice, then ends the stream with RESOURCE_EXHAUSTED (SUBSCRIBER_OVERFLOW); repair_from resumes with nothing lost", async () => {
-        const runId = uid("failing-run");
-        const slow = await pausedSubscriber(runId, { capacity: 10, overflow: Policy.FAIL_SUBSCRIBER });
-
-        const published = await publishWhilePaused(publisher, runId, 1_500);
+      /**
+       * Reads the paused subscriber to its end and checks how it ended: a
+       * gapless prefix of `published`, the notice on the very last frame
+       * naming the first event not delivered, then RESOURCE_EXHAUSTED
+       * (SUBSCRIBER_OVERFLOW). Returns what was delivered and the notice.
+       */
+      async function expectFailedAfterNotice(slow: EventStream, runId: string, published: EventEnvelope[]) {
         const { frames, error } = await slow.untilFailure("the overflow failure");
         expect(await refusal(Promise.reject(error))).toMatchObject({ code: Code.ResourceExhausted, detail: { reason: ErrorReason.SUBSCRIBER_OVERFLOW } });
-
-        // What was delivered is a gapless prefix of the run; only the very last frame carries the notice.
         const delivered = frames.filter(isEvent).map(cursorSeq);
         expect(delivered.length).toBeGreaterThan(0);
         expect(delivered).toEqual(published.slice(0, delivered.length).map(seqOf));
         expect(frames.slice(0, -1).filter((f) => f.overflow)).toEqual([]);
-        const firstLost = seqOf(published[delivered.length]!);
-        expect(frames.at(-1)!.overflow).toMatchObject({
+        const firstLost = published[delivered.length]!;
+        const notice = frames.at(-1)!.overflow!;
+        expect(notice).toMatchObject({
           policy: Policy.FAIL_SUBSCRIBER,
           reason: EventOverflowReason.SUBSCRIBER_QUEUE_FULL,
-          gapStart: { eventSeq: BigInt(firstLost) },
-          repairFrom: { scope: { scope: runScope(runId) }, eventSeq: BigInt(firstLost - 1) },
+          gapStart: { eventSeq: firstLost.eventSeq },
+          repairFrom: { scope: { scope: runScope(runId) }, eventSeq: firstLost.eventSeq - 1n },
+          terminalPreserved: firstLost.kind !== TERMINAL,
         });
+        return { delivered, notice };
+      }
 
-        const resumed = new EventStream(publisher, { scope: runScope(runId), after: frames.at(-1)!.overflow!.repairFrom });
+      it("delivers what was queued, the last frame carrying the notice, then ends the stream with RESOURCE_EXHAUSTED (SUBSCRIBER_OVERFLOW); repair_from resumes with nothing lost", async () => {
+        const runId = uid("failing-run");
+        const slow = await pausedSubscriber(runId, { capacity: 10, overflow: Policy.FAIL_SUBSCRIBER });
+        const published = await publishWhilePaused(publisher, runId, 1_500);
+        const { delivered, notice } = await expectFailedAfterNotice(slow, runId, published);
+
+        const resumed = new EventStream(publisher, { scope: runScope(runId), after: notice.repairFrom });
         onTestFinished(() => resumed.close());
         const rest = (await resumed.framesThrough(seqOf(published.at(-1)!), "the rest of the run")).filter(isEvent).map(cursorSeq);
         expect([...delivered, ...rest]).toEqual(published.map(seqOf));
+      });
+
+      it("ends the stream the same way when terminal events overflow it: it never drops a terminal event and carries on", async () => {
+        const runId = uid("failing-terminal-run");
+        const slow = await pausedSubscriber(runId, { capacity: 10, overflow: Policy.FAIL_SUBSCRIBER });
+        const published = (await publishMany(publisher, 1_500, () => ({ runId, kind: TERMINAL }))).sort((a, b) => seqOf(a) - seqOf(b));
+        await handedToSubscribers(publisher, runId, seqOf(published.at(-1)!));
+        await expectFailedAfterNotice(slow, runId, published);
       });
     });
 

@@ -10,6 +10,7 @@
  *   non-terminal ones);
  * - a terminal event always gets in: when the queue is full, the oldest
  *   non-terminal frame makes room (or, failing that, the oldest frame);
+ *   except under FAIL_SUBSCRIBER, which never drops and fails instead;
  * - DROP_NON_TERMINAL drops a non-terminal event that does not fit;
  * - DROP_PROGRESS drops a progress event that does not fit, and makes room
  *   for another non-terminal event by dropping the oldest queued progress one;
@@ -160,6 +161,7 @@ export class SubscriberQueue<T> {
       return "queued";
     }
     if (frame.terminal) {
+      if (policy === SubscriberOverflowPolicy.FAIL_SUBSCRIBER && this.full) return this.fail(frame);
       this.flushSummary();
       while (this.entries.length >= this.capacity) {
         if (!this.dropOldest((d) => !d.frame.terminal, EventOverflowReason.POLICY_DROPPED_NON_TERMINAL)) {
@@ -191,12 +193,17 @@ export class SubscriberQueue<T> {
       case SubscriberOverflowPolicy.FAIL_SUBSCRIBER:
       default:
         if (this.canAcceptNonTerminal()) return this.enqueue(frame);
-        this.gap.record(frame.seq, false, EventOverflowReason.SUBSCRIBER_QUEUE_FULL);
-        const last = this.entries[this.entries.length - 1];
-        if (last) last.notice = merge(last.notice, this.gap.take(policy));
-        this.hasFailed = true;
-        return "failed";
+        return this.fail(frame);
     }
+  }
+
+  /** FAIL_SUBSCRIBER: the frame that does not fit is reported on the last queued frame, and the queue fails. */
+  private fail(frame: QueuedFrame<T>): "failed" {
+    this.gap.record(frame.seq, frame.terminal, EventOverflowReason.SUBSCRIBER_QUEUE_FULL);
+    const last = this.entries[this.entries.length - 1];
+    if (last) last.notice = merge(last.notice, this.gap.take(this.config.policy));
+    this.hasFailed = true;
+    return "failed";
   }
 
   /** The next frame for the subscriber, with the notice of any gap before it. */

@@ -3,6 +3,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  type AgentEvent,
   type EventFrame,
   EventFrameKind,
   EventFrameSchema,
@@ -30,9 +31,28 @@ function notice(scope: Scope, given: OverflowNotice | undefined): EventOverflowN
   });
 }
 
+/**
+ * Decoded events by journal document. A live event reaches every subscriber
+ * (and the in-memory ring of recent events) as the same document object, so
+ * it is decoded once, not once per subscriber. The cached event is shared by
+ * every frame made from it: nothing may change it (withPayloadAccess and
+ * progressSummary build new events around its envelope; frames are only
+ * serialized).
+ */
+const decoded = new WeakMap<EventDoc, AgentEvent>();
+
+function recordedEvent(doc: EventDoc): AgentEvent {
+  let event = decoded.get(doc);
+  if (event === undefined) {
+    event = eventOf(doc);
+    decoded.set(doc, event);
+  }
+  return event;
+}
+
 /** An EVENT frame for a journal document, its payload as the reader may see it. */
 export function eventFrame(doc: EventDoc, scope: Scope, access: PayloadAccessMode, overflow?: OverflowNotice, summarized?: number): EventFrame {
-  const recorded = eventOf(doc);
+  const recorded = recordedEvent(doc);
   const event = summarized === undefined ? withPayloadAccess(recorded, access) : progressSummary(recorded, summarized);
   return create(EventFrameSchema, {
     kind: EventFrameKind.EVENT,

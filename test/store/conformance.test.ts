@@ -218,6 +218,74 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect(pulled!.tags).toEqual(["p", "r"]);
     });
 
+    it("applies operators to dotted paths, creating missing parents, and treats missing fields as MongoDB does", async () => {
+      interface Loose extends Doc {
+        nested?: { a?: number; keep?: string; b?: string; zz?: string; none?: string };
+        deep?: { x?: { y?: number } };
+        counts?: { c?: number };
+        lo?: { v?: number };
+        hi?: number;
+        tags?: string[];
+        nothere?: number[];
+        missing?: string;
+      }
+      const items = store.collection<Loose>(`c${++counter}_${Date.now().toString(36)}`);
+      await items.insertOne({ _id: "a", nested: { a: 1, keep: "k" }, tags: ["p", "q"] });
+      const after = await items.findOneAndUpdate({ _id: "a" }, {
+        $set: { "nested.b": "x", "deep.x.y": 1 },
+        $inc: { "nested.a": 2, "counts.c": 3 },
+        $unset: { "nested.zz": "", missing: "" },
+        $min: { "lo.v": 5 },
+        $max: { hi: 7 },
+        $push: { tags: { $each: ["r", "s"], $slice: -3 } },
+        $pull: { nothere: 1 },
+      });
+      expect(after).toEqual({ _id: "a", nested: { a: 3, keep: "k", b: "x" }, deep: { x: { y: 1 } }, counts: { c: 3 }, lo: { v: 5 }, hi: 7, tags: ["q", "r", "s"] });
+      const unset = await items.findOneAndUpdate({ _id: "a" }, { $unset: { "nested.b": "", "deep.x.y": "" }, $min: { "lo.v": 9 }, $max: { hi: 2 } });
+      expect(unset).toEqual({ _id: "a", nested: { a: 3, keep: "k" }, deep: { x: {} }, counts: { c: 3 }, lo: { v: 5 }, hi: 7, tags: ["q", "r", "s"] });
+      expect(await items.updateOne({ _id: "a" }, { $unset: { "nested.none": "" }, $pull: { tags: "zz" } })).toEqual({ matchedCount: 1, modifiedCount: 0 });
+    });
+
+    it("pushes documents with $each onto a missing or existing array and pulls them by a condition", async () => {
+      const items = store.collection<Doc & { box?: Array<{ id: string; n: number }>; at?: number }>(`c${++counter}_${Date.now().toString(36)}`);
+      await items.insertMany([{ _id: "a" }, { _id: "b" }]);
+      await items.updateOne({ _id: "a" }, { $push: { box: { $each: [{ id: "e1", n: 1 }, { id: "e2", n: 2 }] } }, $min: { at: 5 } });
+      await items.updateOne({ _id: "a" }, { $push: { box: { $each: [{ id: "e3", n: 3 }] } }, $min: { at: 9 } });
+      await items.updateOne({ _id: "b" }, { $push: { box: { $each: [{ id: "e4", n: 4 }] } }, $min: { at: 1 } });
+      expect(await items.findOne({ _id: "a" })).toEqual({ _id: "a", box: [{ id: "e1", n: 1 }, { id: "e2", n: 2 }, { id: "e3", n: 3 }], at: 5 });
+      const pulled = await items.updateMany({ _id: { $in: ["a", "b"] } }, { $pull: { box: { id: { $in: ["e1", "e3", "e4"] } } } });
+      expect(pulled).toEqual({ matchedCount: 2, modifiedCount: 2 });
+      expect(await items.updateMany({ _id: { $in: ["a", "b"] }, box: { $size: 0 } }, { $unset: { box: "", at: "" } })).toEqual({ matchedCount: 1, modifiedCount: 1 });
+      expect(await items.find({}, { sort: { _id: 1 } })).toEqual([{ _id: "a", box: [{ id: "e2", n: 2 }], at: 5 }, { _id: "b" }]);
+    });
+
+    it("refuses an update whose paths conflict, changing nothing", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 1, nested: { a: 1 } });
+      await expect(items.updateOne({ _id: "a" }, { $set: { "nested.a": 2 }, $unset: { nested: "" } })).rejects.toThrow();
+      await expect(items.updateOne({ _id: "a" }, { $set: { n: 2 }, $inc: { n: 1 } })).rejects.toThrow();
+      expect(await items.findOne({ _id: "a" })).toEqual({ _id: "a", n: 1, nested: { a: 1 } });
+    });
+
+    it("keeps documents independent of each other, of earlier versions and of the caller's values", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", nested: { a: 1 }, tags: ["x"] }, { _id: "b", nested: { a: 1 } }]);
+      const before = await items.findOneAndUpdate({ _id: "a" }, { $set: { "nested.a": 2 }, $push: { tags: "y" } }, { returnDocument: "before" });
+      expect(before).toEqual({ _id: "a", nested: { a: 1 }, tags: ["x"] });
+      before!.tags!.push("z");
+      const shared = { a: 7 };
+      await items.updateMany({}, { $set: { nested: shared } });
+      shared.a = 8;
+      await items.updateOne({ _id: "b" }, { $inc: { "nested.a": 1 } });
+      const bytes = new Uint8Array([1, 2, 3]);
+      await items.updateOne({ _id: "a" }, { $set: { data: bytes } });
+      bytes[0] = 9;
+      const [a, b] = await items.find({}, { sort: { _id: 1 } });
+      expect(a).toMatchObject({ nested: { a: 7 }, tags: ["x", "y"] });
+      expect(Buffer.from(a!.data!)).toEqual(Buffer.from([1, 2, 3]));
+      expect(b).toEqual({ _id: "b", nested: { a: 8 } });
+    });
+
     it("upserts a document from the filter's equality fields, $setOnInsert and the update", async () => {
       const items = fresh();
       const inserted = await items.findOneAndUpdate({ _id: "t", group: "g" }, { $inc: { n: 1 }, $setOnInsert: { status: "new" } }, { upsert: true });
@@ -251,6 +319,15 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       const upserted = await items.updateOne({ _id: "u" }, { $set: { n: 7 } }, { upsert: true });
       expect(upserted).toEqual({ matchedCount: 0, modifiedCount: 0, upsertedId: "u" });
       expect(await items.countDocuments({ n: 1 })).toBe(3);
+    });
+
+    it("match a document once when $in names its _id twice, and test the rest of the filter", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", n: 1, group: "g" }, { _id: "b", n: 1, group: "h" }]);
+      expect(await items.updateMany({ _id: { $in: ["a", "a", "b"] }, group: "g" }, { $inc: { n: 1 } })).toEqual({ matchedCount: 1, modifiedCount: 1 });
+      expect(await items.updateMany({ _id: { $in: ["a", "b", "a"] } }, { $inc: { n: 1 } })).toEqual({ matchedCount: 2, modifiedCount: 2 });
+      expect(await items.find({ _id: { $in: ["b", "a", "b"] } }, { sort: { _id: 1 } })).toEqual([{ _id: "a", n: 3, group: "g" }, { _id: "b", n: 2, group: "h" }]);
+      expect(await items.countDocuments({ _id: "a", group: "h" })).toBe(0);
     });
 
     it("delete one or many matching documents and say how many", async () => {

@@ -4,7 +4,11 @@
  * is applied synchronously, so each call is atomic with respect to every
  * other call, like a single-document write in MongoDB.
  */
-import { Query, update as applyModifier } from "mingo";
+import { Query } from "mingo";
+import { Context } from "mingo/core";
+import * as queryOperators from "mingo/operators/query";
+import * as updateOperators from "mingo/operators/update";
+import { Query as QueryBase } from "mingo/query";
 import { compare, resolve, setValue } from "mingo/util";
 import { v7 as uuidv7 } from "uuid";
 import {
@@ -55,19 +59,141 @@ function idKey(id: DocId): string {
   return typeof id === "number" ? `n:${id}` : `s:${id}`;
 }
 
-/** Drops `undefined` values, as the driver does with `ignoreUndefined`. */
-function withoutUndefined<T>(value: T): T {
-  if (Array.isArray(value)) return value.map((v) => withoutUndefined(v)) as T;
-  if (value && typeof value === "object" && !(value instanceof Uint8Array) && !(value instanceof Date)) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = withoutUndefined(v);
-    return out as T;
+/**
+ * A copy the store owns of a value a caller passed in, without `undefined`
+ * fields (as the driver does with `ignoreUndefined`): plain objects, arrays,
+ * bytes and dates are copied directly; anything else is turned into data the
+ * way `structuredClone` does (and then has its `undefined` fields dropped).
+ */
+function ownCopy<T>(value: T): T {
+  if (value === null || typeof value !== "object") {
+    // structuredClone refuses functions and symbols: so do we.
+    return typeof value === "function" || typeof value === "symbol" ? structuredClone(value) : value;
   }
-  return value;
+  if (Array.isArray(value)) return value.map((v) => ownCopy(v)) as T;
+  if (value instanceof Uint8Array) return new Uint8Array(value) as T;
+  if (value instanceof Date) return new Date(value.getTime()) as T;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  const source = proto === Object.prototype || proto === null ? (value as Record<string, unknown>) : (structuredClone(value) as Record<string, unknown>);
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(source)) {
+    const v = source[key];
+    if (v !== undefined) out[key] = ownCopy(v);
+  }
+  return out as T;
 }
 
+/**
+ * A copy of a stored document (or part of one) for a caller. Stored documents
+ * only hold what `ownCopy` produces (plain objects, arrays, bytes, dates and
+ * primitives), so this is `structuredClone` for them, several times faster.
+ */
 function copy<T>(value: T): T {
-  return structuredClone(value);
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) return value.map((v) => copy(v)) as T;
+  if (value instanceof Uint8Array) return new Uint8Array(value) as T;
+  if (value instanceof Date) return new Date(value.getTime()) as T;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) out[key] = copy((value as Record<string, unknown>)[key]);
+  return out as T;
+}
+
+/**
+ * A copy of the containers (objects and arrays) of a stored value, sharing its
+ * bytes and dates, which no update operator changes in place: what an update
+ * may mutate before the result replaces the stored document.
+ */
+function copyContainers<T>(value: T): T {
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array || value instanceof Date) return value;
+  if (Array.isArray(value)) return value.map((v) => copyContainers(v)) as T;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) out[key] = copyContainers((value as Record<string, unknown>)[key]);
+  return out as T;
+}
+
+type UpdateOperator = (expr: Record<string, unknown>) => (doc: Record<string, unknown>) => string[];
+
+/**
+ * mingo's update operators (its public `mingo/operators/update` module), used
+ * one by one: the semantics stay mingo's. mingo's `update()` builds a new
+ * operator context for every call (copying its operator tables), which cost
+ * more than everything else a write does; each operator function here runs
+ * with mingo's own prebuilt default options instead ("copy" clone mode: the
+ * values it writes are the store's own copies, see `compileUpdate`). What
+ * `update()` checks across operators before applying any (paths that
+ * conflict) is checked in `compileUpdate`; each operator checks its own paths
+ * (no `$`-prefixed or `_id` paths) and arguments.
+ */
+const OPERATOR_FUNCTIONS = updateOperators as unknown as Record<string, UpdateOperator>;
+
+/** Throws when two paths of one update overlap (`a` and `a` or `a.b`), as MongoDB and mingo's `update()` do. */
+function assertNoConflicts(paths: string[]): void {
+  for (let i = 0; i < paths.length; i++) {
+    for (let j = i + 1; j < paths.length; j++) {
+      const a = paths[i]!;
+      const b = paths[j]!;
+      if (a === b || b.startsWith(`${a}.`) || a.startsWith(`${b}.`)) {
+        throw new StoreError(`updating the path '${b}' would create a conflict at '${a.length < b.length ? a : b}'`);
+      }
+    }
+  }
+}
+
+/** An update's operators, ready to apply to any number of documents. */
+interface CompiledUpdate {
+  /** The top-level fields its paths start with (where it may write). */
+  fields: Set<string>;
+  /** The paths it may write, each cut before its first positional (`$`) segment. */
+  paths: string[];
+  /** Applies it to `doc` in place; returns the paths changed, sorted. */
+  apply(doc: Record<string, unknown>): string[];
+}
+
+/** Compiles update operators (without $setOnInsert); undefined when there are none. */
+function compileUpdate(given: Modifier): CompiledUpdate | undefined {
+  const names = Object.keys(given);
+  if (names.length === 0) return undefined;
+  // Values the store owns: an operator shares (or shallowly copies) them into documents.
+  const ops = ownCopy(given);
+  const paths: string[] = [];
+  for (const name of names) {
+    const expr = ops[name]!;
+    for (const path of Object.keys(expr)) paths.push(path);
+    if (name === "$rename") for (const target of Object.values(expr)) paths.push(String(target));
+  }
+  if (paths.length > 1) assertNoConflicts(paths);
+  const fields = new Set(paths.map((path) => (path.includes(".") ? path.slice(0, path.indexOf(".")) : path)));
+  const fns = names.map((name) => OPERATOR_FUNCTIONS[name]!(ops[name]!));
+  return {
+    fields,
+    paths: paths.map((path) => (path.includes(".$") ? path.slice(0, path.indexOf(".$")) : path)),
+    apply(doc) {
+      const changed: string[] = [];
+      for (const fn of fns) for (const path of fn(doc)) changed.push(path);
+      return changed.length > 1 ? changed.sort() : changed;
+    },
+  };
+}
+
+/**
+ * Filters are compiled with query operators only (building a mingo Query
+ * copies its context's operator tables, and the expression operators are most
+ * of mingo's); filters that evaluate expressions get mingo's full context.
+ */
+const QUERY_CONTEXT = Context.init({ query: queryOperators });
+const EXPRESSION_KEYS = new Set(["$expr", "$where", "$function", "$jsonSchema"]);
+
+function needsExpressions(value: unknown): boolean {
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array || value instanceof Date) return false;
+  if (Array.isArray(value)) return value.some(needsExpressions);
+  for (const key of Object.keys(value)) {
+    if (EXPRESSION_KEYS.has(key) || needsExpressions((value as Record<string, unknown>)[key])) return true;
+  }
+  return false;
+}
+
+function compileFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
+  return needsExpressions(filter) ? new Query(filter) : new QueryBase(filter, { context: QUERY_CONTEXT });
 }
 
 function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
@@ -142,37 +268,38 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   }
 
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options: FindOneAndUpdateOptions = {}): Promise<T | null> {
-    const modifier = this.checkModifier(update);
+    const { modifier, update: compiled } = this.checkModifier(update);
     const [target] = this.select(filter as Record<string, unknown>, { sort: options.sort, limit: 1 });
     if (!target) {
       if (!options.upsert) return null;
-      const inserted = this.upsert(filter as Record<string, unknown>, modifier);
+      const inserted = this.upsert(filter as Record<string, unknown>, modifier, compiled);
       return options.returnDocument === "before" ? null : (copy(inserted) as unknown as T);
     }
-    const before = copy(target);
-    const after = this.modify(target, modifier);
-    return copy(options.returnDocument === "before" ? before : after) as unknown as T;
+    // Stored documents are never changed in place (an update stores a new
+    // version), so the version before needs no copy until it is returned.
+    const after = this.modify(target, compiled);
+    return copy(options.returnDocument === "before" ? target : after) as unknown as T;
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options: { upsert?: boolean } = {}): Promise<UpdateResult> {
-    const modifier = this.checkModifier(update);
+    const { modifier, update: compiled } = this.checkModifier(update);
     const [target] = this.select(filter as Record<string, unknown>, { limit: 1 });
     if (!target) {
       if (!options.upsert) return { matchedCount: 0, modifiedCount: 0 };
-      const inserted = this.upsert(filter as Record<string, unknown>, modifier);
+      const inserted = this.upsert(filter as Record<string, unknown>, modifier, compiled);
       return { matchedCount: 0, modifiedCount: 0, upsertedId: inserted._id };
     }
     const before = this.docs.get(idKey(target._id));
-    const after = this.modify(target, modifier);
+    const after = this.modify(target, compiled);
     return { matchedCount: 1, modifiedCount: after === before ? 0 : 1 };
   }
 
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
-    const modifier = this.checkModifier(update);
+    const { update: compiled } = this.checkModifier(update);
     const targets = this.select(filter as Record<string, unknown>, {});
     let modifiedCount = 0;
     for (const target of targets) {
-      if (this.modify(target, modifier) !== target) modifiedCount++;
+      if (this.modify(target, compiled) !== target) modifiedCount++;
     }
     return { matchedCount: targets.length, modifiedCount };
   }
@@ -200,12 +327,12 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
 
   private insert(input: AnyDoc): AnyDoc {
     if (input._id === undefined || input._id === null) throw new StoreError(`${this.name}: documents need an _id`);
-    const doc = withoutUndefined(copy(input));
+    const doc = ownCopy(input);
     if (this.docs.has(idKey(doc._id))) throw new DuplicateKeyError(this.name, "_id_");
     this.assertUnique(doc);
     this.docs.set(idKey(doc._id), doc);
     for (const index of this.indexes.values()) index.add(doc);
-    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: copy(doc) });
+    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc });
     return doc;
   }
 
@@ -215,58 +342,72 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id } });
   }
 
-  /** Applies a modifier to a stored document; returns the stored version after (the same object when nothing changed). */
-  private modify(target: AnyDoc, modifier: Modifier): AnyDoc {
-    const { $setOnInsert: _ignored, ...ops } = modifier;
-    const next = copy(target);
-    const changed = Object.keys(ops).length === 0 ? [] : applyModifier(next, withoutUndefined(ops) as never, undefined, undefined, { cloneMode: "deep" });
+  /**
+   * Applies an update to a stored document; returns the stored version after
+   * (the same object when nothing changed).
+   *
+   * Stored documents are never changed in place: the new version shares every
+   * top-level field the update does not touch with the old one (and with the
+   * change log), and gets its own copy of those it may write to.
+   */
+  private modify(target: AnyDoc, update: CompiledUpdate | undefined): AnyDoc {
+    if (update === undefined) return target;
+    const next: AnyDoc = { ...target };
+    for (const field of update.fields) {
+      if (Object.hasOwn(next, field)) next[field] = copyContainers(next[field]);
+    }
+    const changed = update.apply(next);
     if (changed.length === 0) return target;
     if (compare(next._id, target._id) !== 0) {
       throw new StoreError(`${this.name}: an update may not change _id`);
     }
-    this.assertUnique(next, target._id);
-    for (const index of this.indexes.values()) index.remove(target);
+    // Indexes whose key and partial filter read none of the paths written keep their entry.
+    const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
+    this.assertUnique(next, target._id, affected);
+    for (const index of affected) index.remove(target);
     this.docs.set(idKey(next._id), next);
-    for (const index of this.indexes.values()) index.add(next);
+    for (const index of affected) index.add(next);
     const updatedFields: Record<string, unknown> = {};
     const removedFields: string[] = [];
     for (const path of changed) {
       const value = resolve(next, path);
       if (value === undefined) removedFields.push(path);
-      else updatedFields[path] = copy(value);
+      else updatedFields[path] = value;
     }
     this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription: { updatedFields, removedFields } });
     return next;
   }
 
   /** Builds the document an upsert inserts: the filter's equality fields, then $setOnInsert, then the update. */
-  private upsert(filter: Record<string, unknown>, modifier: Modifier): AnyDoc {
+  private upsert(filter: Record<string, unknown>, modifier: Modifier, update: CompiledUpdate | undefined): AnyDoc {
     const seed: Record<string, unknown> = {};
     for (const [field, condition] of Object.entries(filter)) {
       if (field.startsWith("$")) continue;
       const isOperators = typeof condition === "object" && condition !== null && !Array.isArray(condition) &&
         Object.keys(condition).some((k) => k.startsWith("$"));
-      if (!isOperators) setValue(seed, field, copy(condition));
-      else if ("$eq" in (condition as object)) setValue(seed, field, copy((condition as { $eq: unknown }).$eq));
+      if (!isOperators) setValue(seed, field, ownCopy(condition));
+      else if ("$eq" in (condition as object)) setValue(seed, field, ownCopy((condition as { $eq: unknown }).$eq));
     }
     if (seed._id === undefined) seed._id = uuidv7();
-    const { $setOnInsert, ...ops } = modifier;
-    for (const [field, value] of Object.entries($setOnInsert ?? {})) setValue(seed, field, copy(value));
-    if (Object.keys(ops).length > 0) applyModifier(seed, withoutUndefined(ops) as never);
+    for (const [field, value] of Object.entries(modifier.$setOnInsert ?? {})) setValue(seed, field, ownCopy(value));
+    update?.apply(seed);
     return this.insert(seed as AnyDoc);
   }
 
-  private checkModifier(update: unknown): Modifier {
-    if (Array.isArray(update)) throw new StoreError("aggregation pipeline updates are not part of the storage port");
-    const keys = Object.keys(update as object);
+  /** Checks an update and compiles its operators (but $setOnInsert, which only an upsert applies). */
+  private checkModifier(given: unknown): { modifier: Modifier; update: CompiledUpdate | undefined } {
+    if (Array.isArray(given)) throw new StoreError("aggregation pipeline updates are not part of the storage port");
+    const keys = Object.keys(given as object);
     if (keys.length === 0 || !keys.every((k) => UPDATE_OPERATORS.has(k))) {
       throw new StoreError(`update must use only update operators (${[...UPDATE_OPERATORS].join(", ")}); got ${keys.join(", ") || "nothing"}`);
     }
-    return update as Modifier;
+    const modifier = given as Modifier;
+    const { $setOnInsert: _onInsert, ...ops } = modifier;
+    return { modifier, update: compileUpdate(ops) };
   }
 
-  private assertUnique(doc: AnyDoc, self?: DocId): void {
-    for (const index of this.indexes.values()) {
+  private assertUnique(doc: AnyDoc, self?: DocId, indexes: Iterable<OrderedIndex> = this.indexes.values()): void {
+    for (const index of indexes) {
       const other = index.conflict(doc);
       if (other !== undefined && (self === undefined || compare(other, self) !== 0)) {
         throw new DuplicateKeyError(this.name, index.name);
@@ -276,16 +417,22 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
 
   /** The stored (not copied) documents matching, in sort order, after skip/limit. */
   private select(filter: Record<string, unknown>, options: FindOptions): AnyDoc[] {
-    const query = new Query(filter);
     const chosen = plan(filter, options.sort, this.indexes.values());
+    // An id plan fetches exactly the documents whose _id the filter's _id
+    // condition names, so only the rest of the filter is left to test.
+    const rest = chosen.kind === "id" ? Object.fromEntries(Object.entries(filter).filter(([field]) => field !== "_id")) : filter;
+    const query = Object.keys(rest).length === 0 ? undefined : compileFilter(rest);
     const skip = options.skip ?? 0;
     const limit = options.limit && options.limit > 0 ? options.limit : Infinity;
     let examined = 0;
     const matches: AnyDoc[] = [];
     const candidates = (): Iterable<AnyDoc> => {
       switch (chosen.kind) {
-        case "id":
-          return chosen.ids.map((id) => this.docs.get(idKey(id))).filter((d): d is AnyDoc => d !== undefined);
+        case "id": {
+          // Each document once, even when `$in` names its id twice.
+          const keys = new Set(chosen.ids.map(idKey));
+          return [...keys].map((key) => this.docs.get(key)).filter((d): d is AnyDoc => d !== undefined);
+        }
         case "index":
           return (function* (docs: Map<string, AnyDoc>) {
             for (const range of chosen.ranges) {
@@ -300,7 +447,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     const ordered = !options.sort || (chosen.kind === "index" && chosen.sorted);
     for (const doc of candidates()) {
       examined++;
-      if (!query.test(doc)) continue;
+      if (query && !query.test(doc)) continue;
       matches.push(doc);
       if (ordered && matches.length >= skip + limit) break;
     }

@@ -41,6 +41,8 @@ export class OrderedIndex {
   readonly directions: (1 | -1)[];
   readonly unique: boolean;
   private readonly partial: Query | undefined;
+  /** The fields the key and partial filter read; undefined when not known (the filter nests operators). */
+  private readonly reads: string[] | undefined;
   /** Set once a document holds an array in an indexed field: the index then only serves uniqueness checks. */
   multikey = false;
   private readonly tree;
@@ -51,6 +53,8 @@ export class OrderedIndex {
     this.directions = Object.values(spec.key);
     this.unique = spec.unique === true;
     this.partial = spec.partialFilterExpression ? new Query(spec.partialFilterExpression) : undefined;
+    const filterFields = Object.keys(spec.partialFilterExpression ?? {});
+    this.reads = filterFields.some((f) => f.startsWith("$")) ? undefined : [...this.fields, ...filterFields];
     this.tree = new BTree<KeyPart[], DocId>(undefined, (a, b) => this.compareKeys(a, b));
   }
 
@@ -67,6 +71,20 @@ export class OrderedIndex {
       }
     }
     return 0;
+  }
+
+  /**
+   * Whether writing these paths (cut before any positional `$` segment) may
+   * change a document's key or whether the index covers it.
+   */
+  readsAny(paths: readonly string[]): boolean {
+    if (this.reads === undefined) return true;
+    for (const path of paths) {
+      for (const field of this.reads) {
+        if (path === field || field.startsWith(`${path}.`) || path.startsWith(`${field}.`)) return true;
+      }
+    }
+    return false;
   }
 
   covers(doc: object): boolean {

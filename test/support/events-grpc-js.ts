@@ -5,20 +5,9 @@
  * integers as strings), as a client generated in another language sees it.
  */
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { join } from "node:path";
-import { repoRoot } from "./server-process.js";
+import { loadGrpcJsService } from "./grpc-js-mailbox.js";
 
-const definition = protoLoader.loadSync("mailroom/v1/event_service.proto", {
-  includeDirs: [join(repoRoot, "proto")],
-  keepCase: true,
-  enums: String,
-  longs: String,
-  defaults: true,
-  oneofs: true,
-});
-
-const service = definition["mailroom.v1.EventService"] as grpc.ServiceDefinition;
+const service = loadGrpcJsService("mailroom/v1/event_service.proto", "mailroom.v1.EventService");
 
 /** An EventCursor as proto-loader decodes it; send it back unchanged to resume. */
 export interface GrpcJsCursor {

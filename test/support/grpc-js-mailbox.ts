@@ -16,16 +16,20 @@ import { join } from "node:path";
 import { type ErrorDetail, ErrorDetailSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { repoRoot } from "./server-process.js";
 
-const definition = protoLoader.loadSync("mailroom/v1/mailbox_service.proto", {
-  includeDirs: [join(repoRoot, "proto")],
-  keepCase: true,
-  enums: String,
-  longs: String,
-  defaults: true,
-  oneofs: true,
-});
+/** A Mailroom service loaded from proto/, decoded as a client generated in another language would. */
+export function loadGrpcJsService(file: string, name: string): grpc.ServiceDefinition {
+  const definition = protoLoader.loadSync(file, {
+    includeDirs: [join(repoRoot, "proto")],
+    keepCase: true,
+    enums: String,
+    longs: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return definition[name] as grpc.ServiceDefinition;
+}
 
-const service = definition["mailroom.v1.MailboxService"] as grpc.ServiceDefinition;
+const service = loadGrpcJsService("mailroom/v1/mailbox_service.proto", "mailroom.v1.MailboxService");
 
 export interface GrpcJsFailure {
   /** The gRPC status number, e.g. 3 for INVALID_ARGUMENT. */
@@ -35,7 +39,7 @@ export interface GrpcJsFailure {
 }
 
 /** google.rpc.Status { int32 code = 1; string message = 2; repeated google.protobuf.Any details = 3; } */
-function errorDetailsOf(status: Uint8Array): ErrorDetail[] {
+export function errorDetailsOf(status: Uint8Array): ErrorDetail[] {
   const reader = new BinaryReader(status);
   const found: ErrorDetail[] = [];
   while (reader.pos < reader.len) {

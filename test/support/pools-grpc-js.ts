@@ -7,23 +7,11 @@
  * status code and the reason of the Mailroom ErrorDetail inside
  * `grpc-status-details-bin`.
  */
-import { fromBinary } from "@bufbuild/protobuf";
-import { BinaryReader } from "@bufbuild/protobuf/wire";
-import { AnySchema, anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { join } from "node:path";
-import { ErrorDetailSchema, ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
-import { repoRoot } from "./server-process.js";
+import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
+import { errorDetailsOf, loadGrpcJsService } from "./grpc-js-mailbox.js";
 
-const service = protoLoader.loadSync("mailroom/v1/pool_service.proto", {
-  includeDirs: [join(repoRoot, "proto")],
-  keepCase: true,
-  enums: String,
-  longs: String,
-  defaults: true,
-  oneofs: true,
-})["mailroom.v1.PoolService"] as grpc.ServiceDefinition;
+const service = loadGrpcJsService("mailroom/v1/pool_service.proto", "mailroom.v1.PoolService");
 
 export interface GrpcJsPoolRefusal {
   /** The gRPC status number, e.g. 9 for FAILED_PRECONDITION. */
@@ -32,15 +20,9 @@ export interface GrpcJsPoolRefusal {
   reasons: string[];
 }
 
-/** The ErrorDetail reasons in a google.rpc.Status (its field 3 holds the Any details). */
+/** The ErrorDetail reasons in a google.rpc.Status, by name. */
 function reasonsIn(status: Buffer): string[] {
-  const reasons: string[] = [];
-  for (const reader = new BinaryReader(status); reader.pos < reader.len; ) {
-    const [field, wireType] = reader.tag();
-    const detail = field === 3 ? anyUnpack(fromBinary(AnySchema, reader.bytes()), ErrorDetailSchema) : (reader.skip(wireType), undefined);
-    if (detail) reasons.push(ErrorReason[detail.reason]);
-  }
-  return reasons;
+  return errorDetailsOf(status).map((detail) => ErrorReason[detail.reason]);
 }
 
 export interface GrpcJsPools {

@@ -13,13 +13,17 @@ import { errorWithDetail } from "./errors.js";
 /** Load balancers and orchestrators probe health without credentials. */
 const open = new Set([Health.typeName]);
 
-export function bearerTokenGate(token: string): (context: HandlerContext) => void {
+/** Whether an `authorization` header carries the token (constant-time whatever the length). */
+export function bearerTokenMatches(token: string): (authorization: string | undefined) => boolean {
   const expected = digest(`Bearer ${token}`);
+  return (authorization) => timingSafeEqual(digest(authorization ?? ""), expected);
+}
+
+export function bearerTokenGate(token: string): (context: HandlerContext) => void {
+  const matches = bearerTokenMatches(token);
   return (context) => {
     if (open.has(context.service.typeName)) return;
-    const given = context.requestHeader.get("authorization") ?? "";
-    // Comparing digests keeps the comparison constant-time whatever the length.
-    if (!timingSafeEqual(digest(given), expected)) {
+    if (!matches(context.requestHeader.get("authorization") ?? undefined)) {
       throw errorWithDetail(Code.Unauthenticated, "missing or wrong bearer token: send the header `authorization: Bearer <token>`", {
         reason: ErrorReason.UNAUTHENTICATED,
       });

@@ -28,16 +28,34 @@ async function* mapStreamErrors<T>(messages: AsyncIterable<T>, logger: Logger): 
   }
 }
 
-/** One line a call when it ends: debug normally, warn when the server failed it. */
-export function loggingInterceptor(logger: Logger): Interceptor {
+/** What an observer learns when a call starts, and when it ends. */
+export interface CallStart {
+  procedure: string;
+  stream: boolean;
+}
+
+export interface CallEnd {
+  /** The code the client receives, as gRPC names it in lower case ("ok", "not_found"). */
+  code: string;
+  /** Null when the call succeeded. */
+  failure: Code | undefined;
+  seconds: number;
+}
+
+/**
+ * Calls `onStart` when a call begins and the function it returns once the
+ * call has ended: a unary call when it answers, a server stream when its last
+ * frame is sent, it fails, or the client goes away.
+ */
+export function observeCall(onStart: (call: CallStart) => (end: CallEnd) => void): Interceptor {
   return (next) => async (request) => {
     const started = performance.now();
     const procedure = `${request.service.typeName}/${request.method.name}`;
+    const streaming = request.method.methodKind !== "unary";
+    const onEnd = onStart({ procedure, stream: streaming });
     const done = (error?: unknown) => {
-      const code = error === undefined ? undefined : ConnectError.from(error).code;
-      const line = { procedure, code: code === undefined ? "ok" : codeToString(code), duration_ms: Math.round(performance.now() - started) };
-      if (code === Code.Internal) logger.warn(line, "call failed");
-      else logger.debug(line, "call");
+      const failure = error === undefined ? undefined : ConnectError.from(error).code;
+      onEnd({ code: failure === undefined ? "ok" : codeToString(failure), failure, seconds: (performance.now() - started) / 1000 });
     };
     try {
       const response = await next(request);
@@ -51,6 +69,15 @@ export function loggingInterceptor(logger: Logger): Interceptor {
       throw error;
     }
   };
+}
+
+/** One line a call when it ends: debug normally, warn when the server failed it. */
+export function loggingInterceptor(logger: Logger): Interceptor {
+  return observeCall(({ procedure }) => ({ code, failure, seconds }) => {
+    const line = { procedure, code, duration_ms: Math.round(seconds * 1000) };
+    if (failure === Code.Internal) logger.warn(line, "call failed");
+    else logger.debug(line, "call");
+  });
 }
 
 async function* observeEnd<T>(messages: AsyncIterable<T>, done: (error?: unknown) => void): AsyncIterable<T> {

@@ -13,6 +13,7 @@ import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
 import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
 import { listen, type ListenerOptions } from "./listener.js";
+import { ServerMetrics, withMetricsEndpoint } from "./metrics.js";
 import { mailroomServiceNames, routes } from "./routes.js";
 import { StartupError } from "./startup-error.js";
 
@@ -59,7 +60,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const handler = connectNodeAdapter({
+  const metrics = new ServerMetrics(engine);
+  const connectHandler = connectNodeAdapter({
     routes: routes({ health, engine }),
     grpc: true,
     grpcWeb: true,
@@ -68,9 +70,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
-    interceptors: [loggingInterceptor(logger), errorMappingInterceptor(logger)],
+    interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger)],
     requestGate: requestGate(config.authToken),
   });
+  const handler = withMetricsEndpoint(connectHandler, metrics, logger, config.authToken);
   await health.start();
   const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };
   let listener;

@@ -1,9 +1,11 @@
 /**
  * Journal documents and subscription frames, as the contract's EventFrame.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   type AgentEvent,
+  AgentEventSchema,
   type EventFrame,
   EventFrameKind,
   EventFrameSchema,
@@ -50,23 +52,61 @@ function recordedEvent(doc: EventDoc): AgentEvent {
   return event;
 }
 
-/** An EVENT frame for a journal document, its payload as the reader may see it. */
-export function eventFrame(doc: EventDoc, scope: Scope, access: PayloadAccessMode, overflow?: OverflowNotice, summarized?: number): EventFrame {
-  const recorded = recordedEvent(doc);
-  const event = summarized === undefined ? withPayloadAccess(recorded, access) : progressSummary(recorded, summarized);
-  return create(EventFrameSchema, {
+/**
+ * The event of a frame, already encoded, by journal document and payload
+ * access: a live event goes to every subscriber, and encoding it is most of
+ * the cost of a frame, so binary streams encode it once (see eventFrame).
+ */
+const encoded = new WeakMap<EventDoc, Map<PayloadAccessMode, Uint8Array>>();
+
+/** Field 3 (`event`) of EventFrame, tag excluded, as protobuf-es keeps an unknown field: length prefix and bytes. */
+function encodedEventField(doc: EventDoc, access: PayloadAccessMode): Uint8Array {
+  let byAccess = encoded.get(doc);
+  if (byAccess === undefined) encoded.set(doc, (byAccess = new Map()));
+  let field = byAccess.get(access);
+  if (field === undefined) {
+    field = new BinaryWriter().bytes(toBinary(AgentEventSchema, withPayloadAccess(recordedEvent(doc), access))).finish();
+    byAccess.set(access, field);
+  }
+  return field;
+}
+
+/** How a stream's frames are serialized: the protobuf binary format, or JSON. */
+export type WireFormat = "binary" | "json";
+
+/** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
+export function wireFormatOf(contentType: string | null): WireFormat {
+  return contentType?.includes("json") ? "json" : "binary";
+}
+
+/**
+ * An EVENT frame for a journal document, its payload as the reader may see it.
+ *
+ * For binary streams the event travels as the frame's field 3 pre-encoded
+ * (an unknown field to protobuf-es, written verbatim): the bytes on the wire
+ * are exactly those of a frame with `event` set, since protobuf readers accept
+ * fields in any order. JSON streams cannot carry pre-encoded fields and get
+ * the event itself.
+ */
+export function eventFrame(doc: EventDoc, scope: Scope, access: PayloadAccessMode, overflow?: OverflowNotice, summarized?: number, wire: WireFormat = "json"): EventFrame {
+  const frame = create(EventFrameSchema, {
     kind: EventFrameKind.EVENT,
     cursor: cursor(scope, doc._id),
-    event,
     archiveCursor: create(JournalCursorSchema, { eventSeq: BigInt(doc._id) }),
     overflow: notice(scope, overflow),
   });
+  if (summarized !== undefined) frame.event = progressSummary(recordedEvent(doc), summarized);
+  else if (wire === "json") frame.event = withPayloadAccess(recordedEvent(doc), access);
+  else frame.$unknown = [{ no: EVENT_FIELD, wireType: WireType.LengthDelimited, data: encodedEventField(doc, access) }];
+  return frame;
 }
 
-export function subscriptionFrame(frame: SubscriptionFrame, scope: Scope, access: PayloadAccessMode): EventFrame {
+const EVENT_FIELD = EventFrameSchema.field.event.number;
+
+export function subscriptionFrame(frame: SubscriptionFrame, scope: Scope, access: PayloadAccessMode, wire: WireFormat = "json"): EventFrame {
   if (frame.kind === "event") {
     const { delivery } = frame;
-    return eventFrame(delivery.frame.item, scope, access, delivery.notice, delivery.summarized);
+    return eventFrame(delivery.frame.item, scope, access, delivery.notice, delivery.summarized, wire);
   }
   return create(EventFrameSchema, {
     kind: frame.kind === "caught_up" ? EventFrameKind.CAUGHT_UP : EventFrameKind.HEARTBEAT,

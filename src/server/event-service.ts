@@ -8,7 +8,7 @@ import { parsePublish } from "../domain/events/publish.js";
 import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
-import { eventFrame, subscriptionFrame } from "./event-frames.js";
+import { eventFrame, subscriptionFrame, wireFormatOf } from "./event-frames.js";
 
 export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
   return {
@@ -19,11 +19,12 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
     async *subscribe(request, context) {
       const command = parseSubscribe(request);
       const subscription = await engine.events.subscribe(command);
+      const wire = wireFormatOf(context.requestHeader.get("content-type"));
       try {
         for (;;) {
           const frame = await subscription.next(command.heartbeatMs, context.signal);
           if (!frame) break;
-          yield { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess) };
+          yield { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess, wire) };
         }
         if (context.signal.aborted) throw context.signal.reason;
       } finally {

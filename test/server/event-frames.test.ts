@@ -1,0 +1,61 @@
+/**
+ * Event frames on the wire: a binary stream's frame carries its event
+ * pre-encoded, and must decode to exactly the frame a JSON stream gets.
+ */
+import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { AgentEventSchema, EventFrameSchema, EventKind, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
+import { EventOverflowReason, SubscriberOverflowPolicy } from "../../src/domain/events/subscriber-queue.js";
+import { type EventDoc, pendingEvent } from "../../src/engine/journal/records.js";
+import { eventFrame, wireFormatOf } from "../../src/server/event-frames.js";
+
+function journaled(seq: number): EventDoc {
+  const event = create(AgentEventSchema, {
+    envelope: { eventId: `e${seq}`, runId: "run-1", kind: EventKind.MODEL_STREAM_DELTA },
+    payload: { case: "full", value: { typeUrl: "type.googleapis.com/x", value: new Uint8Array([1, 2, 3]) } },
+  });
+  return { _id: seq, ...pendingEvent(event, 1_000) };
+}
+
+const decodedFrom = (frame: ReturnType<typeof eventFrame>) => fromBinary(EventFrameSchema, toBinary(EventFrameSchema, frame));
+
+describe("an EVENT frame of a binary stream", () => {
+  const scope = { kind: "run" as const, runId: "run-1" };
+  const notice = { policy: SubscriberOverflowPolicy.DROP_PROGRESS, droppedCount: 2, gapStart: 3, gapEnd: 4, repairFrom: 2, terminalPreserved: true, reason: EventOverflowReason.POLICY_DROPPED_PROGRESS };
+
+  it.each([PayloadAccessMode.FULL, PayloadAccessMode.ENVELOPE_ONLY, PayloadAccessMode.REDACTED_SUMMARY])("decodes to the JSON stream's frame (payload access %s)", (access) => {
+    const doc = journaled(7);
+    const json = eventFrame(doc, scope, access, notice, undefined, "json");
+    const binary = eventFrame(doc, scope, access, notice, undefined, "binary");
+    expect(binary.event).toBeUndefined();
+    expect(toJson(EventFrameSchema, decodedFrom(binary))).toEqual(toJson(EventFrameSchema, decodedFrom(json)));
+    expect(decodedFrom(binary).event?.envelope?.eventSeq).toBe(7n);
+  });
+
+  it("encodes each event once per payload access, however many subscribers it reaches", () => {
+    const doc = journaled(8);
+    const first = eventFrame(doc, scope, PayloadAccessMode.FULL, undefined, undefined, "binary");
+    const second = eventFrame(doc, { kind: "all" }, PayloadAccessMode.FULL, undefined, undefined, "binary");
+    expect(second.$unknown?.[0]?.data).toBe(first.$unknown?.[0]?.data);
+    expect(decodedFrom(second).cursor?.scope?.scope.case).toBe("all");
+  });
+
+  it("a summary frame carries its own event", () => {
+    const frame = eventFrame(journaled(9), scope, PayloadAccessMode.FULL, undefined, 5, "binary");
+    expect(frame.event?.payload.case).toBe("redactedSummary");
+  });
+});
+
+describe("the wire format of a call", () => {
+  it.each([
+    ["application/grpc", "binary"],
+    ["application/grpc+proto", "binary"],
+    ["application/grpc-web-text", "binary"],
+    ["application/connect+proto", "binary"],
+    ["application/grpc+json", "json"],
+    ["application/connect+json", "json"],
+    ["application/grpc-web+json", "json"],
+  ])("%s is %s", (contentType, wire) => {
+    expect(wireFormatOf(contentType)).toBe(wire);
+  });
+});

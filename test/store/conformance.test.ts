@@ -62,6 +62,23 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect(Buffer.from(found!.data!)).toEqual(Buffer.from([0, 1, 255]));
     });
 
+    it("reads bytes back as plain Uint8Arrays of their own, also inside arrays of documents", async () => {
+      // Not the driver's Buffers (views into a whole server reply, unequal to a Uint8Array).
+      const items = store.collection<Doc & { data?: Uint8Array; box?: Array<{ id: string; bytes: Uint8Array }> }>(`c${++counter}_${Date.now().toString(36)}`);
+      await items.insertOne({ _id: "a", data: new Uint8Array([0, 1, 255]), box: [{ id: "e1", bytes: new Uint8Array([7]) }] });
+      const isPlain = (bytes: unknown) => Object.getPrototypeOf(bytes) === Uint8Array.prototype;
+      const found = (await items.findOne({ _id: "a" }))!;
+      const [listed] = await items.find({});
+      const updated = (await items.findOneAndUpdate({ _id: "a" }, { $push: { box: { $each: [{ id: "e2", bytes: new Uint8Array([8, 9]) }] } } }))!;
+      for (const doc of [found, listed!, updated]) {
+        expect(isPlain(doc.data) && isPlain(doc.box![0]!.bytes)).toBe(true);
+        expect(doc.data).toEqual(new Uint8Array([0, 1, 255]));
+        expect(doc.box![0]).toEqual({ id: "e1", bytes: new Uint8Array([7]) });
+      }
+      expect(updated.box![1]).toEqual({ id: "e2", bytes: new Uint8Array([8, 9]) });
+      expect(isPlain(updated.box![1]!.bytes)).toBe(true);
+    });
+
     it("returns copies: changing a returned document changes nothing stored", async () => {
       const items = fresh();
       await items.insertOne({ _id: "a", nested: { a: 1 } });
@@ -380,6 +397,19 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       await items.updateOne({ _id: "k1" }, { $set: { n: 1 } });
       await items.insertOne({ _id: "k2", group: "keep" });
       expect((await take(it, 2)).map((c) => c.documentKey._id)).toEqual(["k1", "k2"]);
+    });
+
+    it("deliver bytes in change documents as plain Uint8Arrays", async () => {
+      const items = fresh();
+      const stream = await watch(store, { collections: [items.name] });
+      const it = stream[Symbol.asyncIterator]();
+      await items.insertOne({ _id: "a", data: new Uint8Array([1, 2]) });
+      await items.updateOne({ _id: "a" }, { $set: { data: new Uint8Array([3]) } });
+      const [inserted, updated] = await take(it, 2);
+      expect(Object.getPrototypeOf(inserted!.fullDocument!.data)).toBe(Uint8Array.prototype);
+      expect(inserted!.fullDocument).toEqual({ _id: "a", data: new Uint8Array([1, 2]) });
+      expect(Object.getPrototypeOf(updated!.updateDescription!.updatedFields.data)).toBe(Uint8Array.prototype);
+      expect(updated!.updateDescription!.updatedFields).toEqual({ data: new Uint8Array([3]) });
     });
 
     it("look up the current full document for updates when asked", async () => {

@@ -67,6 +67,29 @@ function translate(collection: string, error: unknown): unknown {
   return error;
 }
 
+/**
+ * A document as the port hands it out: every byte string a Uint8Array of its
+ * own. With `promoteBuffers` the driver returns BSON binary as Node Buffers
+ * that are views into the whole server reply, so one event's bytes kept in
+ * memory (the journal tail's recent events, an outbox entry of a returned
+ * dispatch) would keep the entire reply alive, payloads and all; and a Buffer
+ * is not the plain Uint8Array the memory backend returns (it compares unequal
+ * to one, and its slice() shares memory). Changes the driver's fresh result in place.
+ */
+function fromStored<T>(value: T): T {
+  if (value === null || typeof value !== "object") return value;
+  if (value instanceof Uint8Array) return new Uint8Array(value) as T;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = fromStored(value[i]);
+    return value;
+  }
+  // Only plain documents: leave the driver's BSON value classes (ObjectId, Long, ...) as they are.
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const doc = value as Record<string, unknown>;
+  for (const key of Object.keys(doc)) doc[key] = fromStored(doc[key]);
+  return value;
+}
+
 /** Runs a driver call, translating its errors into the port's typed errors. */
 async function guard<R>(collection: string, call: () => Promise<R>): Promise<R> {
   try {
@@ -121,21 +144,21 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   }
 
   async findOne(filter: Filter<T>, options: FindOptions = {}): Promise<T | null> {
-    return (await guard(this.name, () => this.collection.findOne(filter as Filter<MongoDocument>, findOptions(options)))) as T | null;
+    return fromStored((await guard(this.name, () => this.collection.findOne(filter as Filter<MongoDocument>, findOptions(options)))) as T | null);
   }
 
   async find(filter: Filter<T>, options: FindOptions = {}): Promise<T[]> {
-    return (await guard(this.name, () => this.collection.find(filter as Filter<MongoDocument>, findOptions(options)).toArray())) as unknown as T[];
+    return fromStored((await guard(this.name, () => this.collection.find(filter as Filter<MongoDocument>, findOptions(options)).toArray())) as unknown as T[]);
   }
 
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options: FindOneAndUpdateOptions = {}): Promise<T | null> {
-    return (await guard(this.name, () =>
+    return fromStored((await guard(this.name, () =>
       this.collection.findOneAndUpdate(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>, {
         returnDocument: options.returnDocument ?? "after",
         ...(options.sort ? { sort: options.sort } : {}),
         ...(options.upsert ? { upsert: true } : {}),
       }),
-    )) as T | null;
+    )) as T | null);
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options: { upsert?: boolean } = {}): Promise<UpdateResult> {
@@ -216,10 +239,10 @@ class MongoBackedChangeStream<T extends Doc> implements ChangeStream<T> {
       collection: change.ns.coll ?? "",
       documentKey: { _id: change.documentKey._id as unknown as DocId },
     };
-    if ("fullDocument" in change && change.fullDocument) event.fullDocument = change.fullDocument as unknown as T;
+    if ("fullDocument" in change && change.fullDocument) event.fullDocument = fromStored(change.fullDocument) as unknown as T;
     if (operationType === "update") {
       event.updateDescription = {
-        updatedFields: change.updateDescription.updatedFields ?? {},
+        updatedFields: fromStored(change.updateDescription.updatedFields ?? {}),
         removedFields: change.updateDescription.removedFields ?? [],
       };
     }

@@ -79,6 +79,22 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect(isPlain(updated.box![1]!.bytes)).toBe(true);
     });
 
+    it("stores, finds and orders string _ids containing NUL (pool ids are `${pool}\\u0000${id}`)", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, key: 1 }, name: "group_key", unique: true }]);
+      const ids = ["p\u0000m2", "p", "p\u0000m1", "p\u0000", "p\u0000m1\u0000x"];
+      for (const id of ids) await items.insertOne({ _id: id, group: id, key: "k\u0000" });
+      expect((await items.findOne({ _id: "p\u0000m1" }))).toEqual({ _id: "p\u0000m1", group: "p\u0000m1", key: "k\u0000" });
+      expect(await items.findOne({ _id: "p\u0000m3" })).toBeNull();
+      expect(await items.countDocuments({ _id: { $in: ["p\u0000m1", "p\u0000m2", "p\u0000"] } })).toBe(3);
+      expect((await items.find({}, { sort: { _id: 1 } })).map((d) => d._id)).toEqual(["p", "p\u0000", "p\u0000m1", "p\u0000m1\u0000x", "p\u0000m2"]);
+      expect((await items.find({ _id: { $gt: "p\u0000", $lt: "p\u0001" } }, { sort: { _id: -1 } })).map((d) => d._id)).toEqual(["p\u0000m2", "p\u0000m1\u0000x", "p\u0000m1"]);
+      await expect(items.insertOne({ _id: "p\u0000m1" })).rejects.toBeInstanceOf(DuplicateKeyError);
+      const duplicate = await items.insertOne({ _id: "other", group: "p\u0000m2", key: "k\u0000" }).catch((e: unknown) => e);
+      expect((duplicate as DuplicateKeyError).index).toBe("group_key");
+      expect(await items.findOneAndUpdate({ _id: "p\u0000m2" }, { $set: { n: 1 } })).toMatchObject({ _id: "p\u0000m2", n: 1 });
+    });
+
     it("returns copies: changing a returned document changes nothing stored", async () => {
       const items = fresh();
       await items.insertOne({ _id: "a", nested: { a: 1 } });

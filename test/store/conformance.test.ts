@@ -139,6 +139,19 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       await expect(items.insertOne({ _id: "b", group: "g" })).rejects.toBeInstanceOf(DuplicateKeyError);
     });
 
+    it("refuse to be created again with another key or options under their name, or under another name", async () => {
+      // MongoDB: IndexKeySpecsConflict (86) / IndexOptionsConflict (85). An index whose key changes needs a new name.
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, rank: 1 }, name: "by_group" }, { key: { key: 1 }, name: "by_key", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+      await expect(items.createIndexes([{ key: { group: 1, rank: -1 }, name: "by_group" }])).rejects.toThrow();
+      await expect(items.createIndexes([{ key: { group: 1 }, name: "by_group" }])).rejects.toThrow();
+      await expect(items.createIndexes([{ key: { group: 1, rank: 1 }, name: "by_group", unique: true }])).rejects.toThrow();
+      await expect(items.createIndexes([{ key: { key: 1 }, name: "by_key", unique: true, partialFilterExpression: { key: { $type: "string" } } }])).rejects.toThrow();
+      await expect(items.createIndexes([{ key: { group: 1, rank: 1 }, name: "by_group_again" }])).rejects.toThrow();
+      // The same specification again is fine.
+      await items.createIndexes([{ key: { group: 1, rank: 1 }, name: "by_group" }, { key: { key: 1 }, name: "by_key", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+    });
+
     it("with a partial filter constrain only the documents the filter selects", async () => {
       const items = fresh();
       await items.createIndexes([{ key: { group: 1 }, name: "one_claimed_per_group", unique: true, partialFilterExpression: { status: "claimed" } }]);
@@ -298,6 +311,15 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       await expect(items.updateOne({ _id: "a" }, { $set: { "nested.a": 2 }, $unset: { nested: "" } })).rejects.toThrow();
       await expect(items.updateOne({ _id: "a" }, { $set: { n: 2 }, $inc: { n: 1 } })).rejects.toThrow();
       expect(await items.findOne({ _id: "a" })).toEqual({ _id: "a", n: 1, nested: { a: 1 } });
+    });
+
+    it("refuses $setOnInsert on a path another operator of the update writes, upsert or not", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 1 });
+      await expect(items.updateOne({ _id: "a" }, { $inc: { n: 1 }, $setOnInsert: { n: 0 } }, { upsert: true })).rejects.toThrow();
+      await expect(items.findOneAndUpdate({ _id: "b" }, { $set: { "nested.a": 1 }, $setOnInsert: { nested: {} } }, { upsert: true })).rejects.toThrow();
+      await expect(items.updateOne({ _id: "a" }, { $set: { n: 5 }, $setOnInsert: { n: 0 } })).rejects.toThrow();
+      expect(await items.find({}, { sort: { _id: 1 } })).toEqual([{ _id: "a", n: 1 }]);
     });
 
     it("keeps documents independent of each other, of earlier versions and of the caller's values", async () => {

@@ -196,6 +196,13 @@ function compileFilter(filter: Record<string, unknown>): { test(doc: object): bo
   return needsExpressions(filter) ? new Query(filter) : new QueryBase(filter, { context: QUERY_CONTEXT });
 }
 
+/** Same key (fields, order and directions), uniqueness and partial filter. */
+function sameIndex(a: IndexSpec, b: IndexSpec): boolean {
+  return JSON.stringify(Object.entries(a.key)) === JSON.stringify(Object.entries(b.key)) &&
+    (a.unique === true) === (b.unique === true) &&
+    JSON.stringify(a.partialFilterExpression ?? null) === JSON.stringify(b.partialFilterExpression ?? null);
+}
+
 function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
   const fields = Object.entries(sort);
   return (a, b) => {
@@ -224,7 +231,18 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   async createIndexes(specs: IndexSpec[]): Promise<void> {
     for (const spec of specs) {
       const name = indexName(spec);
-      if (this.indexes.has(name)) continue;
+      // As MongoDB: creating an existing index again is a no-op, but not with
+      // another key or options under its name (IndexKeySpecsConflict, code 86,
+      // or IndexOptionsConflict, 85), nor under another name (85).
+      const existing = this.indexes.get(name);
+      if (existing) {
+        if (!sameIndex(existing.spec, spec)) {
+          throw new StoreError(`${this.name}: an index named ${name} exists with another key or options; drop it before creating it anew`);
+        }
+        continue;
+      }
+      const twin = [...this.indexes.values()].find((index) => sameIndex(index.spec, spec));
+      if (twin) throw new StoreError(`${this.name}: index ${name} already exists with a different name (${twin.name})`);
       const index = new OrderedIndex(spec);
       for (const doc of this.docs.values()) {
         const other = index.conflict(doc);
@@ -402,7 +420,9 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
       throw new StoreError(`update must use only update operators (${[...UPDATE_OPERATORS].join(", ")}); got ${keys.join(", ") || "nothing"}`);
     }
     const modifier = given as Modifier;
-    const { $setOnInsert: _onInsert, ...ops } = modifier;
+    const { $setOnInsert: onInsert, ...ops } = modifier;
+    // MongoDB checks $setOnInsert's paths against the other operators' too, upsert or not.
+    if (onInsert) assertNoConflicts(Object.values(modifier).flatMap((expr) => Object.keys(expr)));
     return { modifier, update: compileUpdate(ops) };
   }
 

@@ -12,7 +12,7 @@ import { eventFrame, wireFormatOf } from "../../src/server/event-frames.js";
 function journaled(seq: number): EventDoc {
   const event = create(AgentEventSchema, {
     envelope: { eventId: `e${seq}`, runId: "run-1", kind: EventKind.MODEL_STREAM_DELTA },
-    payload: { case: "full", value: { typeUrl: "type.googleapis.com/x", value: new Uint8Array([1, 2, 3]) } },
+    payload: { case: "full", value: { data: new Uint8Array([1, 2, 3]), mediaType: "application/octet-stream" } },
   });
   return { _id: seq, ...pendingEvent(event, 1_000) };
 }

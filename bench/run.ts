@@ -23,6 +23,7 @@ import { type MailboxOptions, type MailboxReport, startMailboxLoad } from "./mai
 import { UsageSampler, waitForQuiet } from "./proc-stats.js";
 import { printProfile, type ProfileSummary, summarizeProfile } from "./profile.js";
 import { mailroomServer, repoRoot, type ServerChild, spawnServer } from "./server.js";
+import { describeSlowSubscriber, runSlowSubscriber } from "./slow-subscriber.js";
 
 /** The mailbox options the command line sets as they are (see the options below). */
 type MailboxFlags = Pick<MailboxOptions, "producers" | "workers" | "threads" | "batch" | "claimLimit" | "ackMode" | "waitMs">;
@@ -30,7 +31,7 @@ type MailboxFlags = Pick<MailboxOptions, "producers" | "workers" | "threads" | "
 type EventsFlags = Pick<EventsOptions, "subscribers" | "publishers" | "maxLag" | "queueCapacity">;
 
 interface CliOptions extends MailboxFlags, EventsFlags {
-  scenario: "all" | "mailbox" | "events" | "echo" | "health" | "matrix";
+  scenario: "all" | "mailbox" | "events" | "echo" | "health" | "matrix" | "slow-subscriber";
   duration: number;
   warmup: number;
   maxBacklog?: number;
@@ -48,6 +49,13 @@ interface CliOptions extends MailboxFlags, EventsFlags {
   quietTimeout: number;
   out?: string;
   save: boolean;
+  events: number;
+  terminalEvery: number;
+  slowReadMs: number;
+  slowCapacity: number;
+  slowBaseline: boolean;
+  maxRssOverhead: number;
+  drainTimeout: number;
 }
 
 /** One measured configuration. */
@@ -160,6 +168,8 @@ function scenarioRuns(o: CliOptions): RunSpec[] {
         eventsSpec("fanout", o),
         eventsSpec("max", o),
       ];
+    case "slow-subscriber":
+      return []; // not a measured window: see runSlowScenario
     case "matrix": {
       // Each varies one thing from the default (the first mailbox line).
       const m = (name: string, overrides: Partial<MailboxOptions>) => mailboxSpec(name, o, overrides);
@@ -369,7 +379,61 @@ function gitCommit(): string {
   }
 }
 
+function machineInfo() {
+  return { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` };
+}
+
+function save(o: CliOptions, body: Record<string, unknown>): void {
+  const generatedAt = new Date().toISOString();
+  const report = {
+    generatedAt,
+    command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),
+    commit: gitCommit(),
+    machine: machineInfo(),
+    options: o,
+    ...body,
+  };
+  const file = o.out ?? join(repoRoot, "bench", "results", `${o.scenario}-${generatedAt.replace(/[:.]/g, "-")}.json`);
+  mkdirSync(join(file, ".."), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`\nsaved ${file}`);
+}
+
+/** slow-subscriber: the Events issue's overflow check, with and without the subscriber (see slow-subscriber.ts). */
+async function runSlowScenario(o: CliOptions): Promise<void> {
+  if (o.serverUrl) throw new Error("--scenario slow-subscriber starts its own servers (one per phase, to compare their memory); --server-url is not supported");
+  console.log(`bench: slow-subscriber, ${o.events} events a phase, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), node ${process.version}`);
+  const beforePhases: Array<Awaited<ReturnType<typeof waitForQuiet>>> = [];
+  const report = await runSlowSubscriber(
+    {
+      protocol: o.protocol,
+      events: o.events,
+      terminalEvery: o.terminalEvery,
+      slowReadMs: o.slowReadMs,
+      capacity: o.slowCapacity,
+      publishers: o.publishers,
+      concurrency: o.publishConcurrency,
+      baseline: o.slowBaseline,
+      maxRssOverheadMiB: o.maxRssOverhead,
+      drainTimeoutMs: o.drainTimeout * 1000,
+      store: o.store,
+      serverArg: o.serverArg,
+      ...(o.serverRoot ? { serverRoot: o.serverRoot } : {}),
+    },
+    async () => {
+      if (o.quiet === 0) return;
+      const quiet = await waitForQuiet(o.quiet, o.quietTimeout * 1000);
+      if (!quiet.quiet) console.log(`bench: the machine is still busy (${quiet.busyPercent}% of a core) after ${quiet.waitedSeconds} s; measuring anyway`);
+      beforePhases.push(quiet);
+    },
+    (line) => console.log(line),
+  );
+  console.log(`\n${describeSlowSubscriber(report)}`);
+  if (o.save) save(o, { beforePhases, slowSubscriber: report });
+}
+
 async function main(o: CliOptions): Promise<void> {
+  if (o.scenario === "slow-subscriber") return runSlowScenario(o);
   const runs = scenarioRuns(o);
   console.log(`bench: ${runs.length} run(s), warm-up ${o.warmup} s + ${o.duration} s each, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), node ${process.version}`);
   const results: RunResult[] = [];
@@ -382,24 +446,12 @@ async function main(o: CliOptions): Promise<void> {
     if (result.profile) printProfile(result.profile);
   }
   console.log(`\n${tables(results)}`);
-  if (!o.save) return;
-  const report = {
-    generatedAt: new Date().toISOString(),
-    command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),
-    commit: gitCommit(),
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` },
-    options: o,
-    runs: results,
-  };
-  const file = o.out ?? join(repoRoot, "bench", "results", `${o.scenario}-${report.generatedAt.replace(/[:.]/g, "-")}.json`);
-  mkdirSync(join(file, ".."), { recursive: true });
-  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`\nsaved ${file}`);
+  if (o.save) save(o, { runs: results });
 }
 
 const program = new Command("bench")
   .description("Load generator for Mailroom: the server runs as a child process, the load in this one.")
-  .addOption(new Option("--scenario <name>", "what to run").choices(["all", "mailbox", "events", "echo", "health", "matrix"]).default("all"))
+  .addOption(new Option("--scenario <name>", "what to run").choices(["all", "mailbox", "events", "echo", "health", "matrix", "slow-subscriber"]).default("all"))
   .option("--duration <seconds>", "measured time of each run", seconds, 10)
   .option("--warmup <seconds>", "load before measuring starts, per run", seconds, 3)
   .option("--producers <n>", "mailbox: enqueueing loops, one connection each", integer(0, 256), 2)
@@ -413,10 +465,17 @@ const program = new Command("bench")
   .option("--concurrency <n>", "echo/health: calls in flight (one connection each)", integer(1, 256), 16)
   .option("--subscribers <n>", "events: Subscribe streams of the fan-out run, one connection each", integer(1, 1000), 100)
   .option("--event-rate <n>", "events: events published per second in total in the fan-out run", integer(1, 1_000_000), 1000)
-  .option("--publishers <n>", "events: connections Publish calls are spread over", integer(1, 256), 4)
-  .option("--publish-concurrency <n>", "events: Publish calls in flight (max run: closed loops; fan-out run: the most in flight)", integer(1, 4096), 64)
+  .option("--publishers <n>", "events, slow-subscriber: connections Publish calls are spread over", integer(1, 256), 4)
+  .option("--publish-concurrency <n>", "events: Publish calls in flight (max run and slow-subscriber: closed loops; fan-out run: the most in flight)", integer(1, 4096), 64)
   .option("--max-lag <n>", "events, max run: publishers pause while the subscriber is this many events behind", integer(1), 10_000)
   .option("--queue-capacity <n>", "events: each subscriber's queue capacity (0 = the server's default, 1024)", integer(0, 100_000), 0)
+  .option("--events <n>", "slow-subscriber: events published in each phase", integer(1, 10_000_000), 100_000)
+  .option("--terminal-every <n>", "slow-subscriber: every n-th event is terminal (RUN_COMPLETED), the rest progress (MODEL_STREAM_DELTA)", integer(1), 100)
+  .option("--slow-read-ms <ms>", "slow-subscriber: while publishing, the subscriber takes one frame every this many ms", integer(0, 600_000), 1000)
+  .option("--slow-capacity <n>", "slow-subscriber: the subscriber's queue capacity (overflow DROP_PROGRESS)", integer(1, 100_000), 100)
+  .option("--no-slow-baseline", "slow-subscriber: skip the second phase (the same publish load with no subscriber, for the memory comparison)")
+  .option("--max-rss-overhead <MiB>", "slow-subscriber: 'memory stays bounded' passes when peak RSS with the subscriber exceeds the baseline's by at most this", integer(0), 50)
+  .option("--drain-timeout <seconds>", "slow-subscriber: longest drain after publishing, and longest repair subscription", seconds, 120)
   .addOption(new Option("--protocol <protocol>", "client protocol").choices(["grpc", "connect", "grpc-web"]).default("grpc"))
   .option("--store <backend>", "the server's --store", "memory")
   .option("--server-arg <arg...>", "more flags for `mailroom serve`", [])

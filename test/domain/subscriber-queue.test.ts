@@ -50,24 +50,34 @@ describe("subscriber queue: capacity and terminal reserve", () => {
     expect(q.size).toBe(4);
   });
 
-  it("always admits a terminal event, dropping the oldest non-terminal one to make room", () => {
-    const q = queue(Policy.DROP_PROGRESS, 3, 0);
-    [1, 2, 3].forEach((seq) => q.push(frame(seq, "plain")));
-    q.push(frame(4, "terminal"));
-    const out = drain(q);
+  it("admits a terminal event by dropping the oldest frame the policy may drop", () => {
+    const nonTerminal = queue(Policy.DROP_NON_TERMINAL, 3, 0);
+    [1, 2, 3].forEach((seq) => nonTerminal.push(frame(seq, "plain")));
+    expect(nonTerminal.push(frame(4, "terminal"))).toBe("queued");
+    const out = drain(nonTerminal);
     expect(seqs(out)).toEqual([2, 3, 4]);
     expect(out[2]!.notice).toMatchObject({ droppedCount: 1, gapStart: 1, gapEnd: 1, repairFrom: 0, terminalPreserved: true, reason: EventOverflowReason.POLICY_DROPPED_NON_TERMINAL });
+
+    const progress = queue(Policy.DROP_PROGRESS, 3, 0);
+    [frame(1, "plain"), frame(2, "progress"), frame(3, "plain")].forEach((f) => progress.push(f));
+    expect(progress.push(frame(4, "terminal"))).toBe("queued");
+    const kept = drain(progress);
+    expect(seqs(kept)).toEqual([1, 3, 4]);
+    expect(kept[2]!.notice).toMatchObject({ droppedCount: 1, gapStart: 2, reason: EventOverflowReason.POLICY_DROPPED_PROGRESS });
   });
 
-  it("drops the oldest terminal event only when nothing else can go, and then says a terminal event was lost", () => {
-    const q = queue(Policy.DROP_NON_TERMINAL, 2, 2);
-    q.push(frame(1, "terminal"));
-    q.push(frame(2, "terminal"));
-    q.push(frame(3, "terminal"));
-    const out = drain(q);
-    expect(seqs(out)).toEqual([2, 3]);
-    expect(out[1]!.notice).toMatchObject({ droppedCount: 1, terminalPreserved: false, reason: EventOverflowReason.SUBSCRIBER_QUEUE_FULL });
-  });
+  it.each([Policy.DROP_NON_TERMINAL, Policy.DROP_PROGRESS, Policy.SUMMARIZE_AND_CONTINUE])(
+    "never drops a terminal event: with nothing the policy may drop queued, it answers full (the subscription lags) under %s",
+    (policy) => {
+      const q = queue(policy, 2, 2 - 1);
+      q.push(frame(1, "terminal"));
+      q.push(frame(2, "terminal"));
+      expect(q.push(frame(3, "terminal"))).toBe("full");
+      const out = drain(q);
+      expect(seqs(out)).toEqual([1, 2]);
+      expect(out.every((d) => d.notice === undefined)).toBe(true);
+    },
+  );
 });
 
 describe("subscriber queue: DROP_NON_TERMINAL", () => {
@@ -106,14 +116,13 @@ describe("subscriber queue: DROP_PROGRESS", () => {
     expect(out[2]!.notice).toMatchObject({ droppedCount: 1, gapStart: 2, reason: EventOverflowReason.POLICY_DROPPED_PROGRESS });
   });
 
-  it("drops a non-progress event when no progress event is queued to make room", () => {
+  it("never drops a non-progress event: with no progress event queued to make room, it answers full (the subscription lags)", () => {
     const q = queue(Policy.DROP_PROGRESS, 2, 0);
     q.push(frame(1, "plain"));
     q.push(frame(2, "plain"));
-    expect(q.push(frame(3, "plain"))).toBe("dropped");
-    q.shift();
-    q.push(frame(4, "plain"));
-    expect(drain(q).at(-1)!.notice).toMatchObject({ gapStart: 3, reason: EventOverflowReason.SUBSCRIBER_QUEUE_FULL });
+    expect(q.push(frame(3, "plain"))).toBe("full");
+    expect(seqs(drain(q))).toEqual([1, 2]);
+    expect(q.takeNotice()).toBeUndefined();
   });
 });
 
@@ -204,21 +213,35 @@ describe("subscriber queue: no event is lost without a notice", () => {
   it("accounts for every pushed event: delivered, summarised or reported dropped; in order; within capacity", () => {
     fc.assert(
       fc.property(policies, fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 8 }), fc.array(fc.oneof(kinds, fc.constant("shift" as const)), { maxLength: 80 }), (policy, capacity, reserve, steps) => {
-        const q = queue(policy, capacity, Math.min(reserve, capacity));
+        const q = queue(policy, capacity, Math.min(reserve, capacity - 1));
         let pushed = 0;
         let refused = 0;
         const delivered: Delivery<string>[] = [];
+        // Events the queue answered "full" to, and every later one: the journal, which the
+        // subscription catches up from once it has room (at most what fits, as replay does).
+        const lagging: Array<QueuedFrame<string>> = [];
+        const catchUp = () => {
+          while (lagging.length > 0 && q.replayRoom > 0) expect(q.push(lagging.shift()!)).not.toBe("full");
+        };
+        const offer = (f: QueuedFrame<string>) => {
+          if (lagging.length > 0 || q.push(f) === "full") lagging.push(f);
+        };
         for (const step of steps) {
           if (step === "shift") {
             const d = q.shift();
             if (d) delivered.push(d);
+            else catchUp();
           } else {
             // Once FAIL_SUBSCRIBER has failed, later events are refused outright (the stream ends).
             if (q.failed) refused++;
-            q.push(frame(pushed + 1, step));
+            offer(frame(pushed + 1, step));
             pushed++;
           }
           expect(q.size).toBeLessThanOrEqual(capacity);
+        }
+        for (let d = q.shift(); d || lagging.length > 0; d = q.shift()) {
+          if (d) delivered.push(d);
+          else catchUp();
         }
         delivered.push(...drain(q));
         const lateNotice = q.takeNotice();

@@ -216,16 +216,24 @@ describe.each(storeBackends())("event subscriptions: $name backend", (backend) =
       expect(missing.every((seq) => replayed.includes(seq))).toBe(true);
     });
 
-    it("reports a terminal event lost only when the queue is full of terminal events", async () => {
+    it("never loses a terminal event: a queue full of them makes the subscription lag and catch up from the journal", async () => {
       const subscription = await subscribe(slow(Policy.DROP_PROGRESS, 3, 1));
       expect(await nextFrame(subscription)).toMatchObject({ kind: "caught_up" });
       const terminal: number[] = [];
-      for (let i = 0; i < 5; i++) terminal.push(await publish(engine, "r", EventKind.RUN_FAILED));
-      const { docs, frames } = await events(subscription, 3);
-      expect(docs.map((d) => d._id)).toEqual(terminal.slice(2));
-      // Each eviction is reported on the next frame queued.
-      const notices = frames.flatMap((f) => (f.kind === "event" && f.delivery.notice ? [f.delivery.notice] : []));
-      expect(notices.map((n) => [n.droppedCount, n.gapStart, n.terminalPreserved])).toEqual([[1, terminal[0], false], [1, terminal[1], false]]);
+      for (let i = 0; i < 8; i++) terminal.push(await publish(engine, "r", EventKind.RUN_FAILED));
+      const { docs, frames } = await events(subscription, 8);
+      expect(docs.map((d) => d._id)).toEqual(terminal);
+      expect(frames.some((f) => f.kind === "event" && f.delivery.notice)).toBe(false);
+      expect(subscription.queued).toBeLessThanOrEqual(3);
+    });
+
+    it("replays history without applying the overflow policy: a new subscriber gets every event, at its own pace", async () => {
+      const all: number[] = [];
+      for (let i = 0; i < 40; i++) all.push(await publish(engine, "r", i % 2 ? EventKind.MODEL_STREAM_DELTA : EventKind.USAGE_RECORDED));
+      const subscription = await subscribe({ ...slow(Policy.DROP_PROGRESS, 5, 2), start: "earliest" });
+      const { docs, frames } = await events(subscription, 40);
+      expect(docs.map((d) => d._id)).toEqual(all);
+      expect(frames.some((f) => f.kind === "event" && f.delivery.notice)).toBe(false);
     });
 
     it("FAIL_SUBSCRIBER delivers what was queued, the last frame carrying the notice, then fails with RESOURCE_EXHAUSTED", async () => {

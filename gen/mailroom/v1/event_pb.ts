@@ -637,7 +637,8 @@ export type EventOverflowNotice = Message<"mailroom.v1.EventOverflowNotice"> & {
   repairFrom?: EventCursor | undefined;
 
   /**
-   * True when no terminal event was dropped.
+   * True when no terminal event was dropped (only FAIL_SUBSCRIBER's last
+   * notice can say false).
    *
    * @generated from field: bool terminal_preserved = 6;
    */
@@ -1241,6 +1242,13 @@ export const PayloadAccessModeSchema: GenEnum<PayloadAccessMode> = /*@__PURE__*/
 /**
  * What a live subscriber's bounded queue does when the subscriber falls behind.
  *
+ * Under DROP_NON_TERMINAL, DROP_PROGRESS and SUMMARIZE_AND_CONTINUE only the
+ * events the policy names are ever dropped. An event the policy keeps that
+ * finds no room (e.g. a terminal event in a queue full of terminal events) is
+ * not dropped: the subscriber lags and catches up from the journal, as under
+ * BACKPRESSURE_CALLER. Replay of the journal (after a cursor, or catching up)
+ * reads only what fits and never drops.
+ *
  * @generated from enum mailroom.v1.SubscriberOverflowPolicy
  */
 export enum SubscriberOverflowPolicy {
@@ -1252,21 +1260,24 @@ export enum SubscriberOverflowPolicy {
   UNSPECIFIED = 0,
 
   /**
-   * Drop the newest non-terminal events; terminal events use the reserve.
+   * Drop the newest non-terminal events; terminal events use the reserve
+   * and evict the oldest queued non-terminal event when it is full.
    *
    * @generated from enum value: SUBSCRIBER_OVERFLOW_POLICY_DROP_NON_TERMINAL = 1;
    */
   DROP_NON_TERMINAL = 1,
 
   /**
-   * Drop progress events first (newest, then queued ones); keep the rest.
+   * Drop progress events (the newest that does not fit, or the oldest
+   * queued one to make room for another event); keep every other event.
    *
    * @generated from enum value: SUBSCRIBER_OVERFLOW_POLICY_DROP_PROGRESS = 2;
    */
   DROP_PROGRESS = 2,
 
   /**
-   * Replace runs of progress events by one redacted summary frame.
+   * Replace runs of progress events by one redacted summary frame; keep
+   * every other event.
    *
    * @generated from enum value: SUBSCRIBER_OVERFLOW_POLICY_SUMMARIZE_AND_CONTINUE = 3;
    */
@@ -1309,7 +1320,7 @@ export enum EventOverflowReason {
   UNSPECIFIED = 0,
 
   /**
-   * The queue was full (also when a terminal event had to be dropped).
+   * The queue was full (FAIL_SUBSCRIBER).
    *
    * @generated from enum value: EVENT_OVERFLOW_REASON_SUBSCRIBER_QUEUE_FULL = 1;
    */

@@ -8,18 +8,28 @@
  *   terminal events may use (non-terminal ones are accepted while the queue
  *   holds fewer than capacity frames and fewer than capacity - reserve
  *   non-terminal ones);
- * - a terminal event always gets in: when the queue is full, the oldest
- *   non-terminal frame makes room (or, failing that, the oldest frame);
- *   except under FAIL_SUBSCRIBER, which never drops and fails instead;
+ * - a terminal event gets in before what the policy may drop: when the
+ *   queue is full, the oldest frame the policy may drop makes room (a
+ *   non-terminal one under DROP_NON_TERMINAL, a progress one under
+ *   DROP_PROGRESS and SUMMARIZE_AND_CONTINUE); FAIL_SUBSCRIBER fails instead;
  * - DROP_NON_TERMINAL drops a non-terminal event that does not fit;
  * - DROP_PROGRESS drops a progress event that does not fit, and makes room
- *   for another non-terminal event by dropping the oldest queued progress one;
+ *   for another non-progress event by dropping the oldest queued progress one;
  * - SUMMARIZE_AND_CONTINUE folds progress events into one redacted summary
  *   frame, flushed before the next non-progress event;
  * - FAIL_SUBSCRIBER puts the notice on the last queued frame and fails;
  * - every gap is reported on the next frame queued: how many were dropped,
  *   the first and last dropped position, where to repair from, whether any
  *   terminal event was lost, and why.
+ *
+ * Where Mailroom differs from the seed: a policy drops only what it names.
+ * An event the policy may not drop and that finds no room (a terminal event
+ * in a queue of terminal events; a non-progress event under DROP_PROGRESS
+ * with no progress frame to evict) is not dropped: the push answers "full"
+ * and the subscription lags, catching up from the journal at the
+ * subscriber's pace, as under BACKPRESSURE_CALLER. The seed drops the oldest
+ * frame instead, so a slow subscriber to a run with many terminal events
+ * would lose some; the journal makes that unnecessary.
  *
  * Where live delivery differs from the seed's batch: SUMMARIZE_AND_CONTINUE
  * summarises only while the queue has no room (a subscriber that keeps up
@@ -163,13 +173,8 @@ export class SubscriberQueue<T> {
     if (frame.terminal) {
       if (policy === SubscriberOverflowPolicy.FAIL_SUBSCRIBER && this.full) return this.fail(frame);
       this.flushSummary();
-      while (this.entries.length >= this.capacity) {
-        if (!this.dropOldest((d) => !d.frame.terminal, EventOverflowReason.POLICY_DROPPED_NON_TERMINAL)) {
-          this.dropAt(0, EventOverflowReason.SUBSCRIBER_QUEUE_FULL);
-        }
-      }
-      this.enqueue(frame);
-      return "queued";
+      if (this.full && !this.evictForTerminal(policy)) return "full";
+      return this.enqueue(frame);
     }
     switch (policy) {
       case SubscriberOverflowPolicy.DROP_NON_TERMINAL:
@@ -179,7 +184,7 @@ export class SubscriberQueue<T> {
         if (this.canAcceptNonTerminal()) return this.enqueue(frame);
         if (frame.progress) return this.drop(frame, EventOverflowReason.POLICY_DROPPED_PROGRESS);
         if (this.dropOldest((d) => d.frame.progress, EventOverflowReason.POLICY_DROPPED_PROGRESS)) return this.enqueue(frame);
-        return this.drop(frame, EventOverflowReason.SUBSCRIBER_QUEUE_FULL);
+        return "full";
       case SubscriberOverflowPolicy.SUMMARIZE_AND_CONTINUE:
         if (frame.progress) {
           if (this.summaryFrame === undefined && this.canAcceptNonTerminal()) return this.enqueue(frame);
@@ -189,12 +194,27 @@ export class SubscriberQueue<T> {
         }
         this.flushSummary();
         if (this.canAcceptNonTerminal()) return this.enqueue(frame);
-        return this.drop(frame, EventOverflowReason.SUBSCRIBER_QUEUE_FULL);
+        return "full";
       case SubscriberOverflowPolicy.FAIL_SUBSCRIBER:
       default:
         if (this.canAcceptNonTerminal()) return this.enqueue(frame);
         return this.fail(frame);
     }
+  }
+
+  /** Makes room for a terminal event by dropping the oldest frame the policy may drop; false when there is none. */
+  private evictForTerminal(policy: SubscriberOverflowPolicy): boolean {
+    if (policy === SubscriberOverflowPolicy.DROP_NON_TERMINAL) return this.dropOldest((d) => !d.frame.terminal, EventOverflowReason.POLICY_DROPPED_NON_TERMINAL);
+    return this.dropOldest((d) => d.frame.progress, EventOverflowReason.POLICY_DROPPED_PROGRESS);
+  }
+
+  /**
+   * How many frames replay may push with no policy applying, whatever they
+   * are: the room for non-terminal frames (replay reads the journal at the
+   * subscriber's pace; nothing read from it needs dropping).
+   */
+  get replayRoom(): number {
+    return Math.max(0, Math.min(this.capacity - this.entries.length, this.normalCapacity - this.nonTerminal));
   }
 
   /** FAIL_SUBSCRIBER: the frame that does not fit is reported on the last queued frame, and the queue fails. */

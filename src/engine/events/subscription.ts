@@ -10,9 +10,11 @@
  * the tail's recent events after `position` and registers its listener in
  * the same synchronous step, so nothing falls between the two.
  *
- * Live, events go through the bounded queue and its overflow policy. Under
- * BACKPRESSURE_CALLER a full queue detaches the subscription instead; it
- * lags, and later catches up from the store (nothing is dropped).
+ * Live, events go through the bounded queue and its overflow policy. When
+ * the queue answers "full" (always under BACKPRESSURE_CALLER; under the other
+ * policies for an event the policy may not drop) the subscription detaches
+ * instead; it lags, and later catches up from the store, where replay reads
+ * only what fits and so never drops anything.
  */
 import { ErrorReason, MailroomError } from "../../domain/errors.js";
 import { type FilterSpec, matches } from "../../domain/events/filter.js";
@@ -97,7 +99,8 @@ export class Subscription {
     const purged = await this.journal.purgedThrough();
     if (this.position < purged) throw cursorExpired(this.position, purged);
     const until = this.tail.position;
-    const limit = Math.min(PAGE, this.queue.capacity - this.queue.size);
+    const limit = Math.min(PAGE, this.queue.replayRoom);
+    if (limit === 0) return; // not reached: replay runs once the queue is empty
     const docs = await this.journal.matching(this.spec.filter, this.position, until, limit);
     for (const doc of docs) this.queue.push(frameOf(doc));
     this.position = docs.length === limit ? docs[docs.length - 1]!._id : Math.max(this.position, until);
@@ -124,7 +127,7 @@ export class Subscription {
       if (matches(this.spec.filter, doc)) {
         const outcome = this.queue.push(frameOf(doc));
         if (outcome === "full") {
-          // BACKPRESSURE_CALLER: lag instead of dropping; catch up from the store later.
+          // Lag instead of dropping; catch up from the store later.
           this.detach();
           this.live = false;
           break;

@@ -23,6 +23,7 @@ import { type MailboxOptions, type MailboxReport, startMailboxLoad } from "./mai
 import { UsageSampler, waitForQuiet } from "./proc-stats.js";
 import { printProfile, type ProfileSummary, summarizeProfile } from "./profile.js";
 import { mailroomServer, repoRoot, type ServerChild, spawnServer } from "./server.js";
+import { describeLongPoll, runLongPoll } from "./long-poll.js";
 import { describeSlowSubscriber, runSlowSubscriber } from "./slow-subscriber.js";
 
 /** The mailbox options the command line sets as they are (see the options below). */
@@ -31,7 +32,7 @@ type MailboxFlags = Pick<MailboxOptions, "producers" | "workers" | "threads" | "
 type EventsFlags = Pick<EventsOptions, "subscribers" | "publishers" | "maxLag" | "queueCapacity">;
 
 interface CliOptions extends MailboxFlags, EventsFlags {
-  scenario: "all" | "mailbox" | "events" | "echo" | "health" | "matrix" | "slow-subscriber";
+  scenario: "all" | "mailbox" | "events" | "echo" | "health" | "matrix" | "slow-subscriber" | "long-poll";
   duration: number;
   warmup: number;
   maxBacklog?: number;
@@ -53,6 +54,7 @@ interface CliOptions extends MailboxFlags, EventsFlags {
   terminalEvery: number;
   slowReadMs: number;
   slowCapacity: number;
+  rounds: number;
   slowBaseline: boolean;
   maxRssOverhead: number;
   drainTimeout: number;
@@ -169,7 +171,8 @@ function scenarioRuns(o: CliOptions): RunSpec[] {
         eventsSpec("max", o),
       ];
     case "slow-subscriber":
-      return []; // not a measured window: see runSlowScenario
+    case "long-poll":
+      return []; // not a measured window: see runSlowScenario, runLongPollScenario
     case "matrix": {
       // Each varies one thing from the default (the first mailbox line).
       const m = (name: string, overrides: Partial<MailboxOptions>) => mailboxSpec(name, o, overrides);
@@ -432,8 +435,23 @@ async function runSlowScenario(o: CliOptions): Promise<void> {
   if (o.save) save(o, { beforePhases, slowSubscriber: report });
 }
 
+/** long-poll: how soon a waiting Claim returns once work is enqueued (see long-poll.ts). */
+async function runLongPollScenario(o: CliOptions): Promise<void> {
+  const server = o.serverUrl
+    ? undefined
+    : await spawnServer({ script: mailroomServer(o.store, o.serverArg), cwd: o.serverRoot });
+  try {
+    const report = await runLongPoll({ url: o.serverUrl ?? server!.url, protocol: o.protocol, rounds: o.rounds, holdMs: 50 });
+    console.log(describeLongPoll(report));
+    if (o.save) save(o, { longPoll: report });
+  } finally {
+    await server?.stop();
+  }
+}
+
 async function main(o: CliOptions): Promise<void> {
   if (o.scenario === "slow-subscriber") return runSlowScenario(o);
+  if (o.scenario === "long-poll") return runLongPollScenario(o);
   const runs = scenarioRuns(o);
   console.log(`bench: ${runs.length} run(s), warm-up ${o.warmup} s + ${o.duration} s each, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), node ${process.version}`);
   const results: RunResult[] = [];
@@ -451,7 +469,7 @@ async function main(o: CliOptions): Promise<void> {
 
 const program = new Command("bench")
   .description("Load generator for Mailroom: the server runs as a child process, the load in this one.")
-  .addOption(new Option("--scenario <name>", "what to run").choices(["all", "mailbox", "events", "echo", "health", "matrix", "slow-subscriber"]).default("all"))
+  .addOption(new Option("--scenario <name>", "what to run").choices(["all", "mailbox", "events", "echo", "health", "matrix", "slow-subscriber", "long-poll"]).default("all"))
   .option("--duration <seconds>", "measured time of each run", seconds, 10)
   .option("--warmup <seconds>", "load before measuring starts, per run", seconds, 3)
   .option("--producers <n>", "mailbox: enqueueing loops, one connection each", integer(0, 256), 2)
@@ -470,6 +488,7 @@ const program = new Command("bench")
   .option("--max-lag <n>", "events, max run: publishers pause while the subscriber is this many events behind", integer(1), 10_000)
   .option("--queue-capacity <n>", "events: each subscriber's queue capacity (0 = the server's default, 1024)", integer(0, 100_000), 0)
   .option("--events <n>", "slow-subscriber: events published in each phase", integer(1, 10_000_000), 100_000)
+  .option("--rounds <n>", "long-poll: claims to wake, one at a time", integer(1, 100_000), 200)
   .option("--terminal-every <n>", "slow-subscriber: every n-th event is terminal (RUN_COMPLETED), the rest progress (MODEL_STREAM_DELTA)", integer(1), 100)
   .option("--slow-read-ms <ms>", "slow-subscriber: while publishing, the subscriber takes one frame every this many ms", integer(0, 600_000), 1000)
   .option("--slow-capacity <n>", "slow-subscriber: the subscriber's queue capacity (overflow DROP_PROGRESS)", integer(1, 100_000), 100)

@@ -9,12 +9,14 @@ import {
   type AgentEvent,
   AgentEventSchema,
   EventKind,
+  EventOverflowReason,
   SubscriberOverflowPolicy as Policy,
 } from "../../gen/mailroom/v1/event_pb.js";
 import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
 import { EVERYTHING, type FilterSpec } from "../../src/domain/events/filter.js";
 import { parsePublish } from "../../src/domain/events/publish.js";
 import type { SubscribeCommand } from "../../src/domain/events/requests.js";
+import type { OverflowNotice } from "../../src/domain/events/subscriber-queue.js";
 import type { Engine } from "../../src/engine/engine.js";
 import type { Subscription, SubscriptionFrame } from "../../src/engine/events/subscription.js";
 import type { EventDoc } from "../../src/engine/journal/records.js";
@@ -225,6 +227,29 @@ describe.each(storeBackends())("event subscriptions: $name backend", (backend) =
       expect(docs.map((d) => d._id)).toEqual(terminal);
       expect(frames.some((f) => f.kind === "event" && f.delivery.notice)).toBe(false);
       expect(subscription.queued).toBeLessThanOrEqual(3);
+    });
+
+    it("a DROP_PROGRESS subscriber that lagged still skips progress while it catches up, and reports what it skipped", async () => {
+      const subscription = await subscribe(slow(Policy.DROP_PROGRESS, 3, 1));
+      expect(await nextFrame(subscription)).toMatchObject({ kind: "caught_up" });
+      const terminal: number[] = [];
+      for (let i = 0; i < 4; i++) terminal.push(await publish(engine, "r", EventKind.RUN_FAILED));
+      const progress: number[] = [];
+      for (let i = 0; i < 50; i++) progress.push(await publish(engine, "r", EventKind.MODEL_STREAM_DELTA));
+      terminal.push(await publish(engine, "r", EventKind.RUN_FAILED));
+      const received: number[] = [];
+      const notices: OverflowNotice[] = [];
+      while (!received.includes(terminal[4]!)) {
+        const frame = await nextFrame(subscription);
+        if (frame.kind === "event") received.push(frame.delivery.frame.item._id);
+        const notice = frame.kind === "event" ? frame.delivery.notice : frame.notice;
+        if (notice) notices.push(notice);
+      }
+      expect(received.filter((seq) => terminal.includes(seq))).toEqual(terminal);
+      const dropped = notices.reduce((sum, n) => sum + n.droppedCount, 0);
+      expect(dropped).toBeGreaterThan(40);
+      expect(received.length + dropped).toBe(terminal.length + progress.length);
+      expect(notices.every((n) => n.reason === EventOverflowReason.POLICY_DROPPED_PROGRESS && n.terminalPreserved)).toBe(true);
     });
 
     it("replays history without applying the overflow policy: a new subscriber gets every event, at its own pace", async () => {

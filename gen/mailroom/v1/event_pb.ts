@@ -1245,9 +1245,10 @@ export const PayloadAccessModeSchema: GenEnum<PayloadAccessMode> = /*@__PURE__*/
  * Under DROP_NON_TERMINAL, DROP_PROGRESS and SUMMARIZE_AND_CONTINUE only the
  * events the policy names are ever dropped. An event the policy keeps that
  * finds no room (e.g. a terminal event in a queue full of terminal events) is
- * not dropped: the subscriber lags and catches up from the journal, as under
- * BACKPRESSURE_CALLER. Replay of the journal (after a cursor, or catching up)
- * reads only what fits and never drops.
+ * not dropped: the subscriber lags and catches up from the journal, where the
+ * policy applies as it does live (so DROP_PROGRESS still skips progress
+ * events, with notices). Replay of the journal after a cursor reads only what
+ * fits and never drops.
  *
  * @generated from enum mailroom.v1.SubscriberOverflowPolicy
  */

@@ -13,12 +13,15 @@
  * Live, events go through the bounded queue and its overflow policy. When
  * the queue answers "full" (always under BACKPRESSURE_CALLER; under the other
  * policies for an event the policy may not drop) the subscription detaches
- * instead; it lags, and later catches up from the store, where replay reads
- * only what fits and so never drops anything.
+ * instead; it lags, and later catches up from the store: under
+ * BACKPRESSURE_CALLER reading only what fits (nothing is dropped), under the
+ * other policies applying the policy as live delivery does (catchUp).
+ * Replaying after a cursor never applies a policy: history is read at the
+ * subscriber's pace.
  */
 import { ErrorReason, MailroomError } from "../../domain/errors.js";
 import { type FilterSpec, matches } from "../../domain/events/filter.js";
-import { type Delivery, type OverflowNotice, type QueueConfig, SubscriberQueue } from "../../domain/events/subscriber-queue.js";
+import { type Delivery, type OverflowNotice, type QueueConfig, SubscriberOverflowPolicy, SubscriberQueue } from "../../domain/events/subscriber-queue.js";
 import type { Journal } from "../journal/journal.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
@@ -46,6 +49,8 @@ export class Subscription {
   private detachTail: (() => void) | undefined;
   private wake: (() => void) | undefined;
   private closed = false;
+  /** A dropping policy made the subscription fall behind: catching up applies it (see catchUp). */
+  private lagging = false;
 
   constructor(
     private readonly journal: Journal,
@@ -99,12 +104,33 @@ export class Subscription {
     const purged = await this.journal.purgedThrough();
     if (this.position < purged) throw cursorExpired(this.position, purged);
     const until = this.tail.position;
+    if (this.lagging) return this.catchUp(until);
     const limit = Math.min(PAGE, this.queue.replayRoom);
     if (limit === 0) return; // not reached: replay runs once the queue is empty
     const docs = await this.journal.matching(this.spec.filter, this.position, until, limit);
     for (const doc of docs) this.queue.push(frameOf(doc));
     this.position = docs.length === limit ? docs[docs.length - 1]!._id : Math.max(this.position, until);
     if (docs.length === 0 && this.queue.size === 0) this.attach();
+  }
+
+  /**
+   * Catching up after the overflow policy made the subscription lag: the
+   * journal is read a page at a time and each event goes through the policy
+   * as if it were live (what the policy names is dropped, with notices, so a
+   * DROP_PROGRESS subscriber still skips progress), stopping at the first
+   * event the policy keeps and the queue has no room for.
+   */
+  private async catchUp(until: number): Promise<void> {
+    const docs = await this.journal.matching(this.spec.filter, this.position, until, PAGE);
+    for (const doc of docs) {
+      if (this.queue.push(frameOf(doc)) === "full") return;
+      this.position = doc._id;
+    }
+    if (docs.length === PAGE) return;
+    this.position = Math.max(this.position, until);
+    if (this.queue.size > 0) return;
+    this.lagging = false;
+    this.attach();
   }
 
   private attach(): void {
@@ -130,6 +156,7 @@ export class Subscription {
           // Lag instead of dropping; catch up from the store later.
           this.detach();
           this.live = false;
+          this.lagging = this.spec.queue.policy !== SubscriberOverflowPolicy.BACKPRESSURE_CALLER;
           break;
         }
       }

@@ -106,6 +106,16 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
       expect(woken.matchedEventId).toBe(member.eventId);
     });
 
+    it("a filter scoped to no member run matches nothing, and the stored wake says so", async () => {
+      const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["stranger"] } });
+      const snapshot = await one.pools.snapshot(POOL, 10);
+      const stored = snapshot.wakes.find((w) => w.registration?.conditionId === registration!.conditionId);
+      expect([stored?.matchesNothing, stored?.condition?.filter?.runIds]).toEqual([true, []]);
+      const open = (await one.pools.snapshot(POOL, 10)).wakes.length;
+      await suspend(one, "sleeper", { filter: { runIds: ["worker"] }, conditionId: "scoped" });
+      expect((await one.pools.snapshot(POOL, 10)).wakes.filter((w) => w.matchesNothing)).toHaveLength(open);
+    });
+
     it("is triggered exactly once when both instances see many matching events", async () => {
       const wakes = await Promise.all(Array.from({ length: 20 }, (_, i) => suspend(i % 2 ? one : two, "sleeper", { filter: { runIds: ["worker"] }, conditionId: `w${i}` })));
       await Promise.all(Array.from({ length: 10 }, (_, i) => publish(i % 2 ? one : two, "worker")));

@@ -214,7 +214,13 @@ export function storedWakeOf(doc: WakeDoc, seq: number | undefined): StoredWake 
     runIds: f.run_ids ?? [], agentIds: f.agent_ids ?? [], families: f.families ?? [], kinds: f.kinds ?? [], customKinds: f.custom_kinds ?? [],
     tags: f.tags ?? [], threadIds: f.thread_ids ?? [], poolIds: f.pool_ids ?? [], payloadAccess: f.payload_access,
   });
-  return create(StoredWakeSchema, { condition, registration: registrationOf(doc, seq), filterFingerprint: fingerprint(fromPlainFilter(doc.filter)) });
+  const scoped = fromPlainFilter(doc.filter);
+  return create(StoredWakeSchema, {
+    condition,
+    registration: registrationOf(doc, seq),
+    filterFingerprint: fingerprint(scoped),
+    matchesNothing: scoped.runIds !== undefined && scoped.runIds.size === 0,
+  });
 }
 
 export type PoolRecordBody = AgentPoolRecord["record"];

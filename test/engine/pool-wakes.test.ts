@@ -143,6 +143,22 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
     });
   });
 
+  describe.skipIf(!backend.available)("an instance starting up", () => {
+    it("triggers a wake whose matching event was journaled while no matcher was running", async () => {
+      const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"] } });
+      // As if every instance went down right after the event was journaled.
+      one.wakeMatcher.stop();
+      two.wakeMatcher.stop();
+      const missed = await publish(one, "worker");
+      await one.tail.waitFor(missed.seq);
+      expect((await one.wakes.poll(POOL, registration!.conditionId)).status).toBe(WakeStatus.REGISTERED);
+      const three = await harness.instance();
+      await three.wakeMatcher.rechecked;
+      const woken = await three.wakes.poll(POOL, registration!.conditionId);
+      expect([woken.status, woken.matchedEventId]).toEqual([WakeStatus.TRIGGERED, missed.eventId]);
+    });
+  });
+
   describe.skipIf(!backend.available)("deadlines", () => {
     it("a zero timeout times out at once", async () => {
       const { registration } = await suspend(one, "sleeper", { timeout: {} });

@@ -46,10 +46,28 @@ export class WakeMatcher {
 
   async start(): Promise<void> {
     this.unsubscribe = this.tail.subscribe((events) => this.onEvents(events));
-    for (const doc of await this.wakes.registered()) this.watch(doc._id, fromPlainFilter(doc.filter), doc.after_seq);
+    const registered = await this.wakes.registered();
+    for (const doc of registered) this.watch(doc._id, fromPlainFilter(doc.filter), doc.after_seq);
     const buffered = this.buffered ?? [];
     this.buffered = undefined;
     this.onEvents(buffered);
+    // Events journaled while no matcher was running are found in the journal, in the background.
+    this.rechecked = this.recheck(registered);
+  }
+
+  /** Resolves once the start-up recheck of registered conditions is done (for tests). */
+  rechecked: Promise<void> = Promise.resolve();
+
+  private async recheck(registered: Array<Parameters<Wakes["recheck"]>[0]>): Promise<void> {
+    let triggered = 0;
+    for (const doc of registered) {
+      try {
+        if (await this.wakes.recheck(doc)) triggered++;
+      } catch (error) {
+        this.log.warn({ wake_condition_id: doc.condition_id, error: error instanceof Error ? error.message : String(error) }, "could not recheck a wake condition at start-up; live events still match it");
+      }
+    }
+    if (triggered > 0) this.log.info({ wake_conditions: triggered }, "triggered wake conditions by events journaled while no instance matched them");
   }
 
   stop(): void {

@@ -163,6 +163,18 @@ export class Wakes {
     return stale.length;
   }
 
+  /**
+   * For a matcher starting up: triggers a scanned registration with the
+   * first matching event already journaled, which no matcher may have seen
+   * (every instance was down, or the one that saw it stopped before its
+   * trigger committed). False when nothing matched or it had left REGISTERED.
+   */
+  async recheck(doc: WakeDoc): Promise<boolean> {
+    if (!doc.scanned) return false; // the repair sweep finishes unscanned ones
+    const { event } = await this.firstMatch(fromPlainFilter(doc.filter), doc.after_seq, await this.journal.writtenHead());
+    return event ? (await this.trigger(doc, event, {})) !== undefined : false;
+  }
+
   /** Registrations still waiting, for a matcher starting up. */
   async registered(): Promise<WakeDoc[]> {
     return this.wakes.find({ status: "REGISTERED" }, { sort: { created_at: 1 } });

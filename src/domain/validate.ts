@@ -97,6 +97,16 @@ export function boundedList<T>(field: string, values: readonly T[], max: number,
   return values;
 }
 
+/** A string map of at most `max` entries whose keys and values are at most `maxBytes` each (each named `field["key"]`). */
+export function boundedMap(field: string, map: Readonly<Record<string, string>>, max: number, maxBytes: number): void {
+  const entries = Object.entries(map);
+  boundedList(field, entries, max);
+  for (const [key, value] of entries) {
+    boundedText(`${field}[${JSON.stringify(key)}]`, key, maxBytes);
+    boundedText(`${field}[${JSON.stringify(key)}]`, value, maxBytes);
+  }
+}
+
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 
 /** A server stream's idle heartbeat interval: 1 to 300 seconds; unset = 15 seconds. */

@@ -7,7 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
 import { AgentPoolConfigSchema, AgentPoolMemberSchema, RunAddressSchema, RunMessageSchema, WakeConditionSchema } from "../../gen/mailroom/v1/pool_pb.js";
-import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
+import { EntityKind, ErrorReason, MailroomError } from "../../src/domain/errors.js";
 import { EventKind } from "../../src/domain/events/kinds.js";
 import { MAX_BODY_BYTES, parseMessage } from "../../src/domain/pool/messages.js";
 import { type Member, missingRequiredPolicies, observableRuns, parseAddress, parseConfig, parseMember, type PoolConfig, resolveRecipients, sameConfig } from "../../src/domain/pool/pool.js";
@@ -111,6 +111,29 @@ describe("a message", () => {
 
   it("a response contract needs 1 to 1000 expected responses", () => {
     expect(refusal(() => parseMessage("message", message({ responseContract: { expectedResponses: 0 } }), "p", false)).details.field).toBe("message.response_contract.expected_responses");
+  });
+
+  it("refuses more than 64 related refs on its address, naming the field", () => {
+    const relatedRefs = Array.from({ length: 65 }, (_, i) => ({ kind: EntityKind.RUN, id: `r${i}` }));
+    const error = refusal(() => parseMessage("message", message({ to: { target: { case: "runId", value: "r2" }, relatedRefs } }), "p", false));
+    expect([error.code, error.details.field]).toEqual(["invalid_argument", "message.to.related_refs"]);
+  });
+
+  it("refuses a related ref without a kind or an id, naming the field", () => {
+    const to = (ref: Record<string, unknown>) => ({ target: { case: "runId", value: "r2" }, relatedRefs: [{ kind: EntityKind.RUN, id: "ok" }, ref] });
+    expect(refusal(() => parseMessage("message", message({ to: to({ kind: EntityKind.RUN, id: "" }) }), "p", false)).details.field).toBe("message.to.related_refs[1].id");
+    expect(refusal(() => parseMessage("message", message({ to: to({ id: "x" }) }), "p", false)).details.field).toBe("message.to.related_refs[1].kind");
+  });
+
+  it("refuses a destination ref id over 256 bytes, naming the field", () => {
+    const to = { target: { case: "runId", value: "r2" }, destinationRef: { kind: 1, id: "d".repeat(257) } };
+    expect(refusal(() => parseMessage("message", message({ to }), "p", false)).details.field).toBe("message.to.destination_ref.id");
+  });
+
+  it("refuses a correlation key or value over 256 bytes, naming the field", () => {
+    const long = "k".repeat(257);
+    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { [long]: "v" } } }), "p", false)).details.field).toMatch(/^message\.correlation\.keys/);
+    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { k: long } } }), "p", false)).details.field).toMatch(/^message\.correlation\.keys/);
   });
 });
 

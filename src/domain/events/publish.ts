@@ -9,7 +9,7 @@ import { EntityKind, type EntityRef, EntityRefSchema, SourceKind, SourceRefSchem
 import { type AgentEvent, AgentEventSchema, EventDeliverySemantics, EventKind, type EventEnvelope } from "../../../gen/mailroom/v1/event_pb.js";
 import { invalidField } from "../errors.js";
 import { newId } from "../ids.js";
-import { boundedList, boundedText, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
+import { boundedList, boundedMap, boundedText, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
 import { familyOf, isKnownKind, isServerOwnedKind } from "./kinds.js";
 
 export const MAX_EVENT_PAYLOAD_BYTES = 256 * 1024;
@@ -26,7 +26,8 @@ function entityRef(field: string, ref: EntityRef): void {
   requireId(`${field}.id`, ref.id);
 }
 
-function refs(field: string, list: readonly EntityRef[]): void {
+/** A list of entity refs (at most 64), each of a known kind with an id. */
+export function entityRefs(field: string, list: readonly EntityRef[]): void {
   boundedList(field, list, MAX_REFS).forEach((ref, i) => entityRef(`${field}[${i}]`, ref));
 }
 
@@ -74,8 +75,8 @@ export function parsePublish(input: AgentEvent | undefined, now: number): AgentE
     boundedText(`event.envelope.${name}`, value, MAX_TEXT);
   }
   if (envelope.subjectRef) entityRef("event.envelope.subject_ref", envelope.subjectRef);
-  refs("event.envelope.related_refs", envelope.relatedRefs);
-  refs("event.envelope.causal_refs", envelope.causalRefs);
+  entityRefs("event.envelope.related_refs", envelope.relatedRefs);
+  entityRefs("event.envelope.causal_refs", envelope.causalRefs);
   boundedList("event.envelope.tags", envelope.tags, MAX_TAGS).forEach((tag, i) => {
     if (tag === "") throw invalidField(`event.envelope.tags[${i}]`, "must not be empty");
     boundedText(`event.envelope.tags[${i}]`, tag, 128);
@@ -83,12 +84,7 @@ export function parsePublish(input: AgentEvent | undefined, now: number): AgentE
   boundedList("event.envelope.policy_refs", envelope.policyRefs, MAX_POLICIES).forEach((ref, i) => requireId(`event.envelope.policy_refs[${i}].id`, ref.id));
   if (envelope.correlation) {
     boundedText("event.envelope.correlation.correlation_id", envelope.correlation.correlationId, MAX_TEXT);
-    const keys = Object.entries(envelope.correlation.keys);
-    boundedList("event.envelope.correlation.keys", keys, 32);
-    for (const [key, value] of keys) {
-      boundedText(`event.envelope.correlation.keys[${JSON.stringify(key)}]`, key, MAX_TEXT);
-      boundedText(`event.envelope.correlation.keys[${JSON.stringify(key)}]`, value, MAX_TEXT);
-    }
+    boundedMap("event.envelope.correlation.keys", envelope.correlation.keys, 32, MAX_TEXT);
   }
   const occurredAt = envelope.occurredAt ? timestampToMs("event.envelope.occurred_at", envelope.occurredAt) : now;
 

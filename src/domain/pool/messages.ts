@@ -6,8 +6,9 @@ import { create } from "@bufbuild/protobuf";
 import { EventKind } from "../../../gen/mailroom/v1/event_pb.js";
 import { MessageStatus, type RunMessage, RunMessageSchema } from "../../../gen/mailroom/v1/pool_pb.js";
 import { invalidField } from "../errors.js";
+import { entityRefs } from "../events/publish.js";
 import { newId } from "../ids.js";
-import { boundedList, boundedText, durationInRange, intInRange, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
+import { boundedList, boundedMap, boundedText, durationInRange, intInRange, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
 import { type AddressTarget, MAX_POLICIES, parseAddress } from "./pool.js";
 
 export { MessageStatus };
@@ -60,6 +61,11 @@ export function parseMessage(field: string, input: RunMessage | undefined, poolI
   if (reply) requireId(`${field}.reply_to`, message.replyTo);
   else if (message.replyTo !== "") throw invalidField(`${field}.reply_to`, "must be empty in Send; reply with Respond");
   const target = reply && !message.to ? undefined : parseAddress(`${field}.to`, message.to, poolId);
+  if (message.to) {
+    // Every ref becomes part of each of the message's events: bounded as the contract says.
+    entityRefs(`${field}.to.related_refs`, message.to.relatedRefs);
+    if (message.to.destinationRef) boundedText(`${field}.to.destination_ref.id`, message.to.destinationRef.id, 256);
+  }
   if (message.body) {
     if (message.body.data.length > MAX_BODY_BYTES) throw invalidField(`${field}.body.data`, `must be at most ${MAX_BODY_BYTES} bytes (got ${message.body.data.length})`);
     boundedText(`${field}.body.media_type`, message.body.mediaType, 256);
@@ -71,7 +77,7 @@ export function parseMessage(field: string, input: RunMessage | undefined, poolI
   }
   if (message.correlation) {
     boundedText(`${field}.correlation.correlation_id`, message.correlation.correlationId, 256);
-    boundedList(`${field}.correlation.keys`, Object.keys(message.correlation.keys), 32);
+    boundedMap(`${field}.correlation.keys`, message.correlation.keys, 32, 256);
   }
   boundedList(`${field}.policy_refs`, message.policyRefs, MAX_POLICIES);
   const policies = [...new Set(message.policyRefs.map((ref, i) => requireId(`${field}.policy_refs[${i}].id`, ref.id)))].sort();

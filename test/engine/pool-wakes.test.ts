@@ -126,6 +126,14 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
       expect(one.wakeMatcher.watching + two.wakeMatcher.watching).toBe(0);
     });
 
+    it("an `after` cursor ahead of the journal is refused (OUT_OF_RANGE CURSOR_AHEAD), and records nothing", async () => {
+      const head = await one.journal.reservedHead();
+      const refused = await suspend(one, "sleeper", { filter: { runIds: ["worker"] }, after: { eventSeq: BigInt(head + 1000) } }).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(MailroomError);
+      expect([(refused as MailroomError).code, (refused as MailroomError).details.reason]).toEqual(["out_of_range", ErrorReason.CURSOR_AHEAD]);
+      expect(await countKind(one, EventKind.WAKE_CONDITION_REGISTERED)).toBe(0);
+    });
+
     it("a registration is refused for a run that is not a member, and records nothing", async () => {
       const refused = await suspend(one, "stranger").catch((error: unknown) => error);
       expect(refused).toBeInstanceOf(MailroomError);

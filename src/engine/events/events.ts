@@ -94,16 +94,21 @@ export class Events {
     return through;
   }
 
-  private async checkCursor(after: number): Promise<number> {
-    const purged = await this.journal.purgedThrough();
-    if (after < purged) throw cursorExpired(after, purged);
-    const head = await this.journal.reservedHead();
-    if (after > head) {
-      throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {
-        reason: ErrorReason.CURSOR_AHEAD,
-        metadata: { head_event_seq: String(head) },
-      });
-    }
-    return after;
+  private checkCursor(after: number): Promise<number> {
+    return checkJournalCursor(this.journal, after);
   }
+}
+
+/** A client's journal cursor: OUT_OF_RANGE when older than the retained journal (CURSOR_EXPIRED) or ahead of it (CURSOR_AHEAD). */
+export async function checkJournalCursor(journal: Journal, after: number): Promise<number> {
+  const purged = await journal.purgedThrough();
+  if (after < purged) throw cursorExpired(after, purged);
+  const head = await journal.reservedHead();
+  if (after > head) {
+    throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {
+      reason: ErrorReason.CURSOR_AHEAD,
+      metadata: { head_event_seq: String(head) },
+    });
+  }
+  return after;
 }

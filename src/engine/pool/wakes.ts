@@ -27,6 +27,7 @@ import { type FilterSpec, fromPlainFilter, toPlainFilter } from "../../domain/ev
 import { observableRuns } from "../../domain/pool/pool.js";
 import { canWake, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
+import { checkJournalCursor } from "../events/events.js";
 import type { Journal } from "../journal/journal.js";
 import { type EventDoc, type EventExtras, eventOf } from "../journal/records.js";
 import type { Logger } from "../logger.js";
@@ -70,7 +71,8 @@ export class Wakes {
     const config = configFromDoc(pool.config);
     const filter = scopeWakeFilter(request.filter, observableRuns(pool.members.map(memberFromDoc), config), config);
     const now = this.clock.now();
-    const afterSeq = request.after ?? this.livePosition();
+    // A given cursor is checked as EventService checks one: a purged range or a future position would skip matching events silently.
+    const afterSeq = request.after !== undefined ? await checkJournalCursor(this.journal, request.after) : this.livePosition();
     const condition = create(WakeConditionSchema, request.condition);
     const doc: WakeDoc = {
       _id: `${poolId}\u0000${condition.conditionId}`,

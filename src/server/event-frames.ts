@@ -76,7 +76,8 @@ export type WireFormat = "binary" | "json";
 
 /** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
 export function wireFormatOf(contentType: string | null): WireFormat {
-  return contentType?.includes("json") ? "json" : "binary";
+  // Connect matches content types case-insensitively (`application/connect+JSON` is a JSON call).
+  return contentType?.toLowerCase().includes("json") ? "json" : "binary";
 }
 
 /**

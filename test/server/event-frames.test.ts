@@ -55,6 +55,9 @@ describe("the wire format of a call", () => {
     ["application/grpc+json", "json"],
     ["application/connect+json", "json"],
     ["application/grpc-web+json", "json"],
+    // Connect matches content types case-insensitively: such a call is served as JSON, so its frames must carry the event itself.
+    ["application/connect+JSON", "json"],
+    ["Application/GRPC-Web+Json; charset=utf-8", "json"],
   ])("%s is %s", (contentType, wire) => {
     expect(wireFormatOf(contentType)).toBe(wire);
   });

@@ -15,6 +15,7 @@ import { parseWakeCondition } from "../domain/pool/wakes.js";
 import type { FilterSpec } from "../domain/events/filter.js";
 import { heartbeatInterval, requireId } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
+import type { Subscription } from "../engine/events/subscription.js";
 import type { EventDoc } from "../engine/journal/records.js";
 import { memberToDoc, memberToProto, poolRecordAt } from "../engine/pool/records.js";
 import { PushQueue } from "../engine/push-queue.js";
@@ -66,15 +67,20 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
       const runId = requireId("run_id", request.runId);
       const filter: FilterSpec = { poolIds: new Set([command.poolId]), kinds: new Set([EventKind.RUN_MESSAGE_DELIVERED]), recipients: new Set([runId]), payloadAccess: PayloadAccessMode.FULL };
-      await engine.pools.get(command.poolId); // NOT_FOUND before the first frame
-      yield { frame: { case: "heartbeat", value: heartbeat() } };
-      for await (const frame of poolRecords(engine, command, filter, context)) {
-        if (frame.case === "heartbeat") {
-          yield { frame };
-        } else if (frame.value.record.case === "message") {
-          const stored: StoredMessage = frame.value.record.value;
-          yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt }) } };
+      // NOT_FOUND and a refused cursor come before the first frame.
+      const subscription = await openPoolRecords(engine, command, filter);
+      try {
+        yield { frame: { case: "heartbeat", value: heartbeat() } };
+        for await (const frame of poolRecords(subscription, command, context)) {
+          if (frame.case === "heartbeat") {
+            yield { frame };
+          } else if (frame.value.record.case === "message") {
+            const stored: StoredMessage = frame.value.record.value;
+            yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt }) } };
+          }
         }
+      } finally {
+        subscription.close(); // also when the client leaves at the first frame
       }
     },
 
@@ -98,7 +104,8 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const settled = new PushQueue<WakeRegistration>(1);
       // Listen before reading, so a change between the two is not missed.
       const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
-        engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
+        // Only a registration that has left REGISTERED ends the wait (the matcher also calls this when it stops).
+        engine.wakes.poll(poolId, conditionId).then((r) => r.status !== WakeRegistrationStatus.REGISTERED && settled.push(r), () => settled.close());
       });
       try {
         const current = await engine.wakes.poll(poolId, conditionId);
@@ -119,7 +126,8 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
     async *watchPool(request, context) {
       const command = parsePoolStream(request);
       const filter: FilterSpec = { poolIds: new Set([command.poolId]), families: new Set([EventFamily.AGENT_POOL]), payloadAccess: PayloadAccessMode.FULL };
-      for await (const frame of poolRecords(engine, command, filter, context)) {
+      const subscription = await openPoolRecords(engine, command, filter);
+      for await (const frame of poolRecords(subscription, command, context)) {
         yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
       }
     },
@@ -128,10 +136,14 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
 
 type PoolFrame = { case: "record"; value: AgentPoolRecord } | { case: "heartbeat"; value: ReturnType<typeof heartbeat> };
 
-/** A pool's records matching `filter` after the cursor, then live; a heartbeat when caught up and when idle. */
-async function* poolRecords(engine: Engine, command: PoolStreamCommand, filter: FilterSpec, context: HandlerContext): AsyncGenerator<PoolFrame> {
-  await engine.pools.get(command.poolId); // NOT_FOUND for an unknown pool
-  const subscription = await engine.events.open({ filter, after: command.after, queue: POOL_STREAM_QUEUE });
+/** Checks the pool (NOT_FOUND) and the cursor (OUT_OF_RANGE), and opens the journal subscription behind a pool stream. */
+async function openPoolRecords(engine: Engine, command: PoolStreamCommand, filter: FilterSpec): Promise<Subscription> {
+  await engine.pools.get(command.poolId);
+  return engine.events.open({ filter, after: command.after, queue: POOL_STREAM_QUEUE });
+}
+
+/** A pool's records after the cursor, then live; a heartbeat when caught up and when idle. Closes the subscription when it ends. */
+async function* poolRecords(subscription: Subscription, command: PoolStreamCommand, context: HandlerContext): AsyncGenerator<PoolFrame> {
   try {
     for (;;) {
       const frame = await subscription.next(command.heartbeatMs, context.signal);

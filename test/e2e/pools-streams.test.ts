@@ -3,9 +3,11 @@
  * (ReceiveMessages) and WatchPool, read in part, disconnected and resumed
  * from the last cursor seen, over gRPC, gRPC-Web and Connect.
  */
+import { Code } from "@connectrpc/connect";
+import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { describe, expect, it } from "vitest";
 import { MessageStatus } from "../../gen/mailroom/v1/pool_pb.js";
-import { isolated, protocols, uid, useClients } from "../support/mailbox.js";
+import { isolated, protocols, refusal, uid, useClients } from "../support/mailbox.js";
 import { body, describeRecord, inboxMessages, join, openInbox, poolRecords, poolWith, recordOf, send, toAgent, toPool, toRun, watchPool } from "../support/pools.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
 
@@ -55,6 +57,19 @@ describe.each(serverBackends())("PoolService record streams on the $name backend
           const [message] = await inboxMessages(inbox, 1, "the live message");
           expect(message).toMatchObject({ message: { messageId: receipt.messageId, fromRunId: runs.sender.runId }, receipt: { messageId: receipt.messageId, status: MessageStatus.DELIVERED } });
           expect(message?.cursor).toBe(receipt.journalCursor?.eventSeq);
+        });
+      });
+
+      describe("a record stream refuses a bad request before its first frame", () => {
+        it("ReceiveMessages: a cursor ahead of the journal gets OUT_OF_RANGE (CURSOR_AHEAD) and no frame; an unknown pool NOT_FOUND", async () => {
+          const { poolId, runs } = await poolWith(pools, { reader: {} });
+          const frames: unknown[] = [];
+          const read = async (request: { poolId: string; afterCursor: bigint }) => {
+            for await (const frame of pools.receiveMessages({ ...request, runId: runs.reader.runId })) frames.push(frame);
+          };
+          expect(await refusal(read({ poolId, afterCursor: 1n << 40n }))).toMatchObject({ code: Code.OutOfRange, detail: { reason: ErrorReason.CURSOR_AHEAD } });
+          expect(await refusal(read({ poolId: uid("no-such-pool"), afterCursor: 0n }))).toMatchObject({ code: Code.NotFound });
+          expect(frames).toEqual([]);
         });
       });
 

@@ -84,7 +84,8 @@ export class WakeMatcher {
     this.settledWaiters.set(id, waiters);
     return () => {
       waiters.delete(onSettled);
-      if (waiters.size === 0) this.settledWaiters.delete(id);
+      // Only this set: once settled, a later waiter for the same id may have made a new one.
+      if (waiters.size === 0 && this.settledWaiters.get(id) === waiters) this.settledWaiters.delete(id);
     };
   }
 

@@ -76,7 +76,7 @@ export class ServerMetrics {
 export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetrics, logger: Logger, authToken?: string): NodeHandlerFn {
   const authorized = authToken === undefined ? () => true : bearerTokenMatches(authToken);
   return (request, response) => {
-    if (request.url !== METRICS_PATH) return handler(request, response);
+    if (pathOf(request.url) !== METRICS_PATH) return handler(request, response);
     if (request.method !== "GET") {
       response.writeHead(405, { allow: "GET" });
       response.end();
@@ -99,4 +99,10 @@ export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetri
       },
     );
   };
+}
+
+/** The path of a request target, without its query (`/metrics?name[]=x` is still /metrics). */
+function pathOf(url: string | undefined): string | undefined {
+  const query = url?.indexOf("?") ?? -1;
+  return query < 0 ? url : url!.slice(0, query);
 }

@@ -59,6 +59,12 @@ describe("GET /metrics", () => {
     expect(sample((await scrape(server().url)).body, open)).toBe(0);
   });
 
+  it("ignores a query string, as scrapers may send one", async () => {
+    const response = await fetch(`${server().url}/metrics?name[]=mailroom_rpc_calls_total`);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain("mailroom_rpc_calls_total");
+  });
+
   it("answers over HTTP/2 too, and refuses other methods", async () => {
     const session = http2.connect(server().url);
     onTestFinished(() => session.close());

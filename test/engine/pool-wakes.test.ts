@@ -151,6 +151,18 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
     });
   });
 
+  describe.skipIf(!backend.available)("a snapshot", () => {
+    it("lists at most 1000 registered wake conditions, the oldest, and says when there are more", async () => {
+      for (let i = 0; i < 1001; i++) await suspend(one, "sleeper", { filter: { runIds: ["stranger"] }, conditionId: `w${String(i).padStart(4, "0")}` });
+      const snapshot = await two.pools.snapshot(POOL, 1);
+      expect([snapshot.wakes.length, snapshot.wakesTruncated]).toEqual([1000, true]);
+      expect(snapshot.wakes[0]?.registration?.conditionId).toBe("w0000");
+      await one.wakes.cancel(POOL, "w0000");
+      const after = await two.pools.snapshot(POOL, 1);
+      expect([after.wakes.length, after.wakesTruncated, after.wakes[0]?.registration?.conditionId]).toEqual([1000, false, "w0001"]);
+    });
+  });
+
   describe.skipIf(!backend.available)("an instance starting up", () => {
     it("triggers a wake whose matching event was journaled while no matcher was running", async () => {
       const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"] } });

@@ -34,6 +34,8 @@ import {
 } from "./records.js";
 
 const CONTENDED_ATTEMPTS = 16;
+/** Most REGISTERED wake conditions a snapshot lists (the oldest). */
+const SNAPSHOT_WAKES = 1000;
 
 export class Pools {
   readonly pools: Collection<PoolDoc>;
@@ -158,11 +160,12 @@ export class Pools {
     // (WatchPool after it shows it again), never in neither. A change's record is journaled after it.
     const cursor = await this.cursor(poolId);
     const pool = await this.get(poolId);
-    const [recent, registered] = await Promise.all([
+    const [recent, waiting] = await Promise.all([
       this.messages.find({ pool_id: poolId }, { sort: { created_at: -1, "first_receipt.event_id": -1 }, limit: maxMessages + 1 }),
-      this.wakes.find({ pool_id: poolId, status: "REGISTERED" }, { sort: { created_at: 1 }, limit: 1000 }),
+      this.wakes.find({ pool_id: poolId, status: "REGISTERED" }, { sort: { created_at: 1 }, limit: SNAPSHOT_WAKES + 1 }),
     ]);
     const messages = recent.slice(0, maxMessages).reverse();
+    const registered = waiting.slice(0, SNAPSHOT_WAKES);
     const positions = await this.journal.positionsOf([...messages.map((m) => m.status_event_id), ...registered.map((w) => w.status_event_id)]);
     return create(AgentPoolSnapshotSchema, {
       poolId,
@@ -174,6 +177,7 @@ export class Pools {
       wakes: registered.map((w) => storedWakeOf(w, positions.get(w.status_event_id))),
       cursor: BigInt(cursor),
       messagesTruncated: recent.length > maxMessages,
+      wakesTruncated: waiting.length > SNAPSHOT_WAKES,
     });
   }
 }

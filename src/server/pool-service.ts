@@ -44,8 +44,8 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
     },
 
     async listMembers(request) {
-      const snapshot = await engine.pools.snapshot(parsePoolId(request.poolId), 0);
-      return { members: snapshot.members };
+      const pool = await engine.pools.get(parsePoolId(request.poolId));
+      return { members: pool.members.map(memberToProto) };
     },
 
     async send(request) {

@@ -12,12 +12,9 @@ import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { LiveDeliveryOutcome as Outcome } from "../../gen/mailroom/v1/live_pb.js";
 import { createMailroomClients, type MailroomClients } from "../../src/client/index.js";
-import { resolveServerConfig } from "../../src/config.js";
 import { EVENTS, type JournalDoc } from "../../src/engine/journal/records.js";
-import { type RunningServer, startServer } from "../../src/server/server.js";
 import { MongoStore } from "../../src/store/mongo/store.js";
-import type { Collection, Store } from "../../src/store/port.js";
-import { type CapturedLog, captureLog } from "../support/log-capture.js";
+import type { Collection } from "../../src/store/port.js";
 import {
   ack,
   emptyMailbox,
@@ -34,6 +31,7 @@ import {
   until,
 } from "../support/mailbox.js";
 import { type ServerBackend, useServerProcess } from "../support/server-process.js";
+import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
 
 const RECLAIMED = "reclaimed dispatches whose lease expired";
@@ -159,31 +157,22 @@ function behavesAsOneMailbox(instances: () => TwoInstances): void {
 
 describe.each(storeBackends())("two in-process server instances on one $name store", (backend) => {
   describe.skipIf(!backend.available)("behave as one mailbox", () => {
-    let stores: Store[] = [];
-    let servers: RunningServer[] = [];
-    let logs: CapturedLog[] = [];
+    const running = useInProcessServers(backend, { count: 2 });
     let clients: { one: MailroomClients; two: MailroomClients } | undefined;
 
-    beforeAll(async () => {
-      const store = await backend.open();
-      // The memory backend hands back the same store; mongo a second connection to the same database.
-      stores = [store, await backend.reconnect(store)];
-      logs = [captureLog("info"), captureLog("info")];
-      servers = await Promise.all(stores.map((s, i) => startServer(resolveServerConfig({ port: 0 }), { store: s, logger: logs[i]!.logger, closeStore: false })));
-      clients = clientsFor(servers[0]!.url, servers[1]!.url);
+    beforeAll(() => {
+      const [one, two] = running().servers;
+      clients = clientsFor(one!.url, two!.url);
     });
-    afterAll(async () => {
+    afterAll(() => {
       clients?.one.close();
       clients?.two.close();
-      await Promise.all(servers.map((server) => server.close()));
-      if (stores[1] && stores[1] !== stores[0]) await stores[1].close();
-      if (stores[0]) await backend.dispose(stores[0]);
     });
 
     behavesAsOneMailbox(() => ({
       ...clients!,
-      events: () => servers[0]!.engine.journal.events,
-      reclaimed: () => sumReclaimed(logs.flatMap((log) => log.lines)),
+      events: () => running().servers[0]!.engine.journal.events,
+      reclaimed: () => sumReclaimed(running().logs.flatMap((log) => log.lines)),
     }));
   });
 });

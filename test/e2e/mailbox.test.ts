@@ -10,18 +10,14 @@
  */
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { EntityKind } from "../../gen/mailroom/v1/common_pb.js";
 import { RunDispatchStatus as Status } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { ManualClock } from "../../src/domain/clock.js";
 import { createMailroomClients } from "../../src/client/index.js";
-import { resolveServerConfig } from "../../src/config.js";
-import { type RunningServer, startServer } from "../../src/server/server.js";
-import type { Store } from "../../src/store/port.js";
 import { type GrpcJsFailure, grpcJsMailbox } from "../support/grpc-js-mailbox.js";
-import { captureLog } from "../support/log-capture.js";
 import {
   ack,
   claimOne,
@@ -41,6 +37,7 @@ import {
   useClients,
 } from "../support/mailbox.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
+import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
 
 /** Generous: the issue asks for 100 ms; this only catches a claim that did not wake at all. */
@@ -590,20 +587,11 @@ describe.each(serverBackends())("MailboxService on the $name backend", (backend)
 describe.each(storeBackends())("an in-process server whose lease sweeper has not run yet, on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("an ack after the lease expired", () => {
     const clock = new ManualClock(Date.now());
-    let store: Store;
-    let server: RunningServer;
-    beforeAll(async () => {
-      store = await backend.open();
-      // The sweepers are off: the test moves the clock and reclaims by RPC.
-      server = await startServer(resolveServerConfig({ port: 0 }), { store, logger: captureLog("warn").logger, engine: { clock, background: false } });
-    });
-    afterAll(async () => {
-      await server?.close();
-      if (store) await backend.dispose(store);
-    });
+    // The sweepers are off: the test moves the clock and reclaims by RPC.
+    const running = useInProcessServers(backend, { engine: { clock, background: false }, logLevel: "warn" });
 
     it.each(protocols)("over %s gets FAILED_PRECONDITION LEASE_EXPIRED; ReclaimExpiredLeases then redelivers the dispatch", async (protocol) => {
-      const { mailbox, close } = createMailroomClients({ baseUrl: server.url, protocol });
+      const { mailbox, close } = createMailroomClients({ baseUrl: running().servers[0]!.url, protocol });
       onTestFinished(close);
       const thread = uid("expired");
       const enqueued = await enqueue(mailbox, thread);

@@ -12,7 +12,7 @@ import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { type AgentPoolRecord, MessageStatus, WakeRegistrationStatus as Wake } from "../../gen/mailroom/v1/pool_pb.js";
 import { type ClientProtocol, createMailroomClients, type MailroomClients } from "../../src/client/index.js";
 import { resolveServerConfig } from "../../src/config.js";
-import { type RunningServer, startServer } from "../../src/server/server.js";
+import { startServer } from "../../src/server/server.js";
 import { MongoStore } from "../../src/store/mongo/store.js";
 import type { Store } from "../../src/store/port.js";
 import { publish } from "../support/events.js";
@@ -20,6 +20,7 @@ import { captureLog } from "../support/log-capture.js";
 import { isolated, ms, uid, until } from "../support/mailbox.js";
 import { awaitWake, describeRecord, join, newPool, type Pools, poolRecords, poolRecordsThrough, poolWith, send, suspend, toRun } from "../support/pools.js";
 import { type ServerBackend, serverBackends, startServerProcess, useServerProcess } from "../support/server-process.js";
+import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
 
 interface TwoInstances {
@@ -95,23 +96,16 @@ function behavesAsOnePoolService(instances: () => TwoInstances): void {
 
 describe.each(storeBackends())("two in-process server instances on one $name store", (backend) => {
   describe.skipIf(!backend.available)("behave as one pool service", () => {
-    let stores: Store[] = [];
-    let servers: RunningServer[] = [];
+    const running = useInProcessServers(backend, { count: 2 });
     let clients: TwoInstances | undefined;
 
-    beforeAll(async () => {
-      const store = await backend.open();
-      // The memory backend hands back the same store; mongo a second connection to the same database.
-      stores = [store, await backend.reconnect(store)];
-      servers = await Promise.all(stores.map((s) => startServer(resolveServerConfig({ port: 0 }), { store: s, logger: captureLog("info").logger, closeStore: false })));
-      clients = clientsFor(servers[0]!.url, servers[1]!.url);
+    beforeAll(() => {
+      const [one, two] = running().servers;
+      clients = clientsFor(one!.url, two!.url);
     });
-    afterAll(async () => {
+    afterAll(() => {
       clients?.one.close();
       clients?.two.close();
-      await Promise.all(servers.map((server) => server.close()));
-      if (stores[1] && stores[1] !== stores[0]) await stores[1].close();
-      if (stores[0]) await backend.dispose(stores[0]);
     });
 
     behavesAsOnePoolService(() => clients!);

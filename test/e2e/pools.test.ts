@@ -14,11 +14,7 @@ import { EntityKind } from "../../gen/mailroom/v1/common_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { MessageStatus } from "../../gen/mailroom/v1/pool_pb.js";
 import { createMailroomClients } from "../../src/client/index.js";
-import { resolveServerConfig } from "../../src/config.js";
 import { ManualClock } from "../../src/domain/clock.js";
-import { type RunningServer, startServer } from "../../src/server/server.js";
-import type { Store } from "../../src/store/port.js";
-import { captureLog } from "../support/log-capture.js";
 import { drainStream, isolated, ms, protocols, refusal, uid, useClients } from "../support/mailbox.js";
 import { type GrpcJsPoolRefusal, type GrpcJsPools, grpcJsPools } from "../support/pools-grpc-js.js";
 import {
@@ -41,6 +37,7 @@ import {
   watchPool,
 } from "../support/pools.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
+import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -495,19 +492,10 @@ describe.each(serverBackends())("PoolService on the $name backend", (backend) =>
 describe.each(storeBackends())("an in-process server whose clock stands still, on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("GetPool lists the recent messages in the order they were sent", () => {
     const clock = new ManualClock(Date.now());
-    let store: Store;
-    let server: RunningServer;
-    beforeAll(async () => {
-      store = await backend.open();
-      server = await startServer(resolveServerConfig({ port: 0 }), { store, logger: captureLog("warn").logger, engine: { clock, background: false } });
-    });
-    afterAll(async () => {
-      await server?.close();
-      if (store) await backend.dispose(store);
-    });
+    const running = useInProcessServers(backend, { engine: { clock, background: false }, logLevel: "warn" });
 
     it("messages sent within one millisecond, with ids of their senders' choosing, are listed oldest first, and the most recent are kept when truncated", async () => {
-      const { pools, close } = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
+      const { pools, close } = createMailroomClients({ baseUrl: running().servers[0]!.url, protocol: "grpc" });
       onTestFinished(close);
       const { poolId, runs } = await poolWith(pools, { a: {}, b: {} });
       const ids = ["m-c", "m-a", "m-d", "m-b"];

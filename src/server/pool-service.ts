@@ -104,8 +104,7 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const settled = new PushQueue<WakeRegistration>(1);
       // Listen before reading, so a change between the two is not missed.
       const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
-        // Only a registration that has left REGISTERED ends the wait (the matcher also calls this when it stops).
-        engine.wakes.poll(poolId, conditionId).then((r) => r.status !== WakeRegistrationStatus.REGISTERED && settled.push(r), () => settled.close());
+        engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
       });
       try {
         const current = await engine.wakes.poll(poolId, conditionId);

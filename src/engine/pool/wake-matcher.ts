@@ -72,7 +72,7 @@ export class WakeMatcher {
 
   stop(): void {
     this.unsubscribe?.();
-    for (const waiters of this.settledWaiters.values()) for (const wake of waiters) wake();
+    // Nothing settled: waiters are dropped, not called (their streams end when the server aborts them).
     this.settledWaiters.clear();
   }
 

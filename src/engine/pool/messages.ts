@@ -197,15 +197,13 @@ export class PoolMessages {
       const met = current.expected_responses !== undefined && count >= current.expected_responses;
       const now = this.clock.now();
       let update = { $inc: { response_count: 1 }, $set: { updated_at: now }, $push: { counted_replies: replyId } } as Record<string, Record<string, unknown>>;
-      let flushed = false;
       if (met) {
         const event = this.statusEvent({ ...current, response_count: count }, "RESPONDED", this.senderOf(current), undefined, now, [], undefined, responder);
         update = withEvents<MessageDoc>({ ...update, $set: { ...update.$set, status: "RESPONDED", status_event_id: event.event_id }, $unset: { deadline_at: "" } }, [event], now) as never;
-        flushed = true;
       }
       const updated = await this.messages.findOneAndUpdate({ _id: current._id, status: AWAITING, response_count: current.response_count }, update);
       if (!updated) continue;
-      if (flushed) await this.outbox.flush(POOL_MESSAGES, [updated]);
+      if (met) await this.outbox.flush(POOL_MESSAGES, [updated]);
       return updated;
     }
     throw contended(original.message_id);

@@ -118,7 +118,6 @@ export interface WakeDoc extends Doc, OutboxFields {
   scanned: boolean;
   matched_event_id?: string;
   resume_input?: { event_refs: Array<{ kind: number; id: string }>; redacted_summary: string };
-  first_event_id: string;
   status_event_id: string;
   created_at: number;
   updated_at: number;

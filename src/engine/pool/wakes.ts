@@ -86,7 +86,6 @@ export class Wakes {
       after_seq: afterSeq,
       status: "REGISTERED",
       scanned: false,
-      first_event_id: "",
       status_event_id: "",
       created_at: now,
       updated_at: now,
@@ -99,7 +98,6 @@ export class Wakes {
       doc.scanned = true;
       events.push(this.statusEvent(doc, "TIMED_OUT", now));
     }
-    doc.first_event_id = events[0]!.event_id;
     doc.status_event_id = events[events.length - 1]!.event_id;
     Object.assign(doc, initialOutbox(events, now));
     try {

@@ -55,6 +55,24 @@ export interface InsertManyResult {
   duplicates: { position: number; index: string }[];
 }
 
+/** One conditional update of a bulk write (the only kind the engine needs). */
+export interface BulkUpdate<T extends Doc> {
+  updateOne: { filter: Filter<T>; update: UpdateFilter<T>; upsert?: boolean };
+}
+
+export interface BulkWriteResult {
+  matchedCount: number;
+  modifiedCount: number;
+  upsertedCount: number;
+  /** Operations a unique index refused: their position in the input and the index's name. */
+  duplicates: { position: number; index: string }[];
+  /**
+   * How many operations were attempted: all of them when unordered; when
+   * ordered, those up to and including the first refused one.
+   */
+  attempted: number;
+}
+
 export interface Collection<T extends Doc> {
   readonly name: string;
   /** Creates the indexes if missing (idempotent). */
@@ -77,6 +95,14 @@ export interface Collection<T extends Doc> {
   ): Promise<T | null>;
   updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult>;
   updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult>;
+  /**
+   * Many conditional updates in one round trip. Each is atomic on its own
+   * document, as `updateOne`; together they are not a transaction. Unordered
+   * (the default): every operation is attempted, in any order. Ordered: in
+   * input order, stopping at the first one a unique index refuses. The result
+   * says how many matched, not which: read the documents back to see which won.
+   */
+  bulkWrite(operations: BulkUpdate<T>[], options?: { ordered?: boolean }): Promise<BulkWriteResult>;
   deleteOne(filter: Filter<T>): Promise<number>;
   deleteMany(filter: Filter<T>): Promise<number>;
   countDocuments(filter: Filter<T>): Promise<number>;

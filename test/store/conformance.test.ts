@@ -395,6 +395,60 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
     });
   });
 
+  describe.skipIf(!backend.available)("bulkWrite", () => {
+    it("applies every conditional update that matches and counts them, in one call", async () => {
+      const items = fresh();
+      await items.insertMany([{ _id: "a", n: 1 }, { _id: "b", n: 1 }, { _id: "c", n: 1 }]);
+      const result = await items.bulkWrite([
+        { updateOne: { filter: { _id: "a", n: 1 }, update: { $set: { n: 2 } } } },
+        { updateOne: { filter: { _id: "b", n: 99 }, update: { $set: { n: 2 } } } },
+        { updateOne: { filter: { _id: "c", n: 1 }, update: { $set: { n: 1 } } } },
+        { updateOne: { filter: { _id: "d" }, update: { $set: { n: 5 } }, upsert: true } },
+      ]);
+      expect(result).toMatchObject({ matchedCount: 2, modifiedCount: 1, upsertedCount: 1, duplicates: [], attempted: 4 });
+      expect((await items.find({}, { sort: { _id: 1 } })).map((d) => [d._id, d.n])).toEqual([["a", 2], ["b", 1], ["c", 1], ["d", 5]]);
+    });
+
+    it("unordered: reports each update a unique index refuses by position and index, and applies the rest", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { key: 1 }, name: "key_unique", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+      await items.insertMany([{ _id: "a" }, { _id: "b" }, { _id: "c", key: "taken" }]);
+      const result = await items.bulkWrite([
+        { updateOne: { filter: { _id: "a" }, update: { $set: { key: "taken" } } } },
+        { updateOne: { filter: { _id: "b" }, update: { $set: { key: "free" } } } },
+      ]);
+      expect(result.duplicates).toEqual([{ position: 0, index: "key_unique" }]);
+      expect(result).toMatchObject({ matchedCount: 1, attempted: 2 });
+      expect((await items.findOne({ _id: "b" }))?.key).toBe("free");
+      expect((await items.findOne({ _id: "a" }))?.key).toBeUndefined();
+    });
+
+    it("ordered: applies in order, later ones see earlier ones, and stops at the first refused", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { key: 1 }, name: "key_unique", unique: true, partialFilterExpression: { key: { $exists: true } } }]);
+      await items.insertMany([{ _id: "a", n: 1 }, { _id: "b" }, { _id: "c", key: "taken" }]);
+      const result = await items.bulkWrite([
+        { updateOne: { filter: { _id: "a", n: 1 }, update: { $set: { n: 2 } } } },
+        // Sees the first update: matches only because it ran first.
+        { updateOne: { filter: { _id: "a", n: 2 }, update: { $set: { n: 3 } } } },
+        { updateOne: { filter: { _id: "b" }, update: { $set: { key: "taken" } } } },
+        { updateOne: { filter: { _id: "a" }, update: { $set: { n: 4 } } } },
+      ], { ordered: true });
+      expect(result).toMatchObject({ matchedCount: 2, attempted: 3, duplicates: [{ position: 2, index: "key_unique" }] });
+      expect((await items.findOne({ _id: "a" }))?.n).toBe(3);
+    });
+
+    it("refuses an update document without operators before applying any", async () => {
+      const items = fresh();
+      await items.insertOne({ _id: "a", n: 1 });
+      await expect(items.bulkWrite([
+        { updateOne: { filter: { _id: "a" }, update: { $set: { n: 2 } } } },
+        { updateOne: { filter: { _id: "a" }, update: { n: 3 } as never } },
+      ])).rejects.toThrow();
+      expect((await items.findOne({ _id: "a" }))?.n).toBe(1);
+    });
+  });
+
   describe.skipIf(!backend.available)("change streams", () => {
     const streams: ChangeStream[] = [];
     const watch = async (s: Store, options: Parameters<Store["watch"]>[0]) => {

@@ -9,6 +9,8 @@
  */
 import type fc from "fast-check";
 import type {
+  BulkUpdate,
+  BulkWriteResult,
   ChangeStream,
   Collection,
   Doc,
@@ -107,6 +109,10 @@ class ScheduledCollection<T extends Doc> implements Collection<T> {
 
   updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
     return this.turn("updateMany").then(() => this.inner.updateMany(filter, update));
+  }
+
+  bulkWrite(operations: BulkUpdate<T>[], options?: { ordered?: boolean }): Promise<BulkWriteResult> {
+    return this.turn("bulkWrite").then(() => this.inner.bulkWrite(operations, options));
   }
 
   deleteOne(filter: Filter<T>): Promise<number> {

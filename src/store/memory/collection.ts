@@ -12,6 +12,8 @@ import { Query as QueryBase } from "mingo/query";
 import { compare, resolve, setValue } from "mingo/util";
 import { v7 as uuidv7 } from "uuid";
 import {
+  type BulkUpdate,
+  type BulkWriteResult,
   type Collection,
   type Doc,
   type DocId,
@@ -300,11 +302,35 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options: { upsert?: boolean } = {}): Promise<UpdateResult> {
-    const { modifier, update: compiled } = this.checkModifier(update);
-    const [target] = this.select(filter as Record<string, unknown>, { limit: 1 });
+    return this.updateOneNow(filter as Record<string, unknown>, this.checkModifier(update), options.upsert === true);
+  }
+
+  async bulkWrite(operations: BulkUpdate<T>[], options: { ordered?: boolean } = {}): Promise<BulkWriteResult> {
+    // Checked before any is applied, as the driver validates a whole batch.
+    const checked = operations.map(({ updateOne }) => this.checkModifier(updateOne.update));
+    const result: BulkWriteResult = { matchedCount: 0, modifiedCount: 0, upsertedCount: 0, duplicates: [], attempted: 0 };
+    for (const [position, { updateOne }] of operations.entries()) {
+      result.attempted++;
+      try {
+        const outcome = this.updateOneNow(updateOne.filter as Record<string, unknown>, checked[position]!, updateOne.upsert === true);
+        result.matchedCount += outcome.matchedCount;
+        result.modifiedCount += outcome.modifiedCount;
+        if (outcome.upsertedId !== undefined) result.upsertedCount++;
+      } catch (error) {
+        if (!(error instanceof DuplicateKeyError)) throw error;
+        result.duplicates.push({ position, index: error.index });
+        if (options.ordered) break;
+      }
+    }
+    return result;
+  }
+
+  private updateOneNow(filter: Record<string, unknown>, checked: { modifier: Modifier; update: CompiledUpdate | undefined }, upsert: boolean): UpdateResult {
+    const { modifier, update: compiled } = checked;
+    const [target] = this.select(filter, { limit: 1 });
     if (!target) {
-      if (!options.upsert) return { matchedCount: 0, modifiedCount: 0 };
-      const inserted = this.upsert(filter as Record<string, unknown>, modifier, compiled);
+      if (!upsert) return { matchedCount: 0, modifiedCount: 0 };
+      const inserted = this.upsert(filter, modifier, compiled);
       return { matchedCount: 0, modifiedCount: 0, upsertedId: inserted._id };
     }
     const before = this.docs.get(idKey(target._id));

@@ -18,6 +18,8 @@ import {
   type ChangeStream as MongoChangeStream,
 } from "mongodb";
 import {
+  type BulkUpdate,
+  type BulkWriteResult,
   type ChangeEvent,
   type ChangeStream,
   ChangeStreamHistoryLostError,
@@ -175,6 +177,39 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
     const result = await guard(this.name, () => this.collection.updateMany(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>));
     return { matchedCount: result.matchedCount, modifiedCount: result.modifiedCount };
+  }
+
+  async bulkWrite(operations: BulkUpdate<T>[], options: { ordered?: boolean } = {}): Promise<BulkWriteResult> {
+    if (operations.length === 0) return { matchedCount: 0, modifiedCount: 0, upsertedCount: 0, duplicates: [], attempted: 0 };
+    const ordered = options.ordered === true;
+    const models = operations.map(({ updateOne }) => ({
+      updateOne: {
+        filter: updateOne.filter as Filter<MongoDocument>,
+        update: updateOne.update as UpdateFilter<MongoDocument>,
+        ...(updateOne.upsert ? { upsert: true } : {}),
+      },
+    }));
+    try {
+      const result = await this.collection.bulkWrite(models, { ordered });
+      return { matchedCount: result.matchedCount, modifiedCount: result.modifiedCount, upsertedCount: result.upsertedCount, duplicates: [], attempted: operations.length };
+    } catch (error) {
+      // As in insertMany: a bulk error whose write errors are all duplicate
+      // keys is a partial success; anything else is translated and thrown.
+      if (error instanceof MongoBulkWriteError) {
+        const writeErrors = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors];
+        if (writeErrors.length > 0 && writeErrors.every((w) => w.code === DUPLICATE_KEY)) {
+          const duplicates = writeErrors.map((w) => ({ position: w.index, index: duplicateIndex({ errmsg: w.errmsg }) })).sort((a, b) => a.position - b.position);
+          return {
+            matchedCount: error.result.matchedCount,
+            modifiedCount: error.result.modifiedCount,
+            upsertedCount: error.result.upsertedCount,
+            duplicates,
+            attempted: ordered ? duplicates[0]!.position + 1 : operations.length,
+          };
+        }
+      }
+      throw translate(this.name, error);
+    }
   }
 
   async deleteOne(filter: Filter<T>): Promise<number> {

@@ -77,6 +77,8 @@ export interface Collection<T extends Doc> {
   readonly name: string;
   /** Creates the indexes if missing (idempotent). */
   createIndexes(specs: IndexSpec[]): Promise<void>;
+  /** Drops these indexes by name where they exist (idempotent): indexes an earlier version created and this one no longer uses. */
+  dropIndexes(names: string[]): Promise<void>;
   /** @throws DuplicateKeyError when a unique index refuses the document. */
   insertOne(doc: T): Promise<void>;
   /** Unordered: every document a unique index does not refuse is inserted. */

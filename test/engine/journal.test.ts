@@ -11,6 +11,7 @@ import { type EventDoc, eventOf, pendingEvent } from "../../src/engine/journal/r
 import { JournalTail } from "../../src/engine/journal/tail.js";
 import { silentLogger } from "../../src/engine/logger.js";
 import type { Store } from "../../src/store/port.js";
+import { CountingStore } from "../support/counting-store.js";
 import { storeBackends } from "../support/stores.js";
 
 function draft(eventId: string, runId = "run-1") {
@@ -92,6 +93,48 @@ describe.each(storeBackends())("journal: $name backend", (backend) => {
       await journal.append([draft("c")]);
       await tail.waitFor(4);
       expect(tail.position).toBe(4);
+    });
+  });
+
+  describe.skipIf(!backend.available)("group commit", () => {
+    it("concurrent appends share one position allocation and one insert, each call's events consecutive and in order", async () => {
+      const counted = new CountingStore(store);
+      const journal = new Journal(counted, silentLogger);
+      await journal.init();
+      counted.reset();
+      // The first call starts a group at once; the 19 arriving meanwhile form the next one.
+      const calls = await Promise.all(Array.from({ length: 20 }, (_, c) => journal.append([draft(`c${c}-a`), draft(`c${c}-b`)])));
+      for (const outcomes of calls) expect(outcomes[1]!.seq).toBe(outcomes[0]!.seq + 1);
+      expect(new Set(calls.flat().map((o) => o.seq)).size).toBe(40);
+      expect(counted.counts.get("counters.findOneAndUpdate")).toBe(2);
+      expect(counted.counts.get("events.insertMany")).toBe(2);
+      const docs = (await journal.range(0, 40, 40)) as EventDoc[];
+      expect(docs.map((d) => d.event_id)).toEqual(calls.flatMap((_, c) => [`c${c}-a`, `c${c}-b`]));
+    });
+
+    it("a failed allocation fails only its group; later appends go on", async () => {
+      let failNext = true;
+      const failing: Store = Object.create(store, {
+        collection: {
+          value: (name: string) => {
+            const inner = store.collection(name);
+            if (name !== "counters") return inner;
+            return Object.assign(Object.create(inner) as typeof inner, {
+              findOneAndUpdate: (...args: Parameters<typeof inner.findOneAndUpdate>) => {
+                if (failNext) {
+                  failNext = false;
+                  return Promise.reject(new Error("allocation failed"));
+                }
+                return inner.findOneAndUpdate(...args);
+              },
+            });
+          },
+        },
+      }) as Store;
+      const journal = new Journal(failing, silentLogger);
+      await journal.init();
+      await expect(journal.append([draft("x")])).rejects.toThrow("allocation failed");
+      expect(await journal.append([draft("y")])).toEqual([{ seq: 1, deduplicated: false }]);
     });
   });
 

@@ -395,6 +395,18 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
     });
   });
 
+  describe.skipIf(!backend.available)("dropIndexes", () => {
+    it("drops indexes by name, ignores names that do not exist, and frees the name for another spec", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { key: 1 }, name: "by_key", unique: true }]);
+      await items.insertMany([{ _id: "a", key: "k" }]);
+      await items.dropIndexes(["by_key", "never_created"]);
+      await items.insertOne({ _id: "b", key: "k" }); // no longer unique
+      await items.createIndexes([{ key: { key: 1, _id: 1 }, name: "by_key" }]);
+      expect(await items.countDocuments({ key: "k" })).toBe(2);
+    });
+  });
+
   describe.skipIf(!backend.available)("bulkWrite", () => {
     it("applies every conditional update that matches and counts them, in one call", async () => {
       const items = fresh();

@@ -83,6 +83,10 @@ class ScheduledCollection<T extends Doc> implements Collection<T> {
     return this.inner.createIndexes(specs);
   }
 
+  dropIndexes(names: string[]): Promise<void> {
+    return this.inner.dropIndexes(names);
+  }
+
   insertOne(doc: T): Promise<void> {
     return this.turn("insertOne").then(() => this.inner.insertOne(doc));
   }

@@ -9,8 +9,9 @@
  * are unique (index), so appending the same event twice records it once.
  */
 import type { FilterSpec } from "../../domain/events/filter.js";
-import type { Collection, Doc, Filter, Store } from "../../store/port.js";
+import type { Collection, Doc, Filter, IndexSpec, Store } from "../../store/port.js";
 import { DuplicateKeyError } from "../../store/port.js";
+import { ErrorReason, MailroomError } from "../../domain/errors.js";
 import type { Logger } from "../logger.js";
 import { COUNTERS, EVENTS, type EventDoc, isTombstone, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
 
@@ -31,6 +32,8 @@ export type JournalWriteListener = (docs: JournalDoc[]) => void;
 
 const EVENT_ID_INDEX = "event_id_unique";
 const PURGED_THROUGH = "journal_purged_through";
+/** Indexes of earlier versions: every event was in each (retention reads by position, not time). */
+const OBSOLETE_INDEXES = ["recorded_ms_1", "run_id_1__id_1", "agent_id_1__id_1", "pool_id_1__id_1", "thread_id_1__id_1"];
 
 /** The store query for a filter's events (field names as records.ts stores them). */
 export function journalQuery(filter: FilterSpec): Record<string, unknown> {
@@ -44,11 +47,24 @@ export function journalQuery(filter: FilterSpec): Record<string, unknown> {
   return query;
 }
 const MAX_APPEND_ATTEMPTS = 10;
+/** Most events one group commit inserts at once (a larger group waits for the next). */
+const MAX_GROUP_EVENTS = 5000;
+
+interface AppendRequest {
+  events: PendingEvent[];
+  /** How many times these events found their positions closed already. */
+  attempt: number;
+  resolve(outcomes: AppendOutcome[]): void;
+  reject(error: unknown): void;
+}
 
 export class Journal {
   readonly events: Collection<JournalDoc>;
   private readonly counters: Collection<CounterDoc>;
   private readonly listeners = new Set<JournalWriteListener>();
+  /** Appends waiting for the next group commit. */
+  private readonly waiting: AppendRequest[] = [];
+  private allocating = false;
 
   constructor(
     store: Store,
@@ -59,14 +75,16 @@ export class Journal {
   }
 
   async init(): Promise<void> {
+    // Partial: an event is indexed only under the fields it has (tombstones under none).
+    const by = (field: string): IndexSpec => ({ key: { [field]: 1, _id: 1 }, name: `${field.replace(/_id$/, "")}_events`, partialFilterExpression: { [field]: { $exists: true } } });
     await this.events.createIndexes([
       { key: { event_id: 1 }, name: EVENT_ID_INDEX, unique: true, partialFilterExpression: { event_id: { $exists: true } } },
-      { key: { recorded_ms: 1 } },
-      { key: { run_id: 1, _id: 1 } },
-      { key: { agent_id: 1, _id: 1 } },
-      { key: { pool_id: 1, _id: 1 } },
-      { key: { thread_id: 1, _id: 1 } },
+      by("run_id"),
+      by("agent_id"),
+      by("pool_id"),
+      by("thread_id"),
     ]);
+    await this.events.dropIndexes(OBSOLETE_INDEXES);
   }
 
   onWrite(listener: JournalWriteListener): () => void {
@@ -96,54 +114,122 @@ export class Journal {
    * Appends events, in order, at fresh consecutive positions. Returns one
    * outcome per input. Safe to call again with the same events (retries,
    * outbox re-flushes): an event id is journaled once.
+   *
+   * Group commit: appends that arrive while a position allocation is in
+   * flight wait for it to finish, then all of them share the next allocation
+   * and one insert (each call's events stay consecutive and in order), so the
+   * journal costs two store operations per group, not per event.
    */
-  async append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
-    const outcomes: (AppendOutcome | undefined)[] = new Array(pending.length);
-    let remaining = pending.map((event, input) => ({ event, input }));
-    for (let attempt = 0; remaining.length > 0; attempt++) {
-      if (attempt >= MAX_APPEND_ATTEMPTS) throw new Error(`journal append: positions kept being taken after ${attempt} attempts`);
-      const first = await this.allocate(remaining.length);
-      const docs: EventDoc[] = remaining.map(({ event }, i) => ({ _id: first + i, ...event }));
-      const result = await this.events.insertMany(docs);
-      const refused = new Map(result.duplicates.map((d) => [d.position, d.index]));
-      const written: JournalDoc[] = [];
-      const tombstones: TombstoneDoc[] = [];
-      const retry: typeof remaining = [];
-      const duplicates: Array<{ input: number; eventId: string }> = [];
-      docs.forEach((doc, i) => {
-        const index = refused.get(i);
-        const { input } = remaining[i]!;
-        if (index === undefined) {
-          written.push(doc);
-          outcomes[input] = { seq: doc._id, deduplicated: false };
-        } else if (index === EVENT_ID_INDEX) {
-          // Already journaled: close this position and report the original one.
-          tombstones.push({ _id: doc._id, tombstone: true });
-          duplicates.push({ input, eventId: doc.event_id });
-        } else {
-          // A reader closed this position before we wrote it: try again further on.
-          retry.push(remaining[i]!);
-        }
-      });
-      if (tombstones.length > 0) {
-        const closed = await this.events.insertMany(tombstones);
-        const alreadyClosed = new Set(closed.duplicates.map((d) => d.position));
-        written.push(...tombstones.filter((_, i) => !alreadyClosed.has(i)));
-      }
-      if (duplicates.length > 0) {
-        const originals = await this.events.find({ event_id: { $in: duplicates.map((d) => d.eventId) } });
-        const seqById = new Map(originals.map((doc) => [(doc as EventDoc).event_id, doc._id]));
-        for (const { input, eventId } of duplicates) {
-          const seq = seqById.get(eventId);
-          if (seq === undefined) throw new Error(`journal append: event ${eventId} reported as duplicate but not found`);
-          outcomes[input] = { seq, deduplicated: true };
-        }
-      }
-      this.notify(written);
-      if (retry.length > 0) this.log.debug({ count: retry.length }, "journal positions were closed before the write landed; appending again");
-      remaining = retry;
+  append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
+    if (pending.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ events: pending, attempt: 0, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Starts the next group unless an allocation is in flight (its end starts it). */
+  private pump(): void {
+    if (this.allocating || this.waiting.length === 0) return;
+    const group: AppendRequest[] = [];
+    let size = 0;
+    while (this.waiting.length > 0 && (group.length === 0 || size + this.waiting[0]!.events.length <= MAX_GROUP_EVENTS)) {
+      const request = this.waiting.shift()!;
+      size += request.events.length;
+      group.push(request);
     }
-    return outcomes as AppendOutcome[];
+    this.allocating = true;
+    void this.commit(group, size);
+  }
+
+  private async commit(group: AppendRequest[], size: number): Promise<void> {
+    let first: number;
+    try {
+      first = await this.allocate(size);
+    } catch (error) {
+      for (const request of group) request.reject(error);
+      return;
+    } finally {
+      this.allocating = false;
+      this.pump();
+    }
+    // The next group allocates while this one is inserted.
+    let offset = first;
+    const placed = group.map((request) => {
+      const at = offset;
+      offset += request.events.length;
+      return { request, first: at };
+    });
+    let written: Map<number, AppendOutcome | "retry">;
+    try {
+      written = await this.insertAt(placed.flatMap(({ request, first: at }) => request.events.map((event, i) => ({ _id: at + i, ...event }))));
+    } catch (error) {
+      for (const request of group) request.reject(error);
+      return;
+    }
+    for (const { request, first: at } of placed) this.settle(request, request.events.map((_, i) => written.get(at + i)!));
+  }
+
+  /** Resolves a request, after appending again (further on) whatever found its position closed. */
+  private settle(request: AppendRequest, outcomes: Array<AppendOutcome | "retry">): void {
+    const retry = request.events.filter((_, i) => outcomes[i] === "retry");
+    if (retry.length === 0) return request.resolve(outcomes as AppendOutcome[]);
+    if (request.attempt + 1 >= MAX_APPEND_ATTEMPTS) {
+      return request.reject(new MailroomError("unavailable", `the journal could not place events after ${MAX_APPEND_ATTEMPTS} attempts: their positions kept being closed before their writes landed (the store is slower than the journal's hole timeout); retry`, { reason: ErrorReason.STORE_UNAVAILABLE }));
+    }
+    this.log.debug({ count: retry.length }, "journal positions were closed before the write landed; appending again");
+    this.waiting.push({
+      events: retry,
+      attempt: request.attempt + 1,
+      resolve: (again) => {
+        let next = 0;
+        request.resolve(outcomes.map((outcome) => (outcome === "retry" ? again[next++]! : outcome)));
+      },
+      reject: request.reject,
+    });
+    this.pump();
+  }
+
+  /**
+   * Inserts events at their reserved positions. Per position: where the
+   * event was journaled, or "retry" when a reader had closed the position
+   * first (the event must go further on).
+   */
+  private async insertAt(docs: EventDoc[]): Promise<Map<number, AppendOutcome | "retry">> {
+    const outcomes = new Map<number, AppendOutcome | "retry">();
+    const result = await this.events.insertMany(docs);
+    const refused = new Map(result.duplicates.map((d) => [d.position, d.index]));
+    const written: JournalDoc[] = [];
+    const tombstones: TombstoneDoc[] = [];
+    const duplicates: EventDoc[] = [];
+    docs.forEach((doc, i) => {
+      const index = refused.get(i);
+      if (index === undefined) {
+        written.push(doc);
+        outcomes.set(doc._id, { seq: doc._id, deduplicated: false });
+      } else if (index === EVENT_ID_INDEX) {
+        // Already journaled: close this position and report the original one.
+        tombstones.push({ _id: doc._id, tombstone: true });
+        duplicates.push(doc);
+      } else {
+        outcomes.set(doc._id, "retry");
+      }
+    });
+    if (tombstones.length > 0) {
+      const closed = await this.events.insertMany(tombstones);
+      const alreadyClosed = new Set(closed.duplicates.map((d) => d.position));
+      written.push(...tombstones.filter((_, i) => !alreadyClosed.has(i)));
+    }
+    if (duplicates.length > 0) {
+      const seqById = await this.positionsOf(duplicates.map((d) => d.event_id));
+      for (const doc of duplicates) {
+        const seq = seqById.get(doc.event_id);
+        if (seq === undefined) throw new Error(`journal append: event ${doc.event_id} reported as duplicate but not found`);
+        outcomes.set(doc._id, { seq, deduplicated: true });
+      }
+    }
+    this.notify(written);
+    return outcomes;
   }
 
   /**

@@ -255,6 +255,10 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     }
   }
 
+  async dropIndexes(names: string[]): Promise<void> {
+    for (const name of names) if (name !== "_id_") this.indexes.delete(name);
+  }
+
   async insertOne(doc: T): Promise<void> {
     this.insert(doc as unknown as AnyDoc);
   }

@@ -122,6 +122,18 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
     );
   }
 
+  async dropIndexes(names: string[]): Promise<void> {
+    for (const name of names) {
+      try {
+        await this.collection.dropIndex(name);
+      } catch (error) {
+        // IndexNotFound (27) and NamespaceNotFound (26): nothing to drop.
+        if (error instanceof MongoServerError && (error.code === 27 || error.code === 26)) continue;
+        throw translate(this.name, error);
+      }
+    }
+  }
+
   async insertOne(doc: T): Promise<void> {
     await guard(this.name, () => this.collection.insertOne({ ...doc } as MongoDocument));
   }

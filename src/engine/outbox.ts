@@ -17,25 +17,56 @@ import type { PendingEvent } from "./journal/records.js";
 import type { Logger } from "./logger.js";
 import type { Clock } from "../domain/clock.js";
 
+/**
+ * An outbox entry without the encoded event: what the transition knew when it
+ * wrote it. Its collection's materializer builds the event from it and the
+ * document when the entry is flushed (the document's identifying fields never
+ * change, so every flush builds the same event). Transitions that update a
+ * document without reading it first know little else about it.
+ */
+export interface CompactEntry {
+  event_id: string;
+  kind: number;
+  /** When the transition happened (the event's recorded time). */
+  at: number;
+  before?: string;
+  after: string;
+  summary: string;
+  claimable?: { reason: number; at: number };
+}
+
+/** An outbox entry: a complete event, or a compact one. */
+export type OutboxEntry = PendingEvent | CompactEntry;
+
+/** Builds a compact entry's event from the document that carries it. */
+export type Materializer = (doc: Doc, entry: CompactEntry) => PendingEvent;
+
+function isCompact(entry: OutboxEntry): entry is CompactEntry {
+  return !("event" in entry);
+}
+
 export interface OutboxFields {
-  outbox?: PendingEvent[];
+  outbox?: OutboxEntry[];
   /** When the oldest entry still in the outbox was pushed. */
   outbox_at?: number;
+  /** Entries pushed since the outbox was last cleared: a clear is conditional on it, so it never drops newer entries. */
+  outbox_n?: number;
 }
 
 type OutboxDoc = Doc & OutboxFields;
 
 /** Adds `events` to a transition's update, so they commit with it. */
-export function withEvents<T extends OutboxDoc>(update: UpdateFilter<T>, events: PendingEvent[], now: number): UpdateFilter<T> {
+export function withEvents<T extends OutboxDoc>(update: UpdateFilter<T>, events: OutboxEntry[], now: number): UpdateFilter<T> {
   const merged = { ...update } as Record<string, Record<string, unknown>>;
   merged.$push = { ...(merged.$push ?? {}), outbox: { $each: events } };
   merged.$min = { ...(merged.$min ?? {}), outbox_at: now };
+  merged.$inc = { ...(merged.$inc ?? {}), outbox_n: events.length };
   return merged as UpdateFilter<T>;
 }
 
 /** The outbox fields of a new document. */
-export function initialOutbox(events: PendingEvent[], now: number): Required<OutboxFields> {
-  return { outbox: events, outbox_at: now };
+export function initialOutbox(events: OutboxEntry[], now: number): Required<OutboxFields> {
+  return { outbox: events, outbox_at: now, outbox_n: events.length };
 }
 
 export interface OutboxOptions {
@@ -45,9 +76,16 @@ export interface OutboxOptions {
   clearDelayMs?: number;
 }
 
+/** How many journaled event ids the outbox remembers, so a re-flush before the clear lands skips them. */
+const REMEMBERED_EVENTS = 16_384;
+
 export class Outbox {
   private readonly collections = new Map<string, Collection<OutboxDoc>>();
-  private readonly toClear = new Map<string, Map<string | number, Set<string>>>();
+  private readonly materializers = new Map<string, Materializer>();
+  /** Per collection, the documents to clear and the outbox_n each had when flushed. */
+  private readonly toClear = new Map<string, Map<string | number, number | undefined>>();
+  /** Event ids this process journaled recently, with their positions (insertion ordered: the oldest are forgotten first). */
+  private readonly journaled = new Map<string, number>();
   private clearTimer: NodeJS.Timeout | undefined;
   private clearing: Promise<void> = Promise.resolve();
 
@@ -59,17 +97,22 @@ export class Outbox {
     private readonly options: OutboxOptions = {},
   ) {}
 
-  /** Declares a collection whose documents carry outboxes (for the repair sweep). */
-  async register(collection: string): Promise<void> {
+  /**
+   * Declares a collection whose documents carry outboxes (for the repair
+   * sweep), and how its compact entries become events.
+   */
+  async register(collection: string, materializer?: Materializer): Promise<void> {
     const handle = this.store.collection<OutboxDoc>(collection);
     this.collections.set(collection, handle);
+    if (materializer) this.materializers.set(collection, materializer);
     await handle.createIndexes([{ key: { outbox_at: 1 } }]);
   }
 
   /**
    * Journals the outbox entries of documents just returned by transitions.
    * Resolves once they are journaled, with the journal position of each event
-   * (by event id).
+   * (by event id). Entries this process journaled already (an earlier
+   * transition's, not cleared yet) are not appended again.
    *
    * A document's entries are appended one per round (its first entry in the
    * first round, with the other documents' first entries, and so on), each
@@ -81,21 +124,33 @@ export class Outbox {
    * and the next round reserves positions after it.
    */
   async flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
-    const rounds: PendingEvent[][] = [];
-    const owners: Array<[string | number, string]> = [];
-    for (const doc of docs) {
-      (doc?.outbox ?? []).forEach((event, i) => {
-        (rounds[i] ??= []).push(event);
-        owners.push([doc!._id, event.event_id]);
-      });
-    }
     const positions = new Map<string, number>();
-    if (owners.length === 0) return positions;
+    const rounds: PendingEvent[][] = [];
+    const flushed: OutboxDoc[] = [];
+    const materialize = this.materializers.get(collection);
+    for (const doc of docs) {
+      if (!doc?.outbox) continue;
+      flushed.push(doc);
+      let round = 0;
+      for (const entry of doc.outbox) {
+        const known = this.journaled.get(entry.event_id);
+        if (known !== undefined) {
+          positions.set(entry.event_id, known);
+          continue;
+        }
+        if (isCompact(entry) && !materialize) throw new Error(`outbox of ${collection} holds a compact entry but the collection has no materializer`);
+        (rounds[round++] ??= []).push(isCompact(entry) ? materialize!(doc, entry) : entry);
+      }
+    }
+    if (flushed.length === 0) return positions;
     for (const pending of rounds) {
       const outcomes = await this.journal.append(pending);
-      pending.forEach((event, i) => positions.set(event.event_id, outcomes[i]!.seq));
+      pending.forEach((event, i) => {
+        positions.set(event.event_id, outcomes[i]!.seq);
+        this.remember(event.event_id, outcomes[i]!.seq);
+      });
     }
-    this.scheduleClear(collection, owners);
+    this.scheduleClear(collection, flushed);
     return positions;
   }
 
@@ -110,8 +165,7 @@ export class Outbox {
       if (withEntries.length > 0) this.log.info({ collection: name, documents: withEntries.length }, "re-journaling outbox entries left by an interrupted transition");
       await this.flush(name, withEntries);
       // Documents whose outbox was emptied but whose marker remained.
-      const empty = stale.filter((doc) => (doc.outbox?.length ?? 0) === 0).map((doc) => doc._id);
-      if (empty.length > 0) await collection.updateMany({ _id: { $in: empty }, outbox: { $size: 0 } }, { $unset: { outbox: "", outbox_at: "" } });
+      this.scheduleClear(name, stale.filter((doc) => (doc.outbox?.length ?? 0) === 0));
       repaired += withEntries.length;
     }
     await this.drain();
@@ -125,13 +179,23 @@ export class Outbox {
     await (this.clearing = this.clearing.then(() => this.clearNow()));
   }
 
-  private scheduleClear(collection: string, owners: Array<[string | number, string]>): void {
+  private remember(eventId: string, seq: number): void {
+    this.journaled.set(eventId, seq);
+    if (this.journaled.size > REMEMBERED_EVENTS) {
+      for (const oldest of this.journaled.keys()) {
+        this.journaled.delete(oldest);
+        if (this.journaled.size <= REMEMBERED_EVENTS * 0.9) break;
+      }
+    }
+  }
+
+  private scheduleClear(collection: string, docs: OutboxDoc[]): void {
+    if (docs.length === 0) return;
     let byDoc = this.toClear.get(collection);
     if (!byDoc) this.toClear.set(collection, (byDoc = new Map()));
-    for (const [id, eventId] of owners) {
-      let ids = byDoc.get(id);
-      if (!ids) byDoc.set(id, (ids = new Set()));
-      ids.add(eventId);
+    for (const doc of docs) {
+      const known = byDoc.get(doc._id);
+      byDoc.set(doc._id, known === undefined || (doc.outbox_n ?? 0) > known ? doc.outbox_n : known);
     }
     if (!this.clearTimer) {
       this.clearTimer = setTimeout(() => {
@@ -142,17 +206,25 @@ export class Outbox {
     }
   }
 
+  /**
+   * One bulk write per collection: each document's outbox is removed only if
+   * nothing was pushed since its flush (outbox_n unchanged); otherwise the
+   * newer transition's flush clears it later. Documents of an earlier version
+   * have no outbox_n and are cleared as they are.
+   */
   private async clearNow(): Promise<void> {
     const batches = [...this.toClear];
     this.toClear.clear();
     for (const [name, byDoc] of batches) {
       const collection = this.collections.get(name) ?? this.store.collection<OutboxDoc>(name);
-      const ids = [...byDoc.keys()];
-      const eventIds = [...new Set([...byDoc.values()].flatMap((set) => [...set]))];
+      const operations = [...byDoc].map(([_id, n]) => ({
+        updateOne: {
+          filter: { _id, outbox_n: n === undefined ? { $exists: false } : n },
+          update: { $unset: { outbox: "", outbox_at: "", outbox_n: "" } },
+        },
+      }));
       try {
-        await collection.updateMany({ _id: { $in: ids } }, { $pull: { outbox: { event_id: { $in: eventIds } } } } as UpdateFilter<OutboxDoc>);
-        // Only where no newer transition pushed entries meanwhile.
-        await collection.updateMany({ _id: { $in: ids }, outbox: { $size: 0 } }, { $unset: { outbox: "", outbox_at: "" } });
+        await collection.bulkWrite(operations as Parameters<typeof collection.bulkWrite>[0]);
       } catch (error) {
         // Harmless: the repair sweep re-appends (a no-op) and clears later.
         this.log.warn({ collection: name, error: error instanceof Error ? error.message : String(error) }, "could not clear flushed outbox entries; the repair sweep will");

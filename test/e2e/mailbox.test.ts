@@ -384,17 +384,18 @@ describe.each(serverBackends())("MailboxService on the $name backend", (backend)
           await enqueue(mailbox, thread);
           const held = await claimOne(mailbox, thread);
           const wrong = { dispatchId: held.dispatchId, claimToken: "ct_wrong" };
-          const calls: Array<[string, Promise<unknown>]> = [
-            ["Ack", mailbox.ack(wrong)],
-            ["Nack", mailbox.nack({ ...wrong, error: "x" })],
-            ["DeadLetter", mailbox.deadLetter({ ...wrong, error: "x" })],
-            ["ExtendLease", mailbox.extendLease({ ...wrong, extension: ms(1_000) })],
-            ["RecordDispatchStart", mailbox.recordDispatchStart({ ...wrong, dispatchInstanceId: "i" })],
-            ["RecordRunResult", mailbox.recordRunResult({ ...wrong, result: { runStatus: 3 } })],
-            ["SupersedeClaimed", mailbox.supersedeClaimed({ ...wrong, reason: "x" })],
+          // All at once; each refusal is caught as its call is made (they answer in any order).
+          const calls: Array<[string, ReturnType<typeof refusal>]> = [
+            ["Ack", refusal(mailbox.ack(wrong))],
+            ["Nack", refusal(mailbox.nack({ ...wrong, error: "x" }))],
+            ["DeadLetter", refusal(mailbox.deadLetter({ ...wrong, error: "x" }))],
+            ["ExtendLease", refusal(mailbox.extendLease({ ...wrong, extension: ms(1_000) }))],
+            ["RecordDispatchStart", refusal(mailbox.recordDispatchStart({ ...wrong, dispatchInstanceId: "i" }))],
+            ["RecordRunResult", refusal(mailbox.recordRunResult({ ...wrong, result: { runStatus: 3 } }))],
+            ["SupersedeClaimed", refusal(mailbox.supersedeClaimed({ ...wrong, reason: "x" }))],
           ];
-          for (const [name, call] of calls) {
-            const error = await refusal(call);
+          for (const [name, refused] of calls) {
+            const error = await refused;
             expect([name, error.code, error.detail?.reason]).toEqual([name, Code.FailedPrecondition, ErrorReason.CLAIM_TOKEN_MISMATCH]);
           }
           const { dispatch } = await mailbox.getDispatch({ dispatchId: held.dispatchId });

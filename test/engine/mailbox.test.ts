@@ -158,7 +158,7 @@ describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
       try {
         const claimer = await side.instance();
         view.gate = async (label) => {
-          if (label !== "claimer threads.updateOne") return;
+          if (label !== "claimer threads.bulkWrite") return;
           view.gate = undefined;
           // The claim is cancelled elsewhere before the claimer records it on the thread.
           await engine.mailbox.cancel(first._id, undefined);

@@ -58,6 +58,21 @@ async function countKind(engine: Engine, kind: EventKind): Promise<number> {
   return engine.journal.events.countDocuments({ kind, pool_id: POOL });
 }
 
+/**
+ * Resolves once `count` events of `kind` are journaled. A registration's new
+ * status is stored before its event is journaled, so a caller that saw the
+ * status waits for the event here (each tail delivery is a chance to recount).
+ */
+async function journaled(engine: Engine, kind: EventKind, count: number): Promise<void> {
+  let recount: () => void = () => undefined;
+  const stop = engine.tail.subscribe(() => recount());
+  try {
+    while ((await countKind(engine, kind)) < count) await new Promise<void>((resolve) => (recount = resolve));
+  } finally {
+    stop();
+  }
+}
+
 describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
   let store: Store;
   let harness: EngineHarness;
@@ -121,8 +136,11 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
       await Promise.all(Array.from({ length: 10 }, (_, i) => publish(i % 2 ? one : two, "worker")));
       const results = await Promise.all(wakes.map((w) => settled(two, w.registration!.conditionId)));
       expect(results.every((r) => r.status === WakeStatus.TRIGGERED)).toBe(true);
-      expect(await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)).toBe(20);
+      await journaled(one, EventKind.WAKE_CONDITION_TRIGGERED, 20);
       await one.tail.waitFor(two.tail.position);
+      await two.tail.waitFor(one.tail.position);
+      // Exactly once: no instance triggered a condition the other had triggered.
+      expect(await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)).toBe(20);
       expect(one.wakeMatcher.watching + two.wakeMatcher.watching).toBe(0);
     });
 

@@ -29,15 +29,17 @@ export interface TransitionFacts {
   /** A short human-readable account, e.g. "claimed by worker-1 (attempt 2 of 5)". */
   summary: string;
   now: number;
+  /** The event's id; a fresh one when omitted. */
+  eventId?: string;
 }
 
 const SOURCE = { kind: SourceKind.SERVER, id: "mailroom.mailbox" };
 const TAGS = ["feature:mailbox"];
 
-function envelopeBase(kind: EventKind, now: number) {
+function envelopeBase(kind: EventKind, now: number, eventId = newId()) {
   return {
     schemaVersion: 1,
-    eventId: newId(),
+    eventId,
     kind,
     family: EventFamily.MAILBOX,
     occurredAt: timestampFromMs(now),
@@ -54,7 +56,7 @@ function envelopeBase(kind: EventKind, now: number) {
 export function dispatchEvent(dispatch: DispatchFacts, transition: TransitionFacts): AgentEvent {
   return create(AgentEventSchema, {
     envelope: {
-      ...envelopeBase(transition.kind, transition.now),
+      ...envelopeBase(transition.kind, transition.now, transition.eventId),
       runId: dispatch.runId,
       agentId: dispatch.agentId ?? "",
       threadId: dispatch.threadId,

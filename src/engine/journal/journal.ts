@@ -65,6 +65,7 @@ export class Journal {
   /** Appends waiting for the next group commit. */
   private readonly waiting: AppendRequest[] = [];
   private allocating = false;
+  private scheduled = false;
 
   constructor(
     store: Store,
@@ -115,16 +116,23 @@ export class Journal {
    * outcome per input. Safe to call again with the same events (retries,
    * outbox re-flushes): an event id is journaled once.
    *
-   * Group commit: appends that arrive while a position allocation is in
-   * flight wait for it to finish, then all of them share the next allocation
-   * and one insert (each call's events stay consecutive and in order), so the
-   * journal costs two store operations per group, not per event.
+   * Group commit: the appends made in one event loop turn, or while a
+   * position allocation is in flight, share the next allocation and one
+   * insert (each call's events stay consecutive and in order), so the journal
+   * costs two store operations per group, not per event.
    */
   append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
     if (pending.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
       this.waiting.push({ events: pending, attempt: 0, resolve, reject });
-      this.pump();
+      // At the end of this event loop turn: every append made in it joins the group.
+      if (!this.scheduled && !this.allocating) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.pump();
+        });
+      }
     });
   }
 

@@ -60,10 +60,24 @@ export interface ThreadDoc extends Doc, OutboxFields {
   claimed?: string | null;
   /** Hint: that claim's lease when it was taken (the repair sweep checks it). */
   claim_lease_until?: number;
-  /** Hint: rank of the thread's best QUEUED dispatch of the current epoch (lower is better). */
+  /**
+   * Hint: claim tokens of claims that were ended by someone other than their
+   * claimer (a cancel, the lease sweeper), possibly before the claimer
+   * recorded the claim here; such a late record is not made (it would mark
+   * the thread busy with a claim that is over). The last few are kept.
+   */
+  ended?: string[];
+  /** Hint: rank of the thread's best QUEUED dispatch of the current epoch (lower is better; it names the dispatch). */
   head_rank?: string;
   /** Hint: earliest available_at among those dispatches. */
   ready_at?: number;
+  /**
+   * Hint: how many QUEUED dispatches of the current epoch the thread has; it
+   * may count too many (an enqueue counts before it inserts), never too few,
+   * so a claim that takes the last one can mark the thread idle without a read.
+   * Absent on threads written by an earlier version (then unknown).
+   */
+  queued?: number;
   /** Bumped by every change the hint must not miss; recomputations are conditional on it. */
   version: number;
   created_at: number;
@@ -72,18 +86,27 @@ export interface ThreadDoc extends Doc, OutboxFields {
 
 export const CLAIM_ORDER = { priority: -1, created_at: 1, _id: 1 } as const;
 
+/**
+ * Indexes that only queued or claimed work needs are partial on that status,
+ * so the terminal dispatches kept for retention (most of them) are not in
+ * them. Every query of queued work names `status: "QUEUED"` (claimed work
+ * `"CLAIMED"`, terminal `terminal: true`) so the partial index serves it.
+ */
 export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1 }, name: "one_claimed_per_thread", unique: true, partialFilterExpression: { status: "CLAIMED" } },
   { key: { thread_id: 1, dedupe_key: 1 }, name: "dedupe_key_per_thread", unique: true, partialFilterExpression: { dedupe_key: { $exists: true } } },
-  { key: { thread_id: 1, status: 1, epoch: 1, priority: -1, created_at: 1, _id: 1 }, name: "claim_order" },
-  { key: { thread_id: 1, status: 1, epoch: 1, available_at: 1 }, name: "thread_readiness" },
-  { key: { status: 1, lease_until: 1 }, name: "expired_leases" },
-  { key: { status: 1, available_at: 1 }, name: "availability" },
+  { key: { thread_id: 1, epoch: 1, priority: -1, created_at: 1, _id: 1 }, name: "queued_claim_order", partialFilterExpression: { status: "QUEUED" } },
+  { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
+  { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
+  { key: { status: 1, thread_id: 1 }, name: "status_counts" },
   { key: { thread_id: 1, created_at: 1, _id: 1 }, name: "thread_listing" },
   { key: { created_at: 1, _id: 1 }, name: "listing" },
-  { key: { terminal: 1, completed_at: -1, _id: -1 }, name: "terminal_listing" },
-  { key: { thread_id: 1, terminal: 1, completed_at: -1, _id: -1 }, name: "thread_terminal_listing" },
+  { key: { completed_at: -1, _id: -1 }, name: "terminal_by_completion", partialFilterExpression: { terminal: true } },
+  { key: { thread_id: 1, completed_at: -1, _id: -1 }, name: "thread_terminal_by_completion", partialFilterExpression: { terminal: true } },
 ];
+
+/** Indexes of earlier versions that these replace. */
+export const OBSOLETE_DISPATCH_INDEXES = ["claim_order", "thread_readiness", "expired_leases", "availability", "terminal_listing", "thread_terminal_listing"];
 
 export const THREAD_INDEXES: IndexSpec[] = [
   { key: { claimed: 1, head_rank: 1, _id: 1 }, name: "ready_threads" },
@@ -91,10 +114,17 @@ export const THREAD_INDEXES: IndexSpec[] = [
   { key: { claim_lease_until: 1 }, name: "claim_hints" },
 ];
 
-/** Sortable rank of a dispatch within claim order: lower claims first. */
+/** Sortable rank of a dispatch within claim order: lower claims first. It ends with the dispatch's id. */
 export function rankOf(dispatch: Pick<DispatchDoc, "priority" | "created_at" | "_id">): string {
   return `${String(255 - dispatch.priority).padStart(3, "0")}.${String(dispatch.created_at).padStart(15, "0")}.${dispatch._id}`;
 }
+
+/** The id of the dispatch a rank names. */
+export function dispatchIdOfRank(rank: string): string {
+  return rank.slice(RANK_PREFIX);
+}
+
+const RANK_PREFIX = 3 + 1 + 15 + 1;
 
 const ts = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
 

@@ -2,14 +2,22 @@
  * Threads: each thread's epoch (authoritative) and its readiness hint (see
  * records.ts). The hint's rule: it may claim a thread has work it does not
  * have (a claim attempt then finds nothing and recomputes it), but it must
- * never hide claimable work. Every change that can add work lowers it with
- * `$min` once the work exists (an enqueue also before inserting it), and
- * bumps `version`; recomputations are conditional on `version`, so one that
- * read the thread before such a change never overwrites it, and one that read
- * it after sees the work.
+ * never hide claimable work.
+ *
+ * - Every change that can add work lowers the head with `$min` once the work
+ *   exists (an enqueue also before inserting it, which is when it counts the
+ *   work in `queued`), and bumps `version`.
+ * - Anything that raises the head (a claim taking the head, a recomputation)
+ *   is conditional on the `version` it read, so it never overwrites a change
+ *   it did not see.
+ * - A claim moves the head to the thread's next dispatch when it records the
+ *   claim, so releasing the claim later (an ack) is one write and no read.
+ *
+ * Batches of threads are written with one bulk write and read back with one
+ * find: the cost of a batch does not grow with the threads it touches.
  */
 import type { Clock } from "../../domain/clock.js";
-import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
+import { type BulkUpdate, type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
 import type { Logger } from "../logger.js";
 import type { PendingEvent } from "../journal/records.js";
 import { withEvents } from "../outbox.js";
@@ -23,7 +31,37 @@ export interface Readiness {
   availableAt: number;
 }
 
+/** Work about to be (or just) inserted into a thread. */
+export interface Enlistment {
+  threadId: string;
+  /** How many dispatches (counted in `queued` before they are inserted). */
+  count: number;
+  /** The best of them, and the earliest time one is available. */
+  best: Readiness;
+}
+
+/** A claim just taken: the thread as the claimer read it, and the claimed dispatch. */
+export interface TakenClaim {
+  thread: ThreadDoc;
+  dispatch: DispatchDoc;
+}
+
+/** A claim that ended; with `requeued`, the dispatch went back to the queue. */
+export interface EndedClaim {
+  threadId: string;
+  dispatchId: string;
+  requeued?: DispatchDoc;
+  /**
+   * Set when the claim may end before its claimer recorded it on the thread
+   * (a cancel, a lease reclaim): the claim's token, remembered on the thread
+   * so that the late record does not mark the thread busy.
+   */
+  endedToken?: string;
+}
+
 const RECOMPUTE_ATTEMPTS = 5;
+/** Claims remembered as ended before they were recorded (see ThreadDoc.ended). */
+const ENDED_KEPT = 8;
 
 export class Threads {
   readonly threads: Collection<ThreadDoc>;
@@ -51,19 +89,38 @@ export class Threads {
   }
 
   /**
-   * Before dispatches are inserted: creates the thread if needed and lowers
-   * its hint to cover them. Returns the thread (with its current epoch).
+   * Lowers the threads' hints to cover work being enqueued; returns each
+   * thread as it is now (its current epoch). `before` the insert it also
+   * creates the thread and counts the work; after it, it lowers the hint once
+   * more (a recomputation may have raised it between the two).
    */
-  async enlist(threadId: string, entries: Readiness[]): Promise<ThreadDoc> {
+  async enlist(entries: Enlistment[], phase: "before" | "after"): Promise<Map<string, ThreadDoc>> {
     const now = this.clock.now();
-    const best = entries.reduce((a, b) => (b.rank < a ? b.rank : a), IDLE_RANK);
-    const earliest = Math.min(...entries.map((e) => e.availableAt));
-    return this.upsert(threadId, {
-      $min: { head_rank: best, ready_at: earliest },
-      $inc: { version: 1 },
+    const updateOf = (entry: Enlistment) => ({
+      $min: { head_rank: entry.best.rank, ready_at: entry.best.availableAt },
+      $inc: phase === "before" ? { version: 1, queued: entry.count } : { version: 1 },
       $set: { updated_at: now },
-      $setOnInsert: { epoch: 0, created_at: now },
+      ...(phase === "before" ? { $setOnInsert: { epoch: 0, created_at: now } } : {}),
     });
+    if (entries.length === 1) {
+      const entry = entries[0]!;
+      const thread = await this.upsertOne(entry.threadId, updateOf(entry));
+      return new Map([[thread._id, thread]]);
+    }
+    const operations = entries.map((entry) => ({ updateOne: { filter: { _id: entry.threadId }, update: updateOf(entry), upsert: true } }));
+    for (let attempt = 0; ; attempt++) {
+      const result = await this.threads.bulkWrite(operations as BulkUpdate<ThreadDoc>[]);
+      // Two first-ever upserts of a thread can race on MongoDB: the losers update.
+      const lost = result.duplicates.map((d) => operations[d.position]!);
+      if (lost.length > 0 && attempt < 3) {
+        operations.splice(0, operations.length, ...lost);
+        continue;
+      }
+      if (lost.length > 0) throw new DuplicateKeyError(THREADS, "_id_");
+      break;
+    }
+    const threads = await this.threads.find({ _id: { $in: entries.map((e) => e.threadId) } });
+    return new Map(threads.map((t) => [t._id, t]));
   }
 
   /** Bumps the epoch, forgets the old epoch's work and records the interrupt's event. */
@@ -77,7 +134,7 @@ export class Threads {
       const update = withEvents<ThreadDoc>(
         {
           $inc: { epoch: 1, version: 1 },
-          $set: { head_rank: IDLE_RANK, updated_at: now },
+          $set: { head_rank: IDLE_RANK, queued: 0, updated_at: now },
           $unset: { ready_at: "" },
           ...(current ? {} : { $setOnInsert: { created_at: now } }),
         },
@@ -98,36 +155,55 @@ export class Threads {
     }
   }
 
-  /** Records the thread's claim and recomputes its hint (the claimed dispatch left the queue). */
-  async claimed(thread: ThreadDoc, dispatch: DispatchDoc): Promise<void> {
-    const claim = { claimed: dispatch._id, claim_lease_until: dispatch.lease_until, updated_at: this.clock.now() };
-    const hint = await this.computeHint(thread);
-    const result = await this.threads.updateOne({ _id: thread._id, version: thread.version }, { $set: { ...claim, ...hint.set }, ...(hint.unset ? { $unset: hint.unset } : {}) });
-    if (result.matchedCount !== 1) {
-      await this.threads.updateOne({ _id: thread._id }, { $set: claim });
-      await this.recompute(thread._id);
-    }
-    // The claim may have ended (acked, cancelled, reclaimed) before this hint
-    // was written: its release then found no hint to clear, and the thread
-    // would look busy, its queued work hidden, until the repair sweep (after
-    // the lease). So look again, and release it if it is over.
-    const current = await this.dispatches.findOne({ _id: dispatch._id });
-    if (current?.status !== "CLAIMED" || current.claim_token !== dispatch.claim_token) {
-      await this.released(thread._id, dispatch._id, current?.status === "QUEUED" ? current : undefined);
-    }
+  /**
+   * Records claims on their threads, and moves each thread's head to its
+   * next dispatch: without a read when the claimed one was the last counted,
+   * else with one indexed read per thread. Then makes sure no thread is left
+   * marked with a claim that ended meanwhile.
+   */
+  async claimed(claims: TakenClaim[]): Promise<void> {
+    if (claims.length === 0) return;
+    const now = this.clock.now();
+    const nexts = await Promise.all(claims.map(({ thread }) => (thread.queued !== undefined && thread.queued <= 1 ? null : this.nextHead(thread))));
+    const operations: BulkUpdate<ThreadDoc>[] = [];
+    claims.forEach(({ thread, dispatch }, i) => {
+      const record = { claimed: dispatch._id, claim_lease_until: dispatch.lease_until, updated_at: now };
+      const free = { _id: thread._id, claimed: null, ended: { $ne: dispatch.claim_token } };
+      const next = nexts[i];
+      // Exact: nothing changed the thread since the claimer read it.
+      const hint = next
+        ? { $set: { ...record, head_rank: rankOf(next), ...(thread.queued !== undefined ? { queued: Math.max(1, thread.queued - 1) } : {}), ...(next.available_at <= now ? { ready_at: next.available_at } : {}) } }
+        : { $set: { ...record, head_rank: IDLE_RANK, queued: 0 }, $unset: { ready_at: "" as const } };
+      operations.push({ updateOne: { filter: { ...free, version: thread.version }, update: hint } });
+      // Otherwise (work was added meanwhile) only the claim: the head stays lower, which hides nothing.
+      operations.push({ updateOne: { filter: free, update: { $set: record } } });
+    });
+    await this.threads.bulkWrite(operations, { ordered: true });
   }
 
-  /** The thread's claim ended; when the dispatch went back to the queue, the hint covers it again. */
-  async released(threadId: string, dispatchId: string, requeued?: DispatchDoc): Promise<void> {
+  /**
+   * Clears the claims of threads whose claimed dispatch finished or went back
+   * to the queue (one bulk write). A requeued dispatch is counted and lowers
+   * the head whether or not the claim was recorded. A claim that may end
+   * before its claimer recorded it is remembered, so the record does not land.
+   */
+  async released(ended: EndedClaim[]): Promise<void> {
+    if (ended.length === 0) return;
     const now = this.clock.now();
-    await this.threads.updateOne(
-      { _id: threadId, claimed: dispatchId },
-      {
-        $unset: { claimed: "", claim_lease_until: "" },
-        $set: { updated_at: now },
-        ...(requeued ? { $min: { head_rank: rankOf(requeued), ready_at: requeued.available_at }, $inc: { version: 1 } } : {}),
-      },
-    );
+    const operations: BulkUpdate<ThreadDoc>[] = [];
+    for (const { threadId, dispatchId, requeued, endedToken } of ended) {
+      operations.push({ updateOne: { filter: { _id: threadId, claimed: dispatchId }, update: { $unset: { claimed: "", claim_lease_until: "" }, $set: { updated_at: now } } } });
+      if (endedToken) operations.push({ updateOne: { filter: { _id: threadId }, update: { $push: { ended: { $each: [endedToken], $slice: -ENDED_KEPT } } } } });
+      if (requeued) {
+        operations.push({
+          updateOne: {
+            filter: { _id: threadId },
+            update: { $min: { head_rank: rankOf(requeued), ready_at: requeued.available_at }, $inc: { version: 1, queued: 1 } },
+          },
+        });
+      }
+    }
+    await this.threads.bulkWrite(operations);
   }
 
   /** Makes the hint exact again (after queued work left without a claim, or a claim attempt found nothing). */
@@ -135,8 +211,16 @@ export class Threads {
     for (let attempt = 0; attempt < RECOMPUTE_ATTEMPTS; attempt++) {
       const thread = await this.get(threadId);
       if (!thread) return;
-      const hint = await this.computeHint(thread);
-      const result = await this.threads.updateOne({ _id: threadId, version: thread.version }, { $set: hint.set, ...(hint.unset ? { $unset: hint.unset } : {}) });
+      const queued = { thread_id: thread._id, status: "QUEUED" as const, epoch: thread.epoch };
+      const [head, earliest, count] = await Promise.all([
+        this.dispatches.findOne(queued, { sort: CLAIM_ORDER }),
+        this.dispatches.findOne(queued, { sort: { available_at: 1 } }),
+        this.dispatches.countDocuments(queued),
+      ]);
+      const hint = head && earliest
+        ? { $set: { head_rank: rankOf(head), ready_at: earliest.available_at, queued: count } }
+        : { $set: { head_rank: IDLE_RANK, queued: 0 }, $unset: { ready_at: "" as const } };
+      const result = await this.threads.updateOne({ _id: threadId, version: thread.version }, hint);
       if (result.matchedCount === 1) return;
     }
     // Others keep changing the thread; each of their changes lowered the hint, so it hides nothing.
@@ -184,17 +268,12 @@ export class Threads {
     return repaired;
   }
 
-  private async computeHint(thread: ThreadDoc): Promise<{ set: Record<string, unknown>; unset?: Record<string, ""> }> {
-    const queued = { thread_id: thread._id, status: "QUEUED" as const, epoch: thread.epoch };
-    const [head, earliest] = await Promise.all([
-      this.dispatches.findOne(queued, { sort: CLAIM_ORDER }),
-      this.dispatches.findOne(queued, { sort: { available_at: 1 } }),
-    ]);
-    if (!head || !earliest) return { set: { head_rank: IDLE_RANK }, unset: { ready_at: "" } };
-    return { set: { head_rank: rankOf(head), ready_at: earliest.available_at } };
+  /** The thread's best queued dispatch (claimable now or not). */
+  private nextHead(thread: ThreadDoc): Promise<DispatchDoc | null> {
+    return this.dispatches.findOne({ thread_id: thread._id, status: "QUEUED", epoch: thread.epoch }, { sort: CLAIM_ORDER });
   }
 
-  private async upsert(threadId: string, update: object): Promise<ThreadDoc> {
+  private async upsertOne(threadId: string, update: object): Promise<ThreadDoc> {
     for (let attempt = 0; ; attempt++) {
       try {
         return (await this.threads.findOneAndUpdate({ _id: threadId }, update, { upsert: true }))!;

@@ -15,10 +15,14 @@ export interface WorkSignal {
   reason: DispatchSignalReason;
 }
 
-type Waiter = { threadId?: string; wake: () => void };
+interface Waiter {
+  threadId?: string;
+  wake(): void;
+}
 
 export class WorkSignals {
   private counter = 0;
+  /** Waiting long polls, oldest first (a Set keeps insertion order). */
   private readonly waiters = new Set<Waiter>();
   private readonly listeners = new Set<(signal: WorkSignal) => void>();
 
@@ -27,12 +31,31 @@ export class WorkSignals {
     return this.counter;
   }
 
+  /**
+   * Wakes one waiter that may claim the signalled dispatch (the oldest
+   * waiting for its thread or for any thread), not all of them: one
+   * dispatch satisfies one claim, and a woken waiter always claims again
+   * (so a signal is never lost on a waiter that then finds nothing: it
+   * found the dispatch taken, which is what the signal was about).
+   */
   emit(signal: WorkSignal): void {
     this.counter++;
-    for (const waiter of this.waiters) {
-      if (waiter.threadId === undefined || waiter.threadId === signal.threadId) waiter.wake();
-    }
+    this.wakeOne(signal.threadId);
     for (const listener of this.listeners) listener(signal);
+  }
+
+  /** A woken waiter that will not claim (its caller left) hands its wake to the next one. */
+  passOn(threadId: string | undefined): void {
+    this.wakeOne(threadId);
+  }
+
+  private wakeOne(threadId: string | undefined): void {
+    for (const waiter of this.waiters) {
+      if (waiter.threadId === undefined || threadId === undefined || waiter.threadId === threadId) {
+        waiter.wake();
+        return;
+      }
+    }
   }
 
   listen(listener: (signal: WorkSignal) => void): () => void {
@@ -40,19 +63,25 @@ export class WorkSignals {
     return () => this.listeners.delete(listener);
   }
 
-  /** Resolves on the next signal for the thread (any thread when undefined), after `timeoutMs`, or on abort. */
-  wait(threadId: string | undefined, timeoutMs: number, abort?: AbortSignal): Promise<void> {
+  /** How many long polls are waiting (for metrics and tests). */
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
+  /** Resolves true when a signal woke this waiter (see emit); false after `timeoutMs` or on abort. */
+  wait(threadId: string | undefined, timeoutMs: number, abort?: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
-      const waiter: Waiter = { threadId, wake: () => done() };
-      const timer = setTimeout(() => done(), timeoutMs);
-      const done = () => {
+      const waiter: Waiter = { threadId, wake: () => done(true) };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const onAbort = () => done(false);
+      const done = (woken: boolean) => {
         clearTimeout(timer);
         this.waiters.delete(waiter);
-        abort?.removeEventListener("abort", done);
-        resolve();
+        abort?.removeEventListener("abort", onAbort);
+        resolve(woken);
       };
-      if (abort?.aborted) return done();
-      abort?.addEventListener("abort", done, { once: true });
+      if (abort?.aborted) return done(false);
+      abort?.addEventListener("abort", onAbort, { once: true });
       this.waiters.add(waiter);
     });
   }

@@ -30,6 +30,7 @@ import {
   indexName,
 } from "../port.js";
 import { OrderedIndex } from "./ordered-index.js";
+import { fastOperator } from "./fast-update.js";
 import { plan } from "./planner.js";
 
 type AnyDoc = Doc & Record<string, unknown>;
@@ -165,7 +166,7 @@ function compileUpdate(given: Modifier): CompiledUpdate | undefined {
   }
   if (paths.length > 1) assertNoConflicts(paths);
   const fields = new Set(paths.map((path) => (path.includes(".") ? path.slice(0, path.indexOf(".")) : path)));
-  const fns = names.map((name) => OPERATOR_FUNCTIONS[name]!(ops[name]!));
+  const fns = names.map((name) => fastOperator(name, ops[name]!) ?? OPERATOR_FUNCTIONS[name]!(ops[name]!));
   return {
     fields,
     paths: paths.map((path) => (path.includes(".$") ? path.slice(0, path.indexOf(".$")) : path)),

@@ -20,6 +20,8 @@ export interface ChangeFeedOptions {
 export class ChangeFeed {
   private readonly handlers = new Map<string, Set<ChangeHandler>>();
   private readonly resyncHandlers = new Set<ResyncHandler>();
+  /** Per collection, a field whose value marks inserts this instance does not want back (its own writes). */
+  private readonly ownWrites = new Map<string, { field: string; value: string }>();
   private stream: ChangeStream | undefined;
   private stopped = false;
   private loop: Promise<void> | undefined;
@@ -35,6 +37,16 @@ export class ChangeFeed {
     if (!set) this.handlers.set(collection, (set = new Set()));
     set.add(handler);
     return () => set.delete(handler);
+  }
+
+  /**
+   * Leaves out of the stream the inserts into `collection` whose `field` is
+   * `value`: this instance's own writes, which it delivers in process already
+   * (so on MongoDB the server filters them, and nothing is copied twice).
+   * Call before the feed starts.
+   */
+  skipOwnInserts(collection: string, field: string, value: string): void {
+    this.ownWrites.set(collection, { field, value });
   }
 
   onResync(handler: ResyncHandler): () => void {
@@ -55,7 +67,11 @@ export class ChangeFeed {
   }
 
   private open(): Promise<ChangeStream> {
-    return this.store.watch<Doc>({ collections: [...this.handlers.keys()], match: [{ operationType: "insert" }] });
+    const match: Record<string, unknown>[] = [{ operationType: "insert" }];
+    for (const [collection, { field, value }] of this.ownWrites) {
+      match.push({ $or: [{ "ns.coll": { $ne: collection } }, { [`fullDocument.${field}`]: { $ne: value } }] });
+    }
+    return this.store.watch<Doc>({ collections: [...this.handlers.keys()], match });
   }
 
   private async consume(): Promise<void> {

@@ -11,6 +11,7 @@ import type { Store } from "../store/port.js";
 import { ChangeFeed } from "./change-feed.js";
 import { DEFAULT_EVENTS_OPTIONS, Events, type EventsOptions } from "./events/events.js";
 import { Journal } from "./journal/journal.js";
+import { EVENTS } from "./journal/records.js";
 import { JournalTail, type JournalTailOptions } from "./journal/tail.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from "./mailbox/background.js";
@@ -71,8 +72,10 @@ export class Engine {
     this.log = options.log ?? silentLogger;
     this.mailboxLimits = { ...DEFAULT_MAILBOX_LIMITS, ...options.mailboxLimits };
     this.runBackground = options.background ?? true;
-    this.journal = new Journal(store, this.log);
+    this.journal = new Journal(store, this.log, this.instanceId);
     this.feed = new ChangeFeed(store, this.log);
+    // This instance delivers its own journal writes in process (JournalTail).
+    this.feed.skipOwnInserts(EVENTS, "writer", this.instanceId);
     this.tail = new JournalTail(this.journal, this.feed, this.log, options.journal);
     this.outbox = new Outbox(store, this.journal, this.clock, this.log, options.outbox);
     this.threads = new Threads(store, this.clock, this.log);

@@ -70,6 +70,8 @@ export class Journal {
   constructor(
     store: Store,
     private readonly log: Logger,
+    /** Marks the events this instance journals (see EventFields.writer). */
+    private readonly writer?: string,
   ) {
     this.events = store.collection<JournalDoc>(EVENTS);
     this.counters = store.collection<CounterDoc>(COUNTERS);
@@ -170,7 +172,8 @@ export class Journal {
     });
     let written: Map<number, AppendOutcome | "retry">;
     try {
-      written = await this.insertAt(placed.flatMap(({ request, first: at }) => request.events.map((event, i) => ({ _id: at + i, ...event }))));
+      const writer = this.writer === undefined ? {} : { writer: this.writer };
+      written = await this.insertAt(placed.flatMap(({ request, first: at }) => request.events.map((event, i) => ({ _id: at + i, ...event, ...writer }))));
     } catch (error) {
       for (const request of group) request.reject(error);
       return;

@@ -42,6 +42,8 @@ export interface EventFields {
   due_at?: number;
   /** WAKE_CONDITION_REGISTERED: what the wake matchers need, in journal order. Internal. */
   wake?: { filter: PlainFilter; after_seq: number };
+  /** The server instance that journaled it (its own change feed leaves it out: it has it already). Internal. */
+  writer?: string;
 }
 
 /** The internal fields a producer may attach to an event it journals. */

@@ -217,6 +217,13 @@ function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
   };
 }
 
+/** Whether a query ranges over or sorts by _id (an equality or `$in` is answered by the document map). */
+function needsIdIndex(filter: Record<string, unknown>, sort: SortSpec | undefined): boolean {
+  if (sort && Object.keys(sort)[0] === "_id") return true;
+  const condition = filter._id;
+  return typeof condition === "object" && condition !== null && ["$gt", "$gte", "$lt", "$lte"].some((op) => op in condition);
+}
+
 export class MemoryCollection<T extends Doc> implements Collection<T> {
   private readonly docs = new Map<string, AnyDoc>();
   private readonly indexes = new Map<string, OrderedIndex>();
@@ -226,9 +233,11 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     readonly name: string,
     private readonly changes: ChangeSink,
   ) {
-    // Like MongoDB's implicit _id index: ranges and sorts on _id walk it.
-    // (Uniqueness of _id is kept by the document map itself.)
-    this.indexes.set("_id_", new OrderedIndex({ key: { _id: 1 }, name: "_id_" }));
+    // MongoDB's implicit _id index (for ranges and sorts on _id) is built the
+    // first time a query needs it (see select): most collections are only
+    // looked up by _id, which the document map answers, and an index entry
+    // per document would cost them memory and time on every write for
+    // nothing. (Uniqueness of _id is kept by the document map itself.)
   }
 
   async createIndexes(specs: IndexSpec[]): Promise<void> {
@@ -457,6 +466,12 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     return { modifier, update: compileUpdate(ops) };
   }
 
+  private buildIdIndex(): void {
+    const index = new OrderedIndex({ key: { _id: 1 }, name: "_id_" });
+    for (const doc of this.docs.values()) index.add(doc);
+    this.indexes.set("_id_", index);
+  }
+
   private assertUnique(doc: AnyDoc, self?: DocId, indexes: Iterable<OrderedIndex> = this.indexes.values()): void {
     for (const index of indexes) {
       const other = index.conflict(doc);
@@ -468,6 +483,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
 
   /** The stored (not copied) documents matching, in sort order, after skip/limit. */
   private select(filter: Record<string, unknown>, options: FindOptions): AnyDoc[] {
+    if (!this.indexes.has("_id_") && needsIdIndex(filter, options.sort)) this.buildIdIndex();
     const chosen = plan(filter, options.sort, this.indexes.values());
     // An id plan fetches exactly the documents whose _id the filter's _id
     // condition names, so only the rest of the filter is left to test.

@@ -693,7 +693,8 @@ type DispatchStatusCount struct {
 
 	// The status counted.
 	Status RunDispatchStatus `protobuf:"varint,1,opt,name=status,proto3,enum=mailroom.v1.RunDispatchStatus" json:"status,omitempty"`
-	// How many dispatches are in it.
+	// How many dispatches are in it. The proto3 JSON mapping omits a 0: an
+	// entry without `count` counts none.
 	Count uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 }
 

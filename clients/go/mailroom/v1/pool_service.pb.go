@@ -88,7 +88,10 @@ type OpenPoolResponse struct {
 
 	// The pool.
 	Snapshot *AgentPoolSnapshot `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	// True when this call opened it; false when it already existed.
+	// True when this call opened it (event AGENT_POOL_OPENED); false when it
+	// already existed. Opened is not yet created: the pool counts as created
+	// (snapshot.created, JoinRunResponse.pool_created, event
+	// AGENT_POOL_CREATED) when its first run joins.
 	Opened bool `protobuf:"varint,2,opt,name=opened,proto3" json:"opened,omitempty"`
 }
 
@@ -311,7 +314,10 @@ type JoinRunResponse struct {
 
 	// The member as recorded.
 	Member *AgentPoolMember `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
-	// True when this join created the pool.
+	// True when this join was the pool's first: the pool, opened before by
+	// OpenPool, now counts as created (event AGENT_POOL_CREATED). Not a second
+	// creation: OpenPool's `opened` says the pool record was made, this says
+	// it got its first member.
 	PoolCreated bool `protobuf:"varint,2,opt,name=pool_created,json=poolCreated,proto3" json:"pool_created,omitempty"`
 	// Position of the join record.
 	Cursor uint64 `protobuf:"varint,3,opt,name=cursor,proto3" json:"cursor,omitempty"`

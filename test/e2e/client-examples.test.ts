@@ -11,25 +11,16 @@
  * with one line saying what to install.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { goMissing, pythonMissing, systemPython } from "../support/polyglot.js";
 import { repoRoot, useServerProcess } from "../support/server-process.js";
 
 const runFile = promisify(execFile);
 const TOKEN = "examples-t0ken";
-const systemPython = "/usr/bin/python3";
-
-function pythonMissing(): string | undefined {
-  try {
-    execFileSync(systemPython, ["-c", "import grpc, google.protobuf"], { stdio: "ignore" });
-    return undefined;
-  } catch {
-    return `${systemPython} cannot import grpc and google.protobuf; install them: apt-get install python3-grpcio python3-protobuf`;
-  }
-}
 
 /** Whether the `python3` on PATH is another interpreter than /usr/bin/python3, one without grpcio. */
 function pathPythonLacksGrpc(): boolean {
@@ -40,22 +31,6 @@ function pathPythonLacksGrpc(): boolean {
   } catch {
     return false;
   }
-}
-
-function goMissing(): string | undefined {
-  const gocode = "/usr/share/gocode/src";
-  const present = (which: string) => {
-    try {
-      execFileSync("sh", ["-c", `command -v ${which}`], { stdio: "ignore" });
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  const install = "apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev";
-  if (!present("go") || !existsSync(`${gocode}/google.golang.org/grpc`)) return `Go or Debian's Go gRPC sources are missing; install them: ${install}`;
-  if (existsSync(`${gocode}/github.com/golang/protobuf/proto/table_marshal.go`)) return `github.com/golang/protobuf is 1.3; install 1.5: ${install}`;
-  return undefined;
 }
 
 interface Outcome {

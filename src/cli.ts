@@ -5,15 +5,22 @@
  *
  * Exit codes: 0 after a graceful shutdown; 1 when it cannot start (the reason
  * in one line, no stack trace), on a second signal, or when shutdown failed.
+ *
+ * Beside it, the client commands (src/cli/: enqueue, claim, ack, tail, ...)
+ * call a running server; their exit codes are in src/cli/connection.ts.
  */
 import { Command } from "commander";
+import { addMailboxCommands } from "./cli/mailbox-commands.js";
+import { addPoolCommands } from "./cli/pool-commands.js";
+import { addTailCommand } from "./cli/tail.js";
 import { ConfigError, type ServerConfig, serverConfigFromOptions, serverConfigOptions } from "./config.js";
-import { createLogger, type Logger } from "./log.js";
-import { type RunningServer, startServer } from "./server/server.js";
+import type { Logger } from "./log.js";
+import type { RunningServer } from "./server/server.js";
 import type { SelectedStore } from "./store/select.js";
-import { selectStore } from "./store/select.js";
 
 async function serve(config: ServerConfig): Promise<void> {
+  // Loaded here, not at the top: the client commands need none of the server, the engine or the drivers.
+  const [{ createLogger }, { startServer }, { selectStore }] = await Promise.all([import("./log.js"), import("./server/server.js"), import("./store/select.js")]);
   const logger = createLogger({ level: config.logLevel });
   let selected: SelectedStore | undefined;
   let server: RunningServer;
@@ -77,6 +84,18 @@ function stopOnSignals(server: RunningServer, logger: Logger): void {
   process.on("SIGINT", onSignal);
 }
 
+const clientCommandsHelp = `
+The client commands call a running server: --url (MAILROOM_URL, default
+http://127.0.0.1:50051), --protocol grpc|grpc-web|connect, --token or, better,
+MAILROOM_TOKEN (never printed), --json for one JSON object a line. Colour only
+on a terminal (NO_COLOR turns it off).
+
+Exit codes of the client commands: 0 ok; 1 server bug or unexpected failure;
+2 bad command line (nothing sent); 3 INVALID_ARGUMENT or OUT_OF_RANGE; 4
+NOT_FOUND; 5 FAILED_PRECONDITION, ALREADY_EXISTS or ABORTED (e.g. a stale
+claim token); 6 UNAUTHENTICATED or PERMISSION_DENIED; 7 UNAVAILABLE,
+DEADLINE_EXCEEDED or CANCELED (retry); 8 RESOURCE_EXHAUSTED.`;
+
 const program = new Command("mailroom").description("Coordination service for AI agent runs: mailboxes, agent pools and an event journal.");
 const serveCommand = program
   .command("serve", { isDefault: true })
@@ -92,5 +111,10 @@ serveCommand.action(async (options: Record<string, unknown>) => {
   }
   await serve(config);
 });
+
+addMailboxCommands(program);
+addPoolCommands(program);
+addTailCommand(program);
+program.addHelpText("after", clientCommandsHelp);
 
 await program.parseAsync(process.argv);

@@ -3,6 +3,7 @@
  * and translates the answer. Nothing else happens here.
  */
 import { create } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { LiveRunCommandSchema, type LiveRunTarget } from "../../gen/mailroom/v1/live_pb.js";
@@ -128,8 +129,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async extendLease(request) {
       const ref = parseClaimRef(request);
-      const extensionMs = durationInRange("extension", requirePresent("extension", request.extension), 1, limits.maxLeaseMs);
-      const outcome = await mailbox.extendLease(ref, extensionMs);
+      const outcome = await mailbox.extendLease(ref, parseNewLease(request, limits.maxLeaseMs));
       return { dispatch: toRunDispatch(outcome.dispatch), interrupted: outcome.interrupted, threadEpoch: BigInt(outcome.threadEpoch) };
     },
 
@@ -241,4 +241,14 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
   };
+}
+
+/** ExtendLease's new lease: `lease` (named as in Claim) or `extension`, its first name; both mean the same. */
+function parseNewLease(request: { lease?: Duration; extension?: Duration }, maxLeaseMs: number): number {
+  const lease = request.lease && durationInRange("lease", request.lease, 1, maxLeaseMs);
+  const extension = request.extension && durationInRange("extension", request.extension, 1, maxLeaseMs);
+  if (lease !== undefined && extension !== undefined && lease !== extension) {
+    throw invalidField("lease", "differs from extension (the same field's first name): set one of them");
+  }
+  return lease ?? extension ?? requirePresent<number>("lease", undefined);
 }

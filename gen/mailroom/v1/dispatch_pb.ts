@@ -287,7 +287,8 @@ export type DispatchStatusCount = Message<"mailroom.v1.DispatchStatusCount"> & {
   status: RunDispatchStatus;
 
   /**
-   * How many dispatches are in it.
+   * How many dispatches are in it. The proto3 JSON mapping omits a 0: an
+   * entry without `count` counts none.
    *
    * @generated from field: uint64 count = 2;
    */

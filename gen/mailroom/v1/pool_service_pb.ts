@@ -61,7 +61,10 @@ export type OpenPoolResponse = Message<"mailroom.v1.OpenPoolResponse"> & {
   snapshot?: AgentPoolSnapshot | undefined;
 
   /**
-   * True when this call opened it; false when it already existed.
+   * True when this call opened it (event AGENT_POOL_OPENED); false when it
+   * already existed. Opened is not yet created: the pool counts as created
+   * (snapshot.created, JoinRunResponse.pool_created, event
+   * AGENT_POOL_CREATED) when its first run joins.
    *
    * @generated from field: bool opened = 2;
    */
@@ -166,7 +169,10 @@ export type JoinRunResponse = Message<"mailroom.v1.JoinRunResponse"> & {
   member?: AgentPoolMember | undefined;
 
   /**
-   * True when this join created the pool.
+   * True when this join was the pool's first: the pool, opened before by
+   * OpenPool, now counts as created (event AGENT_POOL_CREATED). Not a second
+   * creation: OpenPool's `opened` says the pool record was made, this says
+   * it got its first member.
    *
    * @generated from field: bool pool_created = 2;
    */

@@ -1,8 +1,10 @@
-"""Calls a Mailroom server through mailroom_client and prints what it saw.
+"""Calls a Mailroom server through the generated Python client and prints what it saw.
 
-    python3 check_mailroom.py --url http://127.0.0.1:8080 --descriptor-set mailroom.binpb SCENARIO
+    /usr/bin/python3 check_mailroom.py --url http://127.0.0.1:50051 SCENARIO
 
-Scenarios: health, mailbox, invalid-argument, watch (see each function).
+The client is clients/python/gen (grpcio stubs and message classes that
+clients/generate.sh made from proto/). Scenarios: mailbox, invalid-argument,
+watch (see each function).
 Every observation is one JSON line {"step": ..., ...}, messages in the proto3
 JSON mapping with proto field names; test/e2e/python-client.test.ts judges
 them. An unexpected failure prints {"step": "unexpected", "after": <the last step
@@ -13,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import grpc
 from google.protobuf import json_format
 
-from mailroom_client import Contract, MailroomClient
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "clients", "python", "gen"))
+
+from google.rpc import status_pb2  # noqa: E402
+from mailroom.v1 import errors_pb2, mailbox_service_pb2, mailbox_service_pb2_grpc  # noqa: E402
 
 # Long enough for a slow CI machine, short enough that a missing frame fails the test rather than hanging it.
 CALL_TIMEOUT_SECONDS = 10
@@ -42,8 +49,24 @@ def as_dict(message: Any) -> dict[str, Any]:
         return json_format.MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)
 
 
-def describe_error(contract: Contract, error: grpc.RpcError) -> dict[str, Any]:
-    status = contract.status(error)
+def status_of(error: grpc.RpcError) -> Any:
+    """The google.rpc.Status in the error's grpc-status-details-bin trailer, or None."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            # grpcio hands -bin metadata over already base64-decoded.
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def error_details(error: grpc.RpcError) -> list[Any]:
+    """The mailroom.v1.ErrorDetail messages among the status details (each an Any)."""
+    status = status_of(error)
+    details = status.details if status is not None else []
+    return [errors_pb2.ErrorDetail.FromString(item.value) for item in details if item.type_url.rsplit("/", 1)[-1] == "mailroom.v1.ErrorDetail"]
+
+
+def describe_error(error: grpc.RpcError) -> dict[str, Any]:
+    status = status_of(error)
     return {
         "code": error.code().name,
         "message": error.details(),
@@ -55,21 +78,26 @@ def describe_error(contract: Contract, error: grpc.RpcError) -> dict[str, Any]:
             "message": status.message,
             "details": [{"type_url": item.type_url, "bytes": len(item.value)} for item in status.details],
         },
-        "error_details": [as_dict(detail) for detail in contract.error_details(error)],
+        "error_details": [as_dict(detail) for detail in error_details(error)],
     }
 
 
-def health(client: MailroomClient) -> None:
-    """Health.Check for the whole server and for each Mailroom service."""
-    for service in ("", "mailroom.v1.MailboxService", "mailroom.v1.PoolService", "mailroom.v1.EventService"):
-        reply = client.health.Check(service=service, timeout=CALL_TIMEOUT_SECONDS)
-        emit("health.check", service=service, response=as_dict(reply))
+@dataclass
+class MailroomClient:
+    mailbox: Any
+
+
+def request(method: Callable[..., Any], request_class: type, **fields: Any) -> Any:
+    """Calls a stub method with a request built from its fields (sub-messages as dicts) and the call timeout."""
+    return method(request_class(**fields), timeout=CALL_TIMEOUT_SECONDS)
 
 
 def mailbox(client: MailroomClient) -> None:
     """Enqueue -> Claim (with a lease) -> Ack, then the same Ack again."""
     thread_id = f"py-thread-{uuid.uuid4()}"
-    enqueued = client.mailbox.Enqueue(
+    enqueued = request(
+        client.mailbox.Enqueue,
+        mailbox_service_pb2.EnqueueRequest,
         dispatch={
             "thread_id": thread_id,
             "run_id": "py-run-1",
@@ -79,33 +107,33 @@ def mailbox(client: MailroomClient) -> None:
             "max_attempts": 3,
             "payload": {"data": b'{"task":"summarise"}', "media_type": "application/json"},
         },
-        timeout=CALL_TIMEOUT_SECONDS,
     )
     emit("mailbox.enqueue", thread_id=thread_id, response=as_dict(enqueued))
     dispatch_id = enqueued.dispatch.dispatch_id
 
-    claimed = client.mailbox.Claim(
+    claimed = request(
+        client.mailbox.Claim,
+        mailbox_service_pb2.ClaimRequest,
         thread_id=thread_id,
         consumer_id="py-worker",
         lease={"seconds": 30},
         limit=1,
-        timeout=CALL_TIMEOUT_SECONDS,
     )
     emit("mailbox.claim", response=as_dict(claimed))
     claim_token = claimed.dispatches[0].claim_token if claimed.dispatches else ""
 
-    acked = client.mailbox.Ack(dispatch_id=dispatch_id, claim_token=claim_token, timeout=CALL_TIMEOUT_SECONDS)
+    acked = request(client.mailbox.Ack, mailbox_service_pb2.AckRequest, dispatch_id=dispatch_id, claim_token=claim_token)
     emit("mailbox.ack", response=as_dict(acked))
-    again = client.mailbox.Ack(dispatch_id=dispatch_id, claim_token=claim_token, timeout=CALL_TIMEOUT_SECONDS)
+    again = request(client.mailbox.Ack, mailbox_service_pb2.AckRequest, dispatch_id=dispatch_id, claim_token=claim_token)
     emit("mailbox.ack-again", response=as_dict(again))
 
 
 def invalid_argument(client: MailroomClient) -> None:
     """Enqueue with an empty thread_id is refused; the reason rides in grpc-status-details-bin."""
     try:
-        reply = client.mailbox.Enqueue(dispatch={"thread_id": ""}, timeout=CALL_TIMEOUT_SECONDS)
+        reply = request(client.mailbox.Enqueue, mailbox_service_pb2.EnqueueRequest, dispatch={"thread_id": ""})
     except grpc.RpcError as error:
-        emit("mailbox.enqueue-empty-thread", error=describe_error(client.contract, error))
+        emit("mailbox.enqueue-empty-thread", error=describe_error(error))
     else:
         emit("mailbox.enqueue-empty-thread", response=as_dict(reply))
 
@@ -114,17 +142,18 @@ def watch(client: MailroomClient) -> None:
     """WatchDispatchSignals: a heartbeat first, then a signal for a dispatch enqueued after it."""
     thread_id = f"py-watch-{uuid.uuid4()}"
     # The deadline ends the stream (DEADLINE_EXCEEDED) should an expected frame never come.
-    stream = client.mailbox.WatchDispatchSignals(
+    stream = request(
+        client.mailbox.WatchDispatchSignals,
+        mailbox_service_pb2.WatchDispatchSignalsRequest,
         thread_id=thread_id,
         heartbeat_interval={"seconds": 300},
-        timeout=CALL_TIMEOUT_SECONDS,
     )
     try:
         frames = iter(stream)
         first = next(frames)
         emit("watch.first-frame", frame=first.WhichOneof("frame"), response=as_dict(first))
         # Enqueued only after the heartbeat: the stream is registered by then.
-        enqueued = client.mailbox.Enqueue(dispatch={"thread_id": thread_id}, timeout=CALL_TIMEOUT_SECONDS)
+        enqueued = request(client.mailbox.Enqueue, mailbox_service_pb2.EnqueueRequest, dispatch={"thread_id": thread_id})
         emit("watch.enqueue", thread_id=thread_id, dispatch_id=enqueued.dispatch.dispatch_id)
         second = next(frames)
         emit("watch.next-frame", frame=second.WhichOneof("frame"), response=as_dict(second))
@@ -133,7 +162,6 @@ def watch(client: MailroomClient) -> None:
 
 
 SCENARIOS: dict[str, Callable[[MailroomClient], None]] = {
-    "health": health,
     "mailbox": mailbox,
     "invalid-argument": invalid_argument,
     "watch": watch,
@@ -142,16 +170,15 @@ SCENARIOS: dict[str, Callable[[MailroomClient], None]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--descriptor-set", required=True, help="a FileDescriptorSet built from proto/ by buf build")
+    parser.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:50051")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     args = parser.parse_args()
-    contract = Contract.load(args.descriptor_set)
-    with MailroomClient(args.url, contract) as client:
+    with grpc.insecure_channel(args.url.removeprefix("http://")) as channel:
+        client = MailroomClient(mailbox=mailbox_service_pb2_grpc.MailboxServiceStub(channel))
         try:
             SCENARIOS[args.scenario](client)
         except grpc.RpcError as error:
-            print(json.dumps({"step": "unexpected", "after": _last_step, "error": describe_error(contract, error)}), flush=True)
+            print(json.dumps({"step": "unexpected", "after": _last_step, "error": describe_error(error)}), flush=True)
             return 1
         except Exception as error:  # noqa: BLE001 - reported, then the exit code fails the test
             print(json.dumps({"step": "unexpected", "after": _last_step, "exception": traceback.format_exc()}), flush=True)

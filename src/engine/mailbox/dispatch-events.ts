@@ -8,12 +8,13 @@
  * and a dispatch carries a few dozen bytes per pending event, not the
  * encoded event.
  */
-import { EventKind } from "../../../gen/mailroom/v1/event_pb.js";
-import { dispatchEvent } from "../../domain/dispatch/events.js";
+import { EventFamily, EventKind } from "../../../gen/mailroom/v1/event_pb.js";
+import { DISPATCH_EVENT_TAGS, encodeDispatchEvent } from "../../domain/dispatch/events.js";
+import { isProgressKind, isTerminalKind } from "../../domain/events/kinds.js";
 import type { DispatchStatus } from "../../domain/dispatch/state.js";
 import { newId } from "../../domain/ids.js";
 import type { Doc } from "../../store/port.js";
-import { type PendingEvent, pendingEvent } from "../journal/records.js";
+import type { PendingEvent } from "../journal/records.js";
 import type { CompactEntry } from "../outbox.js";
 import type { DispatchDoc } from "./records.js";
 
@@ -37,7 +38,7 @@ export function dispatchEntry(spec: DispatchEntrySpec): CompactEntry {
 /** The outbox materializer of the dispatches collection. */
 export function materializeDispatchEvent(doc: Doc, entry: CompactEntry): PendingEvent {
   const dispatch = doc as DispatchDoc;
-  const event = dispatchEvent(
+  const event = encodeDispatchEvent(
     { dispatchId: dispatch._id, threadId: dispatch.thread_id, runId: dispatch.run_id, agentId: dispatch.agent_id },
     {
       kind: entry.kind,
@@ -48,7 +49,23 @@ export function materializeDispatchEvent(doc: Doc, entry: CompactEntry): Pending
       eventId: entry.event_id,
     },
   );
-  return pendingEvent(event, entry.at, entry.claimable ? { claimable: entry.claimable } : {});
+  // The fields pendingEvent() would read back from the envelope.
+  const pending: PendingEvent = {
+    event_id: entry.event_id,
+    recorded_ms: entry.at,
+    kind: entry.kind,
+    family: EventFamily.MAILBOX,
+    terminal: isTerminalKind(entry.kind),
+    progress: isProgressKind(entry.kind),
+    run_id: dispatch.run_id,
+    thread_id: dispatch.thread_id,
+    dispatch_id: dispatch._id,
+    tags: [...DISPATCH_EVENT_TAGS],
+    event,
+  };
+  if (dispatch.agent_id) pending.agent_id = dispatch.agent_id;
+  if (entry.claimable) pending.claimable = entry.claimable;
+  return pending;
 }
 
 /**

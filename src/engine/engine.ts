@@ -80,7 +80,7 @@ export class Engine {
     this.outbox = new Outbox(store, this.journal, this.clock, this.log, options.outbox);
     this.threads = new Threads(store, this.clock, this.log);
     this.signals = new WorkSignals();
-    this.mailbox = new Mailbox({ store, outbox: this.outbox, threads: this.threads, signals: this.signals, clock: this.clock, log: this.log });
+    this.mailbox = new Mailbox({ store, limits: this.mailboxLimits, outbox: this.outbox, threads: this.threads, signals: this.signals, clock: this.clock, log: this.log });
     this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
     this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
     this.events = new Events(this.journal, this.tail, this.clock, this.log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });

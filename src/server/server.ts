@@ -54,7 +54,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const engine = await Engine.start(store, {
     log: logger,
     ...deps.engine,
-    mailboxLimits: { maxLeaseMs: config.maxLeaseMs, ...deps.engine?.mailboxLimits },
+    mailboxLimits: { maxLeaseMs: config.maxLeaseMs, maxResponseBytes: config.maxMessageBytes, ...deps.engine?.mailboxLimits },
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
     events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },
   });

@@ -39,6 +39,8 @@ export interface MailboxLimits {
   maxPayloadBytes: number;
   /** Longest enqueue or retry delay. */
   maxDelayMs: number;
+  /** Largest response message (the server's --max-message-bytes): a Claim takes only the dispatches that fit in one. */
+  maxResponseBytes: number;
 }
 
 export const DEFAULT_MAILBOX_LIMITS: MailboxLimits = {
@@ -48,6 +50,7 @@ export const DEFAULT_MAILBOX_LIMITS: MailboxLimits = {
   maxBatch: 500,
   maxPayloadBytes: 256 * 1024,
   maxDelayMs: 365 * 86_400_000,
+  maxResponseBytes: 4 * 1024 * 1024,
 };
 
 export const DEFAULT_PRIORITY = 128;

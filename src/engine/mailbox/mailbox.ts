@@ -18,7 +18,7 @@
 import { EntityKind, ErrorReason, MailroomError, failedPrecondition, notFound } from "../../domain/errors.js";
 import type { Clock } from "../../domain/clock.js";
 import type { ClaimCommand, ClaimRef, EnqueueCommand, RunResult, Schedule } from "../../domain/dispatch/commands.js";
-import { MAX_INTERRUPT_DETAILS } from "../../domain/dispatch/commands.js";
+import { MAX_INTERRUPT_DETAILS, type MailboxLimits } from "../../domain/dispatch/commands.js";
 import { threadInterruptedEvent } from "../../domain/dispatch/events.js";
 import { fencingFailure } from "../../domain/dispatch/fencing.js";
 import { type DispatchStatus, attemptsSpent, isTerminal, statusName } from "../../domain/dispatch/state.js";
@@ -37,7 +37,10 @@ import {
   type DispatchDoc,
   dispatchIdOfRank,
   OBSOLETE_DISPATCH_INDEXES,
+  claimSizeBound,
   rankOf,
+  RESPONSE_FRAMING,
+  runDispatchSizeBound,
   THREADS,
   type ThreadDoc,
 } from "./records.js";
@@ -47,6 +50,7 @@ import { DispatchSignalReason, type WorkSignals } from "./work-signals.js";
 
 export interface MailboxDeps {
   store: Store;
+  limits: MailboxLimits;
   outbox: Outbox;
   threads: Threads;
   signals: WorkSignals;
@@ -273,7 +277,7 @@ export class Mailbox {
 
   /** A batch of coalesced claims of any thread: each gets its share of the best heads, in the order they came. */
   private async claimNow(commands: ClaimCommand[]): Promise<Array<Outcome<DispatchDoc[]>>> {
-    const shares = commands.map((command) => ({ claimant: { consumerId: command.consumerId, leaseMs: command.leaseMs }, left: command.limit, claimed: [] as DispatchDoc[] }));
+    const shares = commands.map((command) => this.share(command));
     await this.claimAcross(shares);
     const claimed = shares.flatMap((share) => share.claimed);
     await this.deps.outbox.flush(DISPATCHES, claimed);
@@ -291,21 +295,41 @@ export class Mailbox {
    * hint order, so the last hint fetched bounds every real head still unseen.
    * The heads taken in a round are claimed with one bulk write.
    */
-  private async claimAcross(shares: Array<{ claimant: Claimant; left: number; claimed: DispatchDoc[] }>): Promise<void> {
+  private async claimAcross(shares: Share[]): Promise<void> {
     const wanted = () => shares.reduce((sum, share) => sum + share.left, 0);
-    /** Whom each of `count` claims goes to, in order (shares in the order they came). */
-    const assign = (count: number): Claimant[] => {
-      const out: Claimant[] = [];
-      for (const share of shares) for (let i = 0; i < share.left && out.length < count; i++) out.push(share.claimant);
+    /**
+     * Whom each head goes to, best head first: the first share (in the order
+     * the claims came) with room for it. A share whose response has no room
+     * left for a head takes nothing more (no worse head may overtake it).
+     */
+    const assign = (heads: Array<Head & { rank: string }>): Array<{ entry: Head & { rank: string }; share: Share }> => {
+      const planned = new Map<Share, { count: number; bytes: number }>();
+      const out: Array<{ entry: Head & { rank: string }; share: Share }> = [];
+      for (const entry of heads) {
+        const base = runDispatchSizeBound(entry.head);
+        for (const share of shares) {
+          const taken = planned.get(share) ?? { count: 0, bytes: 0 };
+          if (share.left - taken.count <= 0) continue;
+          const size = base + claimSizeBound(share.claimant.consumerId);
+          if (share.bytesLeft - taken.bytes < size) {
+            share.left = taken.count; // full: what is planned for it is all it gets
+            continue;
+          }
+          planned.set(share, { count: taken.count + 1, bytes: taken.bytes + size });
+          out.push({ entry, share });
+          break;
+        }
+      }
       return out;
     };
-    const record = (outcomes: ClaimOutcome[]) => {
-      for (const outcome of outcomes) {
-        if (!outcome.won) continue;
-        const share = shares.find((s) => s.claimant === outcome.claimant)!;
+    const record = (outcomes: ClaimOutcome[], owners: Share[]) => {
+      outcomes.forEach((outcome, i) => {
+        if (!outcome.won) return;
+        const share = owners[i]!;
         share.claimed.push(outcome.doc!);
         share.left--;
-      }
+        share.bytesLeft -= runDispatchSizeBound(outcome.doc!);
+      });
     };
     const examined = new Set<string>();
     let pool: Array<Head & { rank: string }> = [];
@@ -330,14 +354,15 @@ export class Mailbox {
         pool.push(...(await this.realHeads(unsure, true)));
       }
       pool.sort((a, b) => (a.rank < b.rank ? -1 : 1));
-      const take = pool.filter((h) => bound === undefined || h.rank <= bound).slice(0, wanted());
-      if (take.length === 0) {
-        if (exhausted) break;
+      const planned = assign(pool.filter((h) => bound === undefined || h.rank <= bound));
+      if (planned.length === 0) {
+        if (exhausted || wanted() === 0) break;
         continue;
       }
+      const take = planned.map((p) => p.entry);
       pool = pool.filter((h) => !take.includes(h));
-      const outcomes = await this.claimHeads(take, assign(take.length));
-      record(outcomes);
+      const outcomes = await this.claimHeads(take, planned.map((p) => p.share.claimant));
+      record(outcomes, planned.map((p) => p.share));
       // A head that changed under us: look at its thread once more.
       pool.push(...(await this.realHeads(outcomes.flatMap((o, i) => (!o.won && !o.busy ? [take[i]!.thread] : [])), false)));
       if (exhausted && pool.length === 0) break;
@@ -352,6 +377,16 @@ export class Mailbox {
       return head && { thread, head, rank: rankOf(head) };
     }));
     return found.filter((entry): entry is Head & { rank: string } => entry !== null);
+  }
+
+  /** A claim's share of a batch of claims: how many it may take, and the bytes its response may hold. */
+  private share(command: ClaimCommand): Share {
+    return {
+      claimant: { consumerId: command.consumerId, leaseMs: command.leaseMs },
+      left: command.limit,
+      bytesLeft: this.deps.limits.maxResponseBytes - RESPONSE_FRAMING,
+      claimed: [],
+    };
   }
 
   /** The dispatch Claim would take from the thread now (ignoring whether the thread holds a claim). */
@@ -677,6 +712,15 @@ export class Mailbox {
     if (!claimable && before === "CLAIMED" && isTerminalKind(spec.kind)) claimable = { reason: DispatchSignalReason.THREAD_RELEASED, at: now };
     return dispatchEntry({ kind: spec.kind, before, after: target, summary: spec.summary, now, claimable });
   }
+}
+
+interface Share {
+  claimant: Claimant;
+  /** How many more dispatches it may take. */
+  left: number;
+  /** How many more bytes its response may hold. */
+  bytesLeft: number;
+  claimed: DispatchDoc[];
 }
 
 interface ClaimOutcome {

@@ -128,6 +128,33 @@ const RANK_PREFIX = 3 + 1 + 15 + 1;
 
 const ts = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
 
+/** Field framing (tag and length) for one field; a string's UTF-8 is at most 3 bytes per UTF-16 unit. */
+const FIELD = 6;
+const TIMESTAMP = FIELD + 12;
+const textBound = (text: string | undefined) => (text === undefined ? 0 : FIELD + 3 * text.length);
+
+/**
+ * At least the encoded size of the RunDispatch `toRunDispatch(doc)` makes,
+ * inside a response's repeated field: what a dispatch takes of a response's
+ * bytes (a Claim takes only what fits in one), without encoding it.
+ */
+export function runDispatchSizeBound(doc: DispatchDoc): number {
+  let size = FIELD + 10 * FIELD + 6 * TIMESTAMP;
+  for (const text of [doc._id, doc.thread_id, doc.run_id, doc.agent_id, doc.dedupe_key, doc.last_error, doc.claim_token, doc.claimed_by, doc.dispatch_instance_id, doc.run_response, doc.run_error, doc.termination?.detail]) {
+    size += textBound(text);
+  }
+  if (doc.payload) size += 2 * FIELD + doc.payload.data.length + textBound(doc.payload.media_type);
+  return size;
+}
+
+/** What claiming adds to a queued dispatch's size bound: a claim token, the claimant, a lease. */
+export function claimSizeBound(consumerId: string): number {
+  return textBound("ct_".padEnd(35, "0")) + textBound(consumerId) + TIMESTAMP;
+}
+
+/** A response's own framing (the gRPC or Connect envelope, the response message), kept free of dispatches. */
+export const RESPONSE_FRAMING = 64;
+
 export function toRunDispatch(doc: DispatchDoc): RunDispatch {
   return create(RunDispatchSchema, {
     dispatchId: doc._id,

@@ -24,6 +24,7 @@ export interface SpecDefaults extends Pick<MailboxOptions, "protocol" | "produce
   concurrency: number;
   repeat: number;
   backlog: number;
+  backlogThreads: number;
   peers: boolean;
 }
 
@@ -132,7 +133,10 @@ export function unaryRuns(o: SpecDefaults): RunSpec[] {
 export function backlogRuns(o: SpecDefaults): RunSpec[] {
   return rounds(o, (place, r) => [
     mailboxSpec(label("Mailroom batch path, empty", r), o, BATCH_PATH, "mailroom", place("empty")),
-    { ...mailboxSpec(label(`Mailroom batch path, ${o.backlog} queued`, r), o, BATCH_PATH, "mailroom", place("backlog")), prefill: o.backlog },
+    {
+      ...mailboxSpec(label(`Mailroom batch path, ${o.backlog} queued on ${Math.min(o.backlogThreads, o.threads)} threads`, r), o, BATCH_PATH, "mailroom", place("backlog")),
+      prefill: { count: o.backlog, threads: Math.min(o.backlogThreads, o.threads) },
+    },
   ]);
 }
 
@@ -156,7 +160,7 @@ const storeOps: Reading = (run) => run.costs.storeOps?.total;
 const cpuUs: Reading = (run) => run.costs.serverCpuUs?.value;
 const p99: Reading = (run) => (run.kind === "events" ? run.result.latencyMs.p99 : undefined);
 
-function median(values: number[]): number | undefined {
+export function median(values: number[]): number | undefined {
   if (values.length === 0) return undefined;
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);

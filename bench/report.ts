@@ -15,7 +15,8 @@ function costText(run: RunResult): string {
   const { storeOps, serverCpuUs } = run.costs;
   const parts: string[] = [];
   if (serverCpuUs) parts.push(`server CPU ${serverCpuUs.value} us per ${serverCpuUs.unit}`);
-  if (run.system === "mailroom") parts.push(`store operations per ${storeOps?.unit ?? "unit"}: ${describePerUnit(storeOps)}`);
+  const unit = storeOps?.unit ?? { echo: "call", mailbox: "acked job", events: "published event" }[run.kind];
+  if (run.system === "mailroom") parts.push(`store operations per ${unit}: ${describePerUnit(storeOps)}`);
   return parts.length === 0 ? "" : `; ${parts.join("; ")}`;
 }
 

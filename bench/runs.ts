@@ -47,7 +47,12 @@ interface SpecBase {
 }
 
 export type EchoSpec = SpecBase & { kind: "echo"; echo: { protocol: ClientProtocol; concurrency: number; rpc: "health" | "enqueue"; threads: number } };
-export type MailboxSpec = SpecBase & { kind: "mailbox"; mailbox: Omit<MailboxOptions, "url" | "tag">; prefill?: number };
+export type MailboxSpec = SpecBase & {
+  kind: "mailbox";
+  mailbox: Omit<MailboxOptions, "url" | "tag">;
+  /** Dispatches enqueued before the load starts, on the first `threads` of the load's threads (default all of them). */
+  prefill?: { count: number; threads?: number };
+};
 export type EventsSpec = SpecBase & { kind: "events"; events: Omit<EventsOptions, "url" | "tag"> };
 export type RunSpec = EchoSpec | MailboxSpec | EventsSpec;
 
@@ -221,7 +226,7 @@ export async function measure(spec: RunSpec, o: MeasureOptions, runIndex: number
   let window: StoreOpsDelta | undefined;
   try {
     if (spec.kind === "mailbox" && spec.prefill && target.url) {
-      prefill = await prefillMailbox({ url: target.url, protocol: spec.mailbox.protocol, tag, threads: spec.mailbox.threads, count: spec.prefill });
+      prefill = await prefillMailbox({ url: target.url, protocol: spec.mailbox.protocol, tag, threads: spec.prefill.threads ?? spec.mailbox.threads, count: spec.prefill.count });
     }
     running = await startLoad(spec, target, tag);
     const { load } = running;

@@ -4,28 +4,25 @@
  * decides throughput (DESIGN.md, "Cost"). The server wraps whichever backend
  * it runs on and exports the counts as `mailroom_store_operations_total`.
  *
- * A call costs one typed-array increment: the counters of a collection are
- * allocated once, when the collection is first asked for, and the wrapped
- * collection is reused from then on.
+ * A call costs one typed-array increment: a collection's counters and its
+ * counting methods are made once, when the collection is first asked for,
+ * and the wrapped collection is reused from then on.
+ *
+ * The wrapper counts every method the backend's collection has rather than a
+ * list written here, so an operation added to the port is counted (and
+ * forwarded) without touching this file.
  */
-import type {
-  ChangeStream,
-  Collection,
-  Doc,
-  Filter,
-  FindOneAndUpdateOptions,
-  FindOptions,
-  IndexSpec,
-  InsertManyResult,
-  Store,
-  UpdateFilter,
-  UpdateResult,
-  WatchOptions,
-} from "./port.js";
+import type { ChangeStream, Collection, Doc, Store, WatchOptions } from "./port.js";
 
-/** The port's collection operations, in counter order. */
-export const COLLECTION_OPERATIONS = [
+/**
+ * The port's collection operations at the time of writing (and the bulk
+ * operations being added): their series are exported from start-up, at 0
+ * until called. Any other method a backend's collection has is counted too,
+ * its series appearing at its first call.
+ */
+export const PORT_OPERATIONS: ReadonlySet<string> = new Set([
   "createIndexes",
+  "dropIndexes",
   "insertOne",
   "insertMany",
   "findOne",
@@ -33,46 +30,47 @@ export const COLLECTION_OPERATIONS = [
   "findOneAndUpdate",
   "updateOne",
   "updateMany",
+  "bulkWrite",
   "deleteOne",
   "deleteMany",
   "countDocuments",
-] as const;
+]);
 
 /** The port's store-wide operations (a change stream counts once, when opened). */
 export const STORE_OPERATIONS = ["watch", "ping", "close"] as const;
-
-export type CollectionOperation = (typeof COLLECTION_OPERATIONS)[number];
 export type StoreOperation = (typeof STORE_OPERATIONS)[number];
 
 /** The collection label of store-wide operations, which belong to no one collection. */
 export const STORE_WIDE = "*";
 
-const op = Object.fromEntries(COLLECTION_OPERATIONS.map((name, index) => [name, index])) as Record<CollectionOperation, number>;
-const storeOp = Object.fromEntries(STORE_OPERATIONS.map((name, index) => [name, index])) as Record<StoreOperation, number>;
+interface CollectionCounters {
+  operations: string[];
+  counts: Float64Array;
+}
 
-/** Calls through the port so far. Labels stay bounded: collections are the engine's fixed names. */
+/** Calls through the port so far. Labels stay bounded: collections are the engine's fixed names, operations the port's. */
 export class StoreOperationCounts {
-  private readonly collections = new Map<string, Float64Array>();
+  private readonly collections = new Map<string, CollectionCounters>();
   private readonly storeWide = new Float64Array(STORE_OPERATIONS.length);
 
-  /** The counters of one collection, created (all zero) on first use. */
-  countersOf(collection: string): Float64Array {
-    let counters = this.collections.get(collection);
-    if (!counters) {
-      counters = new Float64Array(COLLECTION_OPERATIONS.length);
-      this.collections.set(collection, counters);
-    }
-    return counters;
+  /** Zeroed counters for `operations` of `collection`, in that order (one set per collection). */
+  register(collection: string, operations: string[]): Float64Array {
+    const counters = { operations, counts: new Float64Array(operations.length) };
+    this.collections.set(collection, counters);
+    return counters.counts;
   }
 
   countStoreWide(operation: StoreOperation): void {
-    this.storeWide[storeOp[operation]]!++;
+    this.storeWide[STORE_OPERATIONS.indexOf(operation)]!++;
   }
 
-  /** Every (collection, operation) pair known so far with its count, zeros included. */
-  forEach(visit: (collection: string, operation: CollectionOperation | StoreOperation, count: number) => void): void {
-    for (const [collection, counters] of this.collections) {
-      COLLECTION_OPERATIONS.forEach((operation, index) => visit(collection, operation, counters[index]!));
+  /** Every (collection, operation) pair with its count: the port's operations from start-up, others once called. */
+  forEach(visit: (collection: string, operation: string, count: number) => void): void {
+    for (const [collection, { operations, counts }] of this.collections) {
+      operations.forEach((operation, index) => {
+        const count = counts[index]!;
+        if (count > 0 || PORT_OPERATIONS.has(operation)) visit(collection, operation, count);
+      });
     }
     STORE_OPERATIONS.forEach((operation, index) => visit(STORE_WIDE, operation, this.storeWide[index]!));
   }
@@ -97,7 +95,7 @@ export class CountingStore implements Store {
   collection<T extends Doc>(name: string): Collection<T> {
     let collection = this.wrapped.get(name);
     if (!collection) {
-      collection = new CountingCollection(this.inner.collection<Doc>(name), this.counts.countersOf(name));
+      collection = countingCollection(this.inner.collection<Doc>(name), name, this.counts);
       this.wrapped.set(name, collection);
     }
     return collection as unknown as Collection<T>;
@@ -119,68 +117,36 @@ export class CountingStore implements Store {
   }
 }
 
-class CountingCollection<T extends Doc> implements Collection<T> {
-  constructor(
-    private readonly inner: Collection<T>,
-    private readonly counters: Float64Array,
-  ) {}
+type Method = (this: unknown, a?: unknown, b?: unknown, c?: unknown, d?: unknown) => unknown;
 
-  get name(): string {
-    return this.inner.name;
+/** Every method of the collection's class (and its ancestors), "constructor" aside. */
+function methodsOf(collection: object): string[] {
+  const names = new Set<string>();
+  for (let proto: object | null = collection; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (key === "constructor" || key === "name") continue;
+      const descriptor = Object.getOwnPropertyDescriptor(proto, key);
+      if (typeof descriptor?.value === "function") names.add(key);
+    }
   }
+  return [...names];
+}
 
-  createIndexes(specs: IndexSpec[]): Promise<void> {
-    this.counters[op.createIndexes]!++;
-    return this.inner.createIndexes(specs);
-  }
-
-  insertOne(doc: T): Promise<void> {
-    this.counters[op.insertOne]!++;
-    return this.inner.insertOne(doc);
-  }
-
-  insertMany(docs: T[]): Promise<InsertManyResult> {
-    this.counters[op.insertMany]!++;
-    return this.inner.insertMany(docs);
-  }
-
-  findOne(filter: Filter<T>, options?: FindOptions): Promise<T | null> {
-    this.counters[op.findOne]!++;
-    return this.inner.findOne(filter, options);
-  }
-
-  find(filter: Filter<T>, options?: FindOptions): Promise<T[]> {
-    this.counters[op.find]!++;
-    return this.inner.find(filter, options);
-  }
-
-  findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options?: FindOneAndUpdateOptions): Promise<T | null> {
-    this.counters[op.findOneAndUpdate]!++;
-    return this.inner.findOneAndUpdate(filter, update, options);
-  }
-
-  updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult> {
-    this.counters[op.updateOne]!++;
-    return this.inner.updateOne(filter, update, options);
-  }
-
-  updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
-    this.counters[op.updateMany]!++;
-    return this.inner.updateMany(filter, update);
-  }
-
-  deleteOne(filter: Filter<T>): Promise<number> {
-    this.counters[op.deleteOne]!++;
-    return this.inner.deleteOne(filter);
-  }
-
-  deleteMany(filter: Filter<T>): Promise<number> {
-    this.counters[op.deleteMany]!++;
-    return this.inner.deleteMany(filter);
-  }
-
-  countDocuments(filter: Filter<T>): Promise<number> {
-    this.counters[op.countDocuments]!++;
-    return this.inner.countDocuments(filter);
-  }
+/**
+ * The collection with each method counting its calls. Port methods take at
+ * most three arguments; four fixed parameters forward them without the
+ * array a rest parameter would allocate per call.
+ */
+function countingCollection(inner: Collection<Doc>, name: string, counts: StoreOperationCounts): Collection<Doc> {
+  const operations = methodsOf(inner);
+  const counters = counts.register(name, operations);
+  const wrapper: Record<string, unknown> = { name: inner.name };
+  operations.forEach((operation, index) => {
+    const method = (inner as unknown as Record<string, Method>)[operation]!;
+    wrapper[operation] = (a?: unknown, b?: unknown, c?: unknown, d?: unknown) => {
+      counters[index]!++;
+      return method.call(inner, a, b, c, d);
+    };
+  });
+  return wrapper as unknown as Collection<Doc>;
 }

@@ -6,8 +6,7 @@
  *   robin over `threads` threads. Each dispatch carries its enqueue time in
  *   its payload (8 bytes), which is how the worker measures end-to-end
  *   latency. Producers pause while `maxBacklog` dispatches are enqueued and
- *   not yet acked, so the queue stays bounded and end-to-end latency measures
- *   the system rather than an ever-growing queue.
+ *   not yet acked (see jobs.ts).
  * - `workers` loops, each on its own connection, Claim up to `claimLimit`
  *   dispatches across threads (long poll `wait`, so an idle worker blocks
  *   instead of spinning) and ack all of them in one AckBatch (or one unary
@@ -21,8 +20,8 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { RunDispatch } from "../gen/mailroom/v1/dispatch_pb.js";
 import { type NewDispatch, NewDispatchSchema } from "../gen/mailroom/v1/mailbox_service_pb.js";
 import type { ClientProtocol, MailroomClients } from "../src/client/index.js";
-import { abortLoops, connect, ErrorCounts, isAbort, type Load, loadAbortController, MeasuringWindow, perSecond } from "./load.js";
-import { type LatencySummary, round, Samples } from "./samples.js";
+import { type JobsReport, JobsHarness, stampedPayload, stampOf } from "./jobs.js";
+import { abortLoops, connect, isAbort, type Load } from "./load.js";
 
 export interface MailboxOptions {
   url: string;
@@ -45,141 +44,81 @@ export interface MailboxOptions {
   tag: string;
 }
 
-export interface MailboxReport {
-  /** Dispatches acked in the window, and per second: the headline figure. */
-  completed: number;
-  jobsPerSecond: number;
-  enqueued: number;
-  enqueuePerSecond: number;
-  rpcs: { enqueue: number; claim: number; ack: number; total: number };
-  rpcsPerSecond: number;
-  /** Every Claim RPC, from call to response (includes long-poll waits when no work was there). */
-  claimMs: LatencySummary;
-  /** Only the Claim RPCs that returned work. */
-  claimNonEmptyMs: LatencySummary;
-  emptyClaims: number;
-  /** Mean dispatches returned by a non-empty Claim. */
-  meanClaimSize: number;
-  enqueueRpcMs: LatencySummary;
-  ackRpcMs: LatencySummary;
-  /** Per job: from just before its EnqueueBatch was sent to the AckBatch response that acked it. */
-  endToEndMs: LatencySummary;
-  /** Enqueued and not yet acked when the window ended. */
-  backlogAtEnd: number;
-  errors: Record<string, number>;
+export type MailboxReport = JobsReport;
+
+/** The most AckBatch and EnqueueBatch take in one call (the server's batch limit). */
+const MAX_BATCH = 500;
+
+/** Dispatches of `payloads`, spread round robin over `threads` threads named after `tag`, from `first` on. */
+export function newDispatches(tag: string, threads: number, first: number, payloads: Uint8Array[]): NewDispatch[] {
+  return payloads.map((data, i) =>
+    create(NewDispatchSchema, {
+      threadId: `${tag}-${(first + i) % threads}`,
+      payload: { data, mediaType: "application/octet-stream" },
+    }),
+  );
 }
 
-const PAYLOAD_BYTES = 8;
-const MAX_ACK_BATCH = 500;
-
-function stampedPayload(): Uint8Array {
-  const data = new Uint8Array(PAYLOAD_BYTES);
-  new DataView(data.buffer).setFloat64(0, performance.timeOrigin + performance.now(), true);
-  return data;
-}
-
-function enqueuedAt(dispatch: RunDispatch): number | undefined {
-  const data = dispatch.payload?.data;
-  if (!data || data.byteLength < PAYLOAD_BYTES) return undefined;
-  return new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(0, true);
+/** Enqueues through the unary Enqueue (one dispatch) or EnqueueBatch; resolves with how many were accepted. */
+export async function enqueueDispatches(
+  mailbox: MailroomClients["mailbox"],
+  dispatches: NewDispatch[],
+  signal: AbortSignal,
+  onEntryError: (message: string) => void,
+): Promise<number> {
+  if (dispatches.length === 1) {
+    await mailbox.enqueue({ dispatch: dispatches[0] }, { signal });
+    return 1;
+  }
+  const response = await mailbox.enqueueBatch({ dispatches }, { signal });
+  let accepted = 0;
+  for (const result of response.results) {
+    if (result.error) onEntryError(result.error.message);
+    else accepted++;
+  }
+  return accepted;
 }
 
 export function startMailboxLoad(options: MailboxOptions): Load<MailboxReport> {
-  const abort = loadAbortController();
-  const { signal } = abort;
-  const errors = new ErrorCounts();
-  const samples = { claim: new Samples(), claimNonEmpty: new Samples(), enqueue: new Samples(), ack: new Samples(), e2e: new Samples() };
-  const window = { enqueued: 0, acked: 0, enqueueRpcs: 0, claimRpcs: 0, ackRpcs: 0, emptyClaims: 0, claimedInNonEmpty: 0, nonEmptyClaims: 0 };
-  const measuring = new MeasuringWindow();
-  // Whole-run totals, for the backlog gate.
-  let enqueuedTotal = 0;
-  let ackedTotal = 0;
+  const harness = new JobsHarness(options);
+  const { signal, errors } = harness;
   let nextThread = 0;
-  let backlogWaiters: Array<() => void> = [];
   const lease = durationFromMs(options.leaseMs);
   const wait = durationFromMs(options.waitMs);
-
-  const backlogFreed = () => {
-    const waiters = backlogWaiters;
-    backlogWaiters = [];
-    for (const wake of waiters) wake();
-  };
-  const onStop = () => backlogFreed();
-  signal.addEventListener("abort", onStop, { once: true });
-
-  const newDispatch = (): NewDispatch => {
-    const thread = nextThread++ % options.threads;
-    return create(NewDispatchSchema, {
-      threadId: `${options.tag}-${thread}`,
-      payload: { data: stampedPayload(), mediaType: "application/octet-stream" },
-    });
-  };
-
-  const enqueue = async (mailbox: MailroomClients["mailbox"], dispatches: NewDispatch[]): Promise<number> => {
-    if (dispatches.length === 1) {
-      await mailbox.enqueue({ dispatch: dispatches[0] }, { signal });
-      return 1;
-    }
-    const response = await mailbox.enqueueBatch({ dispatches }, { signal });
-    let accepted = 0;
-    for (const result of response.results) {
-      if (result.error) errors.record("EnqueueBatch entry", new Error(result.error.message));
-      else accepted++;
-    }
-    return accepted;
-  };
+  const entryError = (where: string) => (message: string) => errors.record(where, new Error(message));
 
   const producer = async () => {
     const { mailbox, close } = connect(options.url, options.protocol);
     try {
-      while (!signal.aborted) {
-        if (enqueuedTotal - ackedTotal >= options.maxBacklog) {
-          await new Promise<void>((resolve) => backlogWaiters.push(resolve));
-          continue;
-        }
-        const dispatches = Array.from({ length: options.batch }, newDispatch);
-        enqueuedTotal += dispatches.length; // counted before the call, so producers do not overshoot together
-        const started = performance.now();
-        let accepted: number;
-        try {
-          accepted = await enqueue(mailbox, dispatches);
-        } catch (error) {
-          enqueuedTotal -= dispatches.length;
-          if (isAbort(error, signal)) break;
-          errors.record(options.batch === 1 ? "Enqueue" : "EnqueueBatch", error);
-          continue;
-        }
-        enqueuedTotal -= dispatches.length - accepted;
-        if (measuring.open) {
-          samples.enqueue.add(performance.now() - started);
-          window.enqueueRpcs++;
-          window.enqueued += accepted;
-        }
-      }
+      await harness.produce(options.batch === 1 ? "Enqueue" : "EnqueueBatch", (payloads) => {
+        const dispatches = newDispatches(options.tag, options.threads, nextThread, payloads);
+        nextThread += payloads.length;
+        return enqueueDispatches(mailbox, dispatches, signal, entryError("EnqueueBatch entry"));
+      });
     } finally {
       close();
     }
   };
 
-  const ack = async (mailbox: MailroomClients["mailbox"], claimed: RunDispatch[]): Promise<number> => {
+  const ack = async (mailbox: MailroomClients["mailbox"], claimed: RunDispatch[]): Promise<{ acked: number; calls: number }> => {
     const claims = claimed.map((d) => ({ dispatchId: d.dispatchId, claimToken: d.claimToken }));
     if (options.ackMode === "single") {
       const results = await Promise.allSettled(claims.map((claim) => mailbox.ack(claim, { signal })));
-      if (measuring.open) window.ackRpcs += claims.length;
       const failed = results.filter((r) => r.status === "rejected");
-      for (const failure of failed) errors.record("Ack", failure.reason);
-      return claims.length - failed.length;
+      for (const failure of failed) if (!isAbort(failure.reason, signal)) errors.record("Ack", failure.reason);
+      return { acked: claims.length - failed.length, calls: claims.length };
     }
     let acked = 0;
-    for (let i = 0; i < claims.length; i += MAX_ACK_BATCH) {
-      const response = await mailbox.ackBatch({ claims: claims.slice(i, i + MAX_ACK_BATCH) }, { signal });
-      if (measuring.open) window.ackRpcs++;
+    let calls = 0;
+    for (let i = 0; i < claims.length; i += MAX_BATCH) {
+      const response = await mailbox.ackBatch({ claims: claims.slice(i, i + MAX_BATCH) }, { signal });
+      calls++;
       for (const result of response.results) {
         if (result.error) errors.record("AckBatch entry", new Error(result.error.message));
         else acked++;
       }
     }
-    return acked;
+    return { acked, calls };
   };
 
   const worker = async (index: number) => {
@@ -196,37 +135,15 @@ export function startMailboxLoad(options: MailboxOptions): Load<MailboxReport> {
           errors.record("Claim", error);
           continue;
         }
-        const claimMs = performance.now() - started;
-        if (measuring.open) {
-          window.claimRpcs++;
-          samples.claim.add(claimMs);
-          if (claimed.length === 0) window.emptyClaims++;
-          else {
-            samples.claimNonEmpty.add(claimMs);
-            window.nonEmptyClaims++;
-            window.claimedInNonEmpty += claimed.length;
-          }
-        }
+        harness.claimed(performance.now() - started, claimed.length);
         if (claimed.length === 0) continue;
         const ackStarted = performance.now();
-        let acked: number;
         try {
-          acked = await ack(mailbox, claimed);
+          const { acked, calls } = await ack(mailbox, claimed);
+          harness.acked(acked, claimed.map((d) => stampOf(d.payload?.data)), calls, performance.now() - ackStarted);
         } catch (error) {
           if (isAbort(error, signal)) break;
           errors.record(options.ackMode === "single" ? "Ack" : "AckBatch", error);
-          continue;
-        }
-        const done = performance.now();
-        ackedTotal += acked;
-        backlogFreed();
-        if (!measuring.open) continue;
-        samples.ack.add(done - ackStarted);
-        window.acked += acked;
-        const doneAt = performance.timeOrigin + done;
-        for (const dispatch of claimed) {
-          const at = enqueuedAt(dispatch);
-          if (at !== undefined) samples.e2e.add(doneAt - at);
         }
       }
     } finally {
@@ -240,28 +157,41 @@ export function startMailboxLoad(options: MailboxOptions): Load<MailboxReport> {
   ];
 
   return {
-    beginMeasuring: measuring.beginMeasuring,
-    endMeasuring: measuring.endMeasuring,
-    stop: () => abortLoops(abort, loops),
-    report: (seconds) => {
-      const rpcs = { enqueue: window.enqueueRpcs, claim: window.claimRpcs, ack: window.ackRpcs, total: window.enqueueRpcs + window.claimRpcs + window.ackRpcs };
-      return {
-        completed: window.acked,
-        jobsPerSecond: perSecond(window.acked, seconds),
-        enqueued: window.enqueued,
-        enqueuePerSecond: perSecond(window.enqueued, seconds),
-        rpcs,
-        rpcsPerSecond: perSecond(rpcs.total, seconds),
-        claimMs: samples.claim.summary(),
-        claimNonEmptyMs: samples.claimNonEmpty.summary(),
-        emptyClaims: window.emptyClaims,
-        meanClaimSize: window.nonEmptyClaims === 0 ? 0 : round(window.claimedInNonEmpty / window.nonEmptyClaims, 1),
-        enqueueRpcMs: samples.enqueue.summary(),
-        ackRpcMs: samples.ack.summary(),
-        endToEndMs: samples.e2e.summary(),
-        backlogAtEnd: enqueuedTotal - ackedTotal,
-        errors: errors.toJSON(),
-      };
-    },
+    beginMeasuring: harness.measuring.beginMeasuring,
+    endMeasuring: harness.measuring.endMeasuring,
+    stop: () => abortLoops(harness.abort, loops),
+    report: (seconds) => harness.report(seconds),
   };
+}
+
+/**
+ * Enqueues `count` dispatches (EnqueueBatch of up to 500, over `connections`
+ * connections) on the threads a mailbox load with the same `tag` and
+ * `threads` uses, before that load starts: the backlog of the `backlog`
+ * scenario. Resolves with how long it took.
+ */
+export async function prefillMailbox(o: { url: string; protocol: ClientProtocol; tag: string; threads: number; count: number; connections?: number }): Promise<{ enqueued: number; seconds: number }> {
+  const started = performance.now();
+  const signal = new AbortController().signal;
+  let next = 0;
+  let enqueued = 0;
+  const fill = async () => {
+    const { mailbox, close } = connect(o.url, o.protocol);
+    try {
+      while (next < o.count) {
+        const size = Math.min(MAX_BATCH, o.count - next);
+        const first = next;
+        next += size;
+        const dispatches = newDispatches(o.tag, o.threads, first, Array.from({ length: size }, stampedPayload));
+        const accepted = await enqueueDispatches(mailbox, dispatches, signal, (message) => {
+          throw new Error(`prefill: an EnqueueBatch entry failed: ${message}`);
+        });
+        enqueued += accepted; // not `+= await`: that would read `enqueued` before the other connections' batches land
+      }
+    } finally {
+      close();
+    }
+  };
+  await Promise.all(Array.from({ length: o.connections ?? 4 }, fill));
+  return { enqueued, seconds: Math.round(performance.now() - started) / 1000 };
 }

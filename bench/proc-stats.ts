@@ -43,6 +43,8 @@ function machineBusySeconds(): number {
 export interface ProcessUsage {
   /** Average CPU over the window, in percent of one core (200 = two cores busy). */
   cpuPercent: number;
+  /** CPU seconds (user + system, every thread) the process used in the window. */
+  cpuSeconds: number;
   /** Highest one-interval CPU reading, percent of one core. */
   cpuPercentPeak: number;
   rssMiBStart: number;
@@ -111,6 +113,7 @@ export class UsageSampler {
     return {
       server: this.serverPid === undefined ? undefined : {
         cpuPercent: percent(serverCpu),
+        cpuSeconds: round(serverCpu, 3),
         cpuPercentPeak: round(this.peakCpu, 1),
         rssMiBStart: mib(this.rssStart),
         rssMiBEnd: mib(rssEnd),

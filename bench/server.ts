@@ -13,6 +13,8 @@ export interface ServerChild {
   pid: number;
   /** SIGTERM, then resolves with the exit code once the process has exited. */
   stop(): Promise<number | null>;
+  /** The next line the process writes to stderr from now on that `matches` (rejects after `timeoutMs`). */
+  nextStderrLine(matches: (line: string) => boolean, timeoutMs: number): Promise<string>;
 }
 
 export interface SpawnOptions {
@@ -24,6 +26,8 @@ export interface SpawnOptions {
   startTimeoutMs?: number;
   /** The checkout to run it from (default this one), e.g. another commit to compare with. */
   cwd?: string;
+  /** Node flags before the script, e.g. ["--expose-gc", "--import", "<file>"]. */
+  nodeArgs?: string[];
 }
 
 const live = new Set<ChildProcess>();
@@ -37,7 +41,7 @@ export function mailroomServer(store: string, extraArgs: string[]): string[] {
 
 export async function spawnServer(options: SpawnOptions): Promise<ServerChild> {
   const profile = options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
-  const child = spawn(process.execPath, [...profile, "--import", "tsx", ...options.script], {
+  const child = spawn(process.execPath, [...profile, ...(options.nodeArgs ?? []), "--import", "tsx", ...options.script], {
     cwd: options.cwd ?? repoRoot,
     // Never wait for a mongod download when the store is `auto`.
     env: { ...process.env, MONGOMS_MAX_RETRIES: "0" },
@@ -49,11 +53,18 @@ export async function spawnServer(options: SpawnOptions): Promise<ServerChild> {
     resolve(code);
   }));
   let output = "";
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
+  const stderrListeners = new Set<(line: string) => void>();
+  let stderrPartial = "";
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    if (output.length < 1_000_000) output += chunk;
+    const lines = (stderrPartial + chunk).split("\n");
+    stderrPartial = lines.pop() ?? "";
+    for (const line of lines) for (const listener of stderrListeners) listener(line);
+  });
   const listening = new Promise<{ address: string }>((resolve, reject) => {
     let partial = "";
     child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      output += chunk;
+      if (output.length < 1_000_000) output += chunk;
       const lines = (partial + chunk).split("\n");
       partial = lines.pop() ?? "";
       for (const line of lines) {
@@ -73,6 +84,20 @@ export async function spawnServer(options: SpawnOptions): Promise<ServerChild> {
         if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
         return exited;
       },
+      nextStderrLine: (matches, timeoutMs) =>
+        new Promise<string>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            stderrListeners.delete(listener);
+            reject(new Error(`no matching line on the server's stderr within ${timeoutMs} ms`));
+          }, timeoutMs);
+          const listener = (line: string) => {
+            if (!matches(line)) return;
+            clearTimeout(timer);
+            stderrListeners.delete(listener);
+            resolve(line);
+          };
+          stderrListeners.add(listener);
+        }),
     };
   } catch (error) {
     child.kill("SIGKILL");

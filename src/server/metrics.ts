@@ -11,6 +11,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Engine } from "../engine/engine.js";
 import type { Logger } from "../log.js";
+import type { StoreOperationCounts } from "../store/counting.js";
 import { observeCall } from "./interceptors.js";
 import { bearerTokenMatches } from "./auth.js";
 import type { NodeHandlerFn } from "./listener.js";
@@ -23,7 +24,7 @@ export class ServerMetrics {
   private readonly duration: Histogram<"procedure">;
   private readonly streams: Gauge<"procedure">;
 
-  constructor(engine: Engine) {
+  constructor(engine: Engine, storeOperations?: StoreOperationCounts) {
     collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
     this.calls = new Counter({ name: "mailroom_rpc_calls_total", help: "RPCs that ended, by procedure and status code.", labelNames: ["procedure", "code"], registers: [this.registry] });
     this.duration = new Histogram({
@@ -50,6 +51,7 @@ export class ServerMetrics {
         this.set(engine.wakeMatcher.watching);
       },
     });
+    if (storeOperations) registerStoreOperations(this.registry, storeOperations);
   }
 
   /** Counts every call when it ends; times unary calls; tracks open streams. */
@@ -67,6 +69,21 @@ export class ServerMetrics {
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
+}
+
+/** Calls through the storage port (each a round trip on MongoDB), read from the counts when scraped. */
+function registerStoreOperations(registry: Registry, counts: StoreOperationCounts): void {
+  new Counter({
+    name: "mailroom_store_operations_total",
+    help: "Calls through the storage port by collection and operation (on MongoDB each is a round trip); collection \"*\" is store-wide (watch counts once per change stream opened, ping, close).",
+    labelNames: ["collection", "operation"],
+    registers: [registry],
+    collect() {
+      // The counts are kept outside prom-client so a store call costs one increment; a scrape copies them.
+      this.reset();
+      counts.forEach((collection, operation, count) => this.inc({ collection, operation }, count));
+    },
+  });
 }
 
 /**

@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/port.js";
+import { CountingStore, StoreOperationCounts } from "../store/counting.js";
 import { Engine, type EngineOptions } from "../engine/engine.js";
 import { requestGate } from "./request-gate.js";
 import { shuttingDownError } from "./errors.js";
@@ -49,7 +50,9 @@ export interface RunningServer {
  * open for the caller to close.
  */
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
-  const { store, logger } = deps;
+  const { logger } = deps;
+  const storeOperations = new StoreOperationCounts();
+  const store = new CountingStore(deps.store, storeOperations);
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
   const engine = await Engine.start(store, {
     log: logger,
@@ -60,7 +63,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const metrics = new ServerMetrics(engine);
+  const metrics = new ServerMetrics(engine, storeOperations);
   const connectHandler = connectNodeAdapter({
     routes: routes({ health, engine }),
     grpc: true,

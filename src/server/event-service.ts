@@ -2,7 +2,7 @@
  * EventService: each handler checks its request (domain), calls the engine
  * and translates the answer.
  */
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
 import { parsePublish } from "../domain/events/publish.js";
 import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
@@ -40,6 +40,10 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
         nextCursor: cursor(command.scope, page.next),
         endOfRange: page.end,
       };
+    },
+
+    async publishBatch() {
+      throw new ConnectError("PublishBatch is served by a later commit", Code.Unimplemented);
     },
   };
 }

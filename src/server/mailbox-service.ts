@@ -3,7 +3,7 @@
  * and translates the answer. Nothing else happens here.
  */
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { LiveRunCommandSchema, type LiveRunTarget } from "../../gen/mailroom/v1/live_pb.js";
 import {
@@ -239,6 +239,18 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       optionalId("command.command_id", command.commandId);
       const outcome = await live.deliver(wanted, create(LiveRunCommandSchema, command));
       return { outcome: outcome.outcome, commandId: outcome.commandId };
+    },
+
+    async pullDispatchSignals() {
+      throw new ConnectError("PullDispatchSignals is served by a later commit", Code.Unimplemented);
+    },
+
+    async ackDispatchSignal() {
+      throw new ConnectError("AckDispatchSignal is served by a later commit", Code.Unimplemented);
+    },
+
+    async nackDispatchSignal() {
+      throw new ConnectError("NackDispatchSignal is served by a later commit", Code.Unimplemented);
     },
   };
 }

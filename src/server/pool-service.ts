@@ -4,7 +4,7 @@
  * WatchPool) are journal subscriptions narrowed to the pool.
  */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
 import { InboxMessageSchema, type PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
 import { EventFamily, EventKind, JournalCursorSchema, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
@@ -129,6 +129,23 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       for await (const frame of poolRecords(subscription, command, context)) {
         yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
       }
+    },
+
+    async deletePool() {
+      throw new ConnectError("DeletePool is served by a later commit", Code.Unimplemented);
+    },
+
+    async listMessages() {
+      throw new ConnectError("ListMessages is served by a later commit", Code.Unimplemented);
+    },
+
+    async listWakeConditions() {
+      throw new ConnectError("ListWakeConditions is served by a later commit", Code.Unimplemented);
+    },
+
+    // eslint-disable-next-line require-yield
+    async *subscribePool() {
+      throw new ConnectError("SubscribePool is served by a later commit", Code.Unimplemented);
     },
   };
 }

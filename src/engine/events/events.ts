@@ -16,15 +16,25 @@ import { Subscription, type SubscriptionSpec, cursorExpired } from "./subscripti
 export interface EventsOptions {
   /** Events are deleted this long after they were recorded. */
   retentionMs: number;
-  /** How often retention runs. */
-  purgeEveryMs: number;
+  /** How often retention runs; unset = every minute, or every quarter of the retention when that is shorter (at least every 100 ms). */
+  purgeEveryMs?: number;
 }
 
-export const DEFAULT_EVENTS_OPTIONS: EventsOptions = { retentionMs: 7 * 86_400_000, purgeEveryMs: 60_000 };
+export const DEFAULT_EVENTS_OPTIONS: EventsOptions = { retentionMs: 7 * 86_400_000 };
+
+/** How often retention runs when not told. */
+export function purgeInterval(options: EventsOptions): number {
+  return options.purgeEveryMs ?? Math.max(100, Math.min(60_000, Math.floor(options.retentionMs / 4)));
+}
+
+export type PurgeListener = (purgedThrough: number) => void;
 
 export class Events {
   private timer: NodeJS.Timeout | undefined;
   private purging = false;
+  /** Positions retention must not pass yet (what journal followers have not handled). */
+  private readonly purgeHolds = new Set<() => number>();
+  private readonly purgeListeners = new Set<PurgeListener>();
 
   constructor(
     private readonly journal: Journal,
@@ -41,7 +51,7 @@ export class Events {
       this.purge()
         .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "journal retention failed; will retry"))
         .finally(() => (this.purging = false));
-    }, this.options.purgeEveryMs);
+    }, purgeInterval(this.options));
     this.timer.unref?.();
   }
 
@@ -89,9 +99,25 @@ export class Events {
   /** Deletes events past retention; returns the new purged-through position. */
   async purge(): Promise<number> {
     const before = await this.journal.purgedThrough();
-    const through = await this.journal.purgeBefore(this.clock.now() - this.options.retentionMs, this.tail.position);
-    if (through > before) this.log.info({ purged_through: through, retention_ms: this.options.retentionMs }, "deleted journal events past retention");
+    const limit = Math.min(this.tail.position, ...[...this.purgeHolds].map((hold) => hold()));
+    const through = await this.journal.purgeBefore(this.clock.now() - this.options.retentionMs, limit);
+    if (through > before) {
+      this.log.info({ purged_through: through, retention_ms: this.options.retentionMs }, "deleted journal events past retention");
+      for (const listener of this.purgeListeners) listener(through);
+    }
     return through;
+  }
+
+  /** Retention stops below `position()` (a journal follower's progress: it must see every event it follows). */
+  holdPurgeAt(position: () => number): () => void {
+    this.purgeHolds.add(position);
+    return () => this.purgeHolds.delete(position);
+  }
+
+  /** Hears each purge that deleted events (the new purged-through position), for tests and metrics. */
+  onPurge(listener: PurgeListener): () => void {
+    this.purgeListeners.add(listener);
+    return () => this.purgeListeners.delete(listener);
   }
 
   private checkCursor(after: number): Promise<number> {
@@ -103,6 +129,11 @@ export class Events {
 export async function checkJournalCursor(journal: Journal, after: number): Promise<number> {
   const purged = await journal.purgedThrough();
   if (after < purged) throw cursorExpired(after, purged);
+  return checkCursorNotAhead(journal, after);
+}
+
+/** A journal position a client gave, for reading what is kept beyond retention: OUT_OF_RANGE (CURSOR_AHEAD) only when ahead of the journal. */
+export async function checkCursorNotAhead(journal: Journal, after: number): Promise<number> {
   const head = await journal.reservedHead();
   if (after > head) {
     throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {

@@ -88,6 +88,8 @@ export class JournalFollower {
     const edge = this.tail.position;
     const mark = await this.watermarks.findOne({ _id: this.spec.name });
     this.processed = mark?.through ?? (this.spec.origin === "live-edge" ? edge : await this.journal.purgedThrough());
+    // The first instance ever names the origin for all: one starting later starts there, not at its own edge.
+    if (!mark) await this.watermarks.updateOne({ _id: this.spec.name }, { $max: { through: this.processed } }, { upsert: true });
     this.saved = this.processed;
     this.started = true;
     await this.kick();

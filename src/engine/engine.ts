@@ -17,6 +17,7 @@ import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from 
 import { LiveCommands, type LiveOptions } from "./mailbox/live.js";
 import { Mailbox } from "./mailbox/mailbox.js";
 import { MailboxQueries } from "./mailbox/queries.js";
+import { SignalReceipts } from "./mailbox/signal-receipts.js";
 import { Threads } from "./mailbox/threads.js";
 import { WorkSignals } from "./mailbox/work-signals.js";
 import { Outbox, type OutboxOptions } from "./outbox.js";
@@ -58,6 +59,7 @@ export class Engine {
   readonly mailbox: Mailbox;
   readonly queries: MailboxQueries;
   readonly live: LiveCommands;
+  readonly signalReceipts: SignalReceipts;
   readonly background: MailboxBackground;
   readonly events: Events;
   readonly pools: Pools;
@@ -95,6 +97,8 @@ export class Engine {
     this.poolDeletion = new PoolDeletion(this.pools, this.messages, this.wakes, this.pools.history, this.log);
     this.poolBackground = new PoolBackground(this.messages, this.wakes, this.poolDeletion, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
     const mailboxTimings = { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings };
+    this.signalReceipts = new SignalReceipts(store, this.journal, this.tail, this.clock, this.log, { retentionMs: mailboxTimings.retentionMs });
+    this.events.holdPurgeAt(() => this.signalReceipts.position);
     this.background = new MailboxBackground({
       mailbox: this.mailbox,
       queries: this.queries,
@@ -115,6 +119,7 @@ export class Engine {
     await engine.journal.init();
     await engine.mailbox.init();
     await engine.live.init();
+    await engine.signalReceipts.init();
     await engine.pools.init();
     await engine.messages.init();
     await engine.wakes.init();
@@ -124,6 +129,7 @@ export class Engine {
     await engine.feed.start();
     await engine.tail.start();
     await engine.pools.history.start();
+    await engine.signalReceipts.start({ timers: engine.runBackground });
     await engine.background.start({ timers: engine.runBackground });
     await engine.wakeMatcher.start();
     if (engine.runBackground) {
@@ -141,6 +147,7 @@ export class Engine {
     this.wakeMatcher.stop();
     this.events.stop();
     await this.live.stop();
+    await this.signalReceipts.stop();
     await this.pools.history.stop();
     this.tail.stop();
     await this.feed.stop();

@@ -2,8 +2,9 @@
  * EventService: each handler checks its request (domain), calls the engine
  * and translates the answer.
  */
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import type { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
+import { parsePublishBatch } from "../domain/events/batch.js";
 import { parsePublish } from "../domain/events/publish.js";
 import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
@@ -14,6 +15,10 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
   return {
     async publish(request) {
       return engine.events.publish(parsePublish(request.event, engine.clock.now()));
+    },
+
+    async publishBatch(request) {
+      return engine.events.publishBatch(parsePublishBatch(request.events, engine.clock.now()));
     },
 
     async *subscribe(request, context) {
@@ -40,10 +45,6 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
         nextCursor: cursor(command.scope, page.next),
         endOfRange: page.end,
       };
-    },
-
-    async publishBatch() {
-      throw new ConnectError("PublishBatch is served by a later commit", Code.Unimplemented);
     },
   };
 }

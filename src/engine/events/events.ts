@@ -5,10 +5,11 @@
 import { create } from "@bufbuild/protobuf";
 import { type AgentEvent, type EventEnvelope, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
 import type { Clock } from "../../domain/clock.js";
-import { ErrorReason, MailroomError } from "../../domain/errors.js";
+import { EntityKind, ErrorReason, MailroomError } from "../../domain/errors.js";
 import type { ListCommand, SubscribeCommand } from "../../domain/events/requests.js";
+import type { Filter } from "../../store/port.js";
 import type { Journal } from "../journal/journal.js";
-import { type EventDoc, eventOf, pendingEvent } from "../journal/records.js";
+import { type EventDoc, eventOf, type JournalDoc, pendingEvent } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
 import { Subscription, type SubscriptionSpec, cursorExpired } from "./subscription.js";
@@ -71,6 +72,46 @@ export class Events {
     envelope.eventSeq = BigInt(outcome!.seq);
     envelope.journalCursor = create(JournalCursorSchema, { eventSeq: BigInt(outcome!.seq) });
     return { envelope, deduplicated: false };
+  }
+
+  /**
+   * Journals a checked batch (seed: publish_all) at consecutive positions, in
+   * order. A batch all of whose event ids were journaled before answers with
+   * the recorded events; one mixing recorded and new ids is refused
+   * (ALREADY_EXISTS) and nothing is journaled.
+   */
+  async publishBatch(events: AgentEvent[]): Promise<{ envelopes: EventEnvelope[]; deduplicated: boolean }> {
+    const ids = events.map((event) => event.envelope!.eventId);
+    const recorded = await this.journal.positionsOf(ids);
+    if (recorded.size === ids.length) {
+      const docs = (await this.journal.events.find({ event_id: { $in: ids } } as Filter<JournalDoc>)) as EventDoc[];
+      const byId = new Map(docs.map((doc) => [doc.event_id, doc]));
+      return { envelopes: ids.map((id) => eventOf(byId.get(id)!).envelope!), deduplicated: true };
+    }
+    if (recorded.size > 0) {
+      const i = ids.findIndex((id) => recorded.has(id));
+      throw new MailroomError("already_exists", `events[${i}].envelope.event_id ${JSON.stringify(ids[i])} was published before (at event_seq ${recorded.get(ids[i]!)}); a batch is recorded whole or not at all, so nothing was recorded. Retry the whole batch as it was, or leave out the events already recorded`, {
+        reason: ErrorReason.INVALID_FIELD,
+        field: `events[${i}].envelope.event_id`,
+        entity: { kind: EntityKind.EVENT, id: ids[i]! },
+      });
+    }
+    const now = this.clock.now();
+    const outcomes = await this.journal.append(events.map((event) => pendingEvent(event, now)));
+    const seqs = outcomes.map((outcome) => outcome.seq);
+    if (outcomes.some((outcome) => outcome.deduplicated) || seqs.some((seq, i) => i > 0 && seq !== seqs[i - 1]! + 1)) {
+      // Only when a concurrent Publish recorded one of the ids meanwhile, or a reader closed a position the write had not filled in time.
+      this.log.warn({ events: events.length, first_event_seq: seqs[0] }, "a published batch did not land at consecutive positions");
+    }
+    return {
+      envelopes: events.map((event, i) => {
+        const envelope = event.envelope!;
+        envelope.eventSeq = BigInt(seqs[i]!);
+        envelope.journalCursor = create(JournalCursorSchema, { eventSeq: BigInt(seqs[i]!) });
+        return envelope;
+      }),
+      deduplicated: false,
+    };
   }
 
   /** Opens a subscription; refuses a cursor older than the retained journal or ahead of it. */

@@ -5,15 +5,15 @@
  * starts a new history; an instance whose history lagged behind keeps
  * nothing of the deleted pool; a deletion cut short is finished by the sweep.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { MessageStatus, WakeRegistrationStatus as WakeStatus } from "../../gen/mailroom/v1/pool_pb.js";
 import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
 import { parsePoolList } from "../../src/domain/pool/pages.js";
 import { parseConfig } from "../../src/domain/pool/pool.js";
 import type { Engine } from "../../src/engine/engine.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import type { EngineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { historyCaughtUp, join, keptRecords, sendTo, suspend } from "../support/pool-engine.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -40,23 +40,16 @@ const NOTHING = { members: 0, messages: 0, wakes: 0, records: 0, pool: 0 };
 
 describe.each(storeBackends())("deleting and listing pools on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
+    const instances = useTwoInstances(backend);
     let harness: EngineHarness;
     let one: Engine;
     let two: Engine;
 
     beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store);
-      one = await harness.instance();
-      two = await harness.instance();
+      ({ harness, one, two } = instances());
       await one.pools.open(POOL, parseConfig(undefined));
       await join(one, POOL, "a");
       await join(one, POOL, "b");
-    });
-    afterEach(async () => {
-      await harness.stopAll();
-      await backend.dispose(store);
     });
 
     describe("DeletePool", () => {

@@ -5,14 +5,14 @@
  * whichever instance wrote it, readable from any number or position; the
  * journal's retention waits for what the history has not kept yet.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { EventFamily, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
 import { parseConfig } from "../../src/domain/pool/pool.js";
 import type { Engine } from "../../src/engine/engine.js";
 import type { EventDoc } from "../../src/engine/journal/records.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import type { EngineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { historyCaughtUp, join, keptRecords, publish, sendTo, suspend } from "../support/pool-engine.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -32,21 +32,14 @@ async function expireJournal(harness: EngineHarness, engine: Engine): Promise<nu
 
 describe.each(storeBackends())("a pool's history on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
+    const instances = useTwoInstances(backend, { events: { retentionMs: RETENTION_MS } });
     let harness: EngineHarness;
     let one: Engine;
     let two: Engine;
 
     beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store, { events: { retentionMs: RETENTION_MS } });
-      one = await harness.instance();
-      two = await harness.instance();
+      ({ harness, one, two } = instances());
       await one.pools.open(POOL, parseConfig(undefined));
-    });
-    afterEach(async () => {
-      await harness.stopAll();
-      await backend.dispose(store);
     });
 
     describe("records are numbered 1, 2, 3... in journal order", () => {

@@ -5,14 +5,13 @@
  * place freed by a leave is taken again; pools whose document still held
  * its members (an earlier version) are read as before.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
 import { MAX_MEMBERS, parseConfig } from "../../src/domain/pool/pool.js";
 import type { Engine } from "../../src/engine/engine.js";
 import { type MemberDoc, memberDocId, type PoolDoc } from "../../src/engine/pool/records.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { historyCaughtUp, join, keptRecords, member } from "../support/pool-engine.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -37,21 +36,13 @@ async function refusal(call: Promise<unknown>): Promise<MailroomError> {
 
 describe.each(storeBackends())("pool members on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
-    let harness: EngineHarness;
+    const instances = useTwoInstances(backend);
     let one: Engine;
     let two: Engine;
 
     beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store);
-      one = await harness.instance();
-      two = await harness.instance();
+      ({ one, two } = instances());
       await one.pools.open(POOL, parseConfig(undefined));
-    });
-    afterEach(async () => {
-      await harness.stopAll();
-      await backend.dispose(store);
     });
 
     it("the pool's document does not grow as runs join (members have documents of their own)", async () => {

@@ -15,8 +15,7 @@ import { parseSubscribePool } from "../../src/domain/pool/subscribe.js";
 import type { Engine } from "../../src/engine/engine.js";
 import { eventOf } from "../../src/engine/journal/records.js";
 import type { ScopedPoolSubscription } from "../../src/engine/pool/scoped-subscription.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { join, publish } from "../support/pool-engine.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -57,17 +56,13 @@ async function endOf(subscription: ScopedPoolSubscription): Promise<unknown> {
 
 describe.each(storeBackends())("pool-scoped subscriptions on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
-    let harness: EngineHarness;
+    const instances = useTwoInstances(backend);
     let one: Engine;
     let two: Engine;
     const subscriptions: ScopedPoolSubscription[] = [];
 
     beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store);
-      one = await harness.instance();
-      two = await harness.instance();
+      ({ one, two } = instances());
       await one.pools.open(POOL, parseConfig(create(AgentPoolConfigSchema, { policyRefs: [{ id: "observe" }] })));
       await join(one, POOL, "watcher", { policies: ["observe"] });
       await join(one, POOL, "seen", { policies: ["observe"] });
@@ -75,8 +70,6 @@ describe.each(storeBackends())("pool-scoped subscriptions on the $name backend",
     });
     afterEach(async () => {
       for (const subscription of subscriptions.splice(0)) subscription.close();
-      await harness.stopAll();
-      await backend.dispose(store);
     });
 
     async function subscribe(engine: Engine, runId: string, fields: Record<string, unknown> = {}) {

@@ -3,13 +3,12 @@
  * with two server instances publishing at once: a batch lands whole, at
  * consecutive journal positions in the order given, or not at all.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { MailroomError } from "../../src/domain/errors.js";
 import { parsePublishBatch } from "../../src/domain/events/batch.js";
 import type { Engine } from "../../src/engine/engine.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { publish, runEvent } from "../support/pool-engine.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -19,20 +18,12 @@ function batch(engine: Engine, count: number, prefix: string) {
 
 describe.each(storeBackends())("PublishBatch on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
-    let harness: EngineHarness;
+    const instances = useTwoInstances(backend);
     let one: Engine;
     let two: Engine;
 
-    beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store);
-      one = await harness.instance();
-      two = await harness.instance();
-    });
-    afterEach(async () => {
-      await harness.stopAll();
-      await backend.dispose(store);
+    beforeEach(() => {
+      ({ one, two } = instances());
     });
 
     it("a batch of 100 lands at consecutive positions in the order given, nothing of anyone else's between, while others publish at once", async () => {

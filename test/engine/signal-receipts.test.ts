@@ -5,15 +5,15 @@
  * until acknowledged (each delivery counted), never to two pullers at once,
  * stored even when the instance that journaled its event stopped first.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { DispatchSignalReason } from "../../gen/mailroom/v1/dispatch_pb.js";
 import type { EnqueueCommand } from "../../src/domain/dispatch/commands.js";
 import { parseReceipt, type PullCommand } from "../../src/domain/dispatch/signal-receipts.js";
 import type { Engine } from "../../src/engine/engine.js";
 import type { PulledSignal } from "../../src/engine/mailbox/signal-receipts.js";
 import type { DispatchDoc } from "../../src/engine/mailbox/records.js";
-import type { Store } from "../../src/store/port.js";
-import { type EngineHarness, engineHarness } from "../support/engines.js";
+import type { EngineHarness } from "../support/engines.js";
+import { useTwoInstances } from "../support/instances.js";
 import { storeBackends } from "../support/stores.js";
 
 const LEASE_MS = 5_000;
@@ -39,20 +39,13 @@ const receiptOf = (signal: PulledSignal) => parseReceipt(signal.receipt);
 
 describe.each(storeBackends())("pulled dispatch signals on the $name backend", (backend) => {
   describe.skipIf(!backend.available)("two instances", () => {
-    let store: Store;
+    const instances = useTwoInstances(backend);
     let harness: EngineHarness;
     let one: Engine;
     let two: Engine;
 
-    beforeEach(async () => {
-      store = await backend.open();
-      harness = engineHarness(store);
-      one = await harness.instance();
-      two = await harness.instance();
-    });
-    afterEach(async () => {
-      await harness.stopAll();
-      await backend.dispose(store);
+    beforeEach(() => {
+      ({ harness, one, two } = instances());
     });
 
     it("a dispatch enqueued on one instance is a signal any instance pulls, first delivered with 0 redelivery attempts", async () => {

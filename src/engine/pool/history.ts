@@ -162,16 +162,20 @@ export class PoolHistory {
     const dropped = new Set<string>();
     if (docs.length === 0) return dropped;
     const result = await this.records.insertMany(docs);
-    for (const { position } of result.duplicates) {
+    const duplicates = new Set(result.duplicates.map((d) => d.position));
+    for (const position of duplicates) {
       const mine = docs[position]!;
       const theirs = await this.records.findOne({ _id: mine._id });
       if (!theirs || theirs.incarnation !== mine.incarnation || theirs.seq !== mine.seq) {
         throw new Error(`pool ${JSON.stringify(mine.pool_id)}: record number ${mine.seq} (event_seq ${mine.journal_seq}) is taken by another record`);
       }
     }
-    const poolIds = [...new Set(docs.map((doc) => doc.pool_id))];
+    // Only what this call inserted: a record another instance stored was checked by that instance.
+    const inserted = docs.filter((_, i) => !duplicates.has(i));
+    if (inserted.length === 0) return dropped;
+    const poolIds = [...new Set(inserted.map((doc) => doc.pool_id))];
     const pools = new Map((await this.pools.find({ _id: { $in: poolIds } })).map((pool) => [pool._id, pool]));
-    const gone = docs.filter((doc) => {
+    const gone = inserted.filter((doc) => {
       const pool = pools.get(doc.pool_id);
       return !pool || pool.deleting !== undefined || incarnationOf(pool) !== doc.incarnation;
     });

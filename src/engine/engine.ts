@@ -18,12 +18,16 @@ import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from 
 import { LiveCommands, type LiveOptions } from "./mailbox/live.js";
 import { Mailbox } from "./mailbox/mailbox.js";
 import { MailboxQueries } from "./mailbox/queries.js";
+import { SignalReceipts } from "./mailbox/signal-receipts.js";
 import { Threads } from "./mailbox/threads.js";
 import { WorkSignals } from "./mailbox/work-signals.js";
 import { Outbox, type OutboxOptions } from "./outbox.js";
 import { DEFAULT_POOL_TIMINGS, PoolBackground, type PoolTimings } from "./pool/background.js";
+import { PoolDeletion } from "./pool/deletion.js";
+import { PoolHistory } from "./pool/history.js";
 import { PoolMessages } from "./pool/messages.js";
 import { Pools } from "./pool/pools.js";
+import { PoolSubscriptions } from "./pool/scoped-subscription.js";
 import { WakeMatcher } from "./pool/wake-matcher.js";
 import { Wakes } from "./pool/wakes.js";
 
@@ -56,12 +60,15 @@ export class Engine {
   readonly mailbox: Mailbox;
   readonly queries: MailboxQueries;
   readonly live: LiveCommands;
+  readonly signalReceipts: SignalReceipts;
   readonly background: MailboxBackground;
   readonly events: Events;
   readonly pools: Pools;
   readonly messages: PoolMessages;
   readonly wakes: Wakes;
   readonly wakeMatcher: WakeMatcher;
+  readonly poolDeletion: PoolDeletion;
+  readonly poolSubscriptions: PoolSubscriptions;
   readonly poolBackground: PoolBackground;
   private readonly log: Logger;
   private readonly runBackground: boolean;
@@ -84,11 +91,17 @@ export class Engine {
     this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
     this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
     this.events = new Events(this.journal, this.tail, this.clock, this.log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });
-    this.pools = new Pools(store, this.journal, this.outbox, this.clock);
+    this.pools = new Pools(store, this.journal, this.outbox, this.clock, new PoolHistory(store, this.journal, this.tail, this.log));
+    this.events.holdPurgeAt(() => this.pools.history.position);
     this.messages = new PoolMessages(store, this.pools, this.journal, this.outbox, this.clock, this.log);
     this.wakes = new Wakes(store, this.pools, this.journal, this.outbox, this.clock, this.log, () => this.tail.position);
     this.wakeMatcher = new WakeMatcher(this.tail, this.wakes, this.log);
-    this.poolBackground = new PoolBackground(this.messages, this.wakes, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
+    this.poolSubscriptions = new PoolSubscriptions(this.pools, this.events);
+    this.poolDeletion = new PoolDeletion(this.pools, this.messages, this.wakes, this.pools.history, this.log);
+    this.poolBackground = new PoolBackground(this.messages, this.wakes, this.poolDeletion, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
+    const mailboxTimings = { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings };
+    this.signalReceipts = new SignalReceipts(store, this.journal, this.tail, this.clock, this.log, { retentionMs: mailboxTimings.retentionMs });
+    this.events.holdPurgeAt(() => this.signalReceipts.position);
     this.background = new MailboxBackground({
       mailbox: this.mailbox,
       queries: this.queries,
@@ -99,7 +112,7 @@ export class Engine {
       dispatches: this.mailbox.dispatches,
       clock: this.clock,
       log: this.log,
-      timings: { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings },
+      timings: mailboxTimings,
     });
   }
 
@@ -109,6 +122,7 @@ export class Engine {
     await engine.journal.init();
     await engine.mailbox.init();
     await engine.live.init();
+    await engine.signalReceipts.init();
     await engine.pools.init();
     await engine.messages.init();
     await engine.wakes.init();
@@ -117,6 +131,8 @@ export class Engine {
     engine.live.attach();
     await engine.feed.start();
     await engine.tail.start();
+    await engine.pools.history.start();
+    await engine.signalReceipts.start({ timers: engine.runBackground });
     await engine.background.start({ timers: engine.runBackground });
     await engine.wakeMatcher.start();
     if (engine.runBackground) {
@@ -134,6 +150,8 @@ export class Engine {
     this.wakeMatcher.stop();
     this.events.stop();
     await this.live.stop();
+    await this.signalReceipts.stop();
+    await this.pools.history.stop();
     this.tail.stop();
     await this.feed.stop();
     await this.outbox.drain();

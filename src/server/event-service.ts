@@ -4,6 +4,7 @@
  */
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
+import { parsePublishBatch } from "../domain/events/batch.js";
 import { parsePublish } from "../domain/events/publish.js";
 import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
@@ -14,6 +15,10 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
   return {
     async publish(request) {
       return engine.events.publish(parsePublish(request.event, engine.clock.now()));
+    },
+
+    async publishBatch(request) {
+      return engine.events.publishBatch(parsePublishBatch(request.events, engine.clock.now()));
     },
 
     async *subscribe(request, context) {

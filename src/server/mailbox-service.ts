@@ -3,13 +3,14 @@
  * and translates the answer. Nothing else happens here.
  */
 import { create } from "@bufbuild/protobuf";
-import type { Duration } from "@bufbuild/protobuf/wkt";
+import { type Duration, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
-import { LiveRunCommandSchema, type LiveRunTarget } from "../../gen/mailroom/v1/live_pb.js";
+import { LiveRunCommandSchema } from "../../gen/mailroom/v1/live_pb.js";
 import {
   AckBatchResponseSchema,
   AckResultSchema,
+  DispatchSignalReceiptSchema,
   EnqueueBatchResponseSchema,
   EnqueueResultSchema,
   MailboxService,
@@ -31,6 +32,8 @@ import {
   parseRunResult,
   parseStatuses,
 } from "../domain/dispatch/commands.js";
+import { parseLiveCommand, parseLiveTarget } from "../domain/dispatch/live-commands.js";
+import { parseAck, parseNack, parsePull } from "../domain/dispatch/signal-receipts.js";
 import { statusToProto } from "../domain/dispatch/state.js";
 import { MailroomError, invalidField, underField } from "../domain/errors.js";
 import { durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
@@ -44,14 +47,6 @@ import { heartbeatStream } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
 const SIGNAL_BUFFER = 10_000;
-
-function target(field: string, value: LiveRunTarget | undefined): LiveRunTarget {
-  const present = requirePresent(field, value);
-  requireId(`${field}.thread_id`, present.threadId);
-  requireId(`${field}.run_id`, present.runId);
-  optionalId(`${field}.dispatch_id`, present.dispatchId);
-  return present;
-}
 
 function enqueued(outcome: EnqueueOutcome, i: number) {
   if ("error" in outcome) return create(EnqueueResultSchema, { error: itemError(underField(outcome.error, `dispatches[${i}]`)) });
@@ -213,7 +208,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async *openLiveChannel(request, context) {
-      const wanted = target("target", request.target);
+      const wanted = parseLiveTarget("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       const channel = await live.open(wanted);
       try {
@@ -233,12 +228,31 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async deliverLive(request) {
-      const wanted = target("target", request.target);
-      const command = requirePresent("command", request.command);
-      if (command.body.case === undefined) throw invalidField("command.body", "is required: one of messages, cancel, decisions");
-      optionalId("command.command_id", command.commandId);
+      const wanted = parseLiveTarget("target", request.target);
+      const command = parseLiveCommand("command", request.command);
       const outcome = await live.deliver(wanted, create(LiveRunCommandSchema, command));
       return { outcome: outcome.outcome, commandId: outcome.commandId };
+    },
+
+    async pullDispatchSignals(request, context) {
+      const pulled = await engine.signalReceipts.pull(parsePull(request), context.signal);
+      return {
+        receipts: pulled.map((p) => create(DispatchSignalReceiptSchema, {
+          signal: create(DispatchSignalSchema, { threadId: p.threadId, dispatchId: p.dispatchId, reason: p.reason }),
+          receipt: p.receipt,
+          redeliveryAttempts: p.redeliveryAttempts,
+          expiresAt: timestampFromMs(p.expiresAt),
+        })),
+      };
+    },
+
+    async ackDispatchSignal(request) {
+      return { acked: await engine.signalReceipts.ack(parseAck(request)) };
+    },
+
+    async nackDispatchSignal(request) {
+      const { receipt, delayMs } = parseNack(request);
+      return { nacked: await engine.signalReceipts.nack(receipt, delayMs) };
     },
   };
 }

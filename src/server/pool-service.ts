@@ -1,24 +1,24 @@
 /**
  * PoolService: each handler checks its request (domain), calls the engine
  * and translates the answer. The two record streams (a run's inbox and
- * WatchPool) are journal subscriptions narrowed to the pool.
+ * WatchPool) read the pool's kept history.
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
 import { InboxMessageSchema, type PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
-import { EventFamily, EventKind, JournalCursorSchema, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
 import { parseMessage } from "../domain/pool/messages.js";
+import { parsePoolList } from "../domain/pool/pages.js";
 import { parseConfig, parseMember } from "../domain/pool/pool.js";
-import { parseMaxMessages, parsePoolId, parsePoolStream, POOL_STREAM_QUEUE, type PoolStreamCommand } from "../domain/pool/requests.js";
+import { parseMaxMessages, parsePoolId, parsePoolStream, type PoolStreamCommand } from "../domain/pool/requests.js";
+import { parseSubscribePool } from "../domain/pool/subscribe.js";
 import { parseWakeCondition } from "../domain/pool/wakes.js";
-import type { FilterSpec } from "../domain/events/filter.js";
 import { heartbeatInterval, requireId } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
-import type { Subscription } from "../engine/events/subscription.js";
-import type { EventDoc } from "../engine/journal/records.js";
-import { memberToDoc, memberToProto, poolRecordAt } from "../engine/pool/records.js";
+import type { PoolRecordStream } from "../engine/pool/record-stream.js";
+import { memberToDoc, memberToProto, poolRecordOf } from "../engine/pool/records.js";
 import { PushQueue } from "../engine/push-queue.js";
+import { subscriptionFrame, wireFormatOf } from "./event-frames.js";
 import { heartbeat } from "./streams.js";
 
 export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
@@ -44,8 +44,9 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
     },
 
     async listMembers(request) {
-      const pool = await engine.pools.get(parsePoolId(request.poolId));
-      return { members: pool.members.map(memberToProto) };
+      const poolId = parsePoolId(request.poolId);
+      await engine.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+      return { members: (await engine.pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m))) };
     },
 
     async send(request) {
@@ -66,21 +67,20 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
     async *receiveMessages(request, context) {
       const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
       const runId = requireId("run_id", request.runId);
-      const filter: FilterSpec = { poolIds: new Set([command.poolId]), kinds: new Set([EventKind.RUN_MESSAGE_DELIVERED]), recipients: new Set([runId]), payloadAccess: PayloadAccessMode.FULL };
       // NOT_FOUND and a refused cursor come before the first frame.
-      const subscription = await openPoolRecords(engine, command, filter);
+      const stream = await engine.pools.records(command.poolId, { ...command, recipient: runId });
       try {
         yield { frame: { case: "heartbeat", value: heartbeat() } };
-        for await (const frame of poolRecords(subscription, command, context)) {
+        for await (const frame of poolRecords(stream, command, context)) {
           if (frame.case === "heartbeat") {
             yield { frame };
           } else if (frame.value.record.case === "message") {
             const stored: StoredMessage = frame.value.record.value;
-            yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt }) } };
+            yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt, sequence: frame.value.sequence }) } };
           }
         }
       } finally {
-        subscription.close(); // also when the client leaves at the first frame
+        stream.close(); // also when the client leaves at the first frame
       }
     },
 
@@ -122,11 +122,40 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       }
     },
 
+    async deletePool(request) {
+      const { cancelledWakes } = await engine.poolDeletion.delete(parsePoolId(request.poolId));
+      return { cancelledWakeConditions: BigInt(cancelledWakes) };
+    },
+
+    async listMessages(request) {
+      return engine.messages.list(parsePoolList(parsePoolId(request.poolId), request));
+    },
+
+    async listWakeConditions(request) {
+      return engine.wakes.list(parsePoolList(parsePoolId(request.poolId), request));
+    },
+
+    async *subscribePool(request, context) {
+      const command = parseSubscribePool(request);
+      // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
+      const subscription = await engine.poolSubscriptions.open(command);
+      const wire = wireFormatOf(context.requestHeader.get("content-type"));
+      try {
+        for (;;) {
+          const frame = await subscription.next(command.heartbeatMs, context.signal);
+          if (!frame) break;
+          yield { frame: subscriptionFrame(frame, command.scope, subscription.payloadAccess, wire) };
+        }
+        if (context.signal.aborted) throw context.signal.reason;
+      } finally {
+        subscription.close();
+      }
+    },
+
     async *watchPool(request, context) {
       const command = parsePoolStream(request);
-      const filter: FilterSpec = { poolIds: new Set([command.poolId]), families: new Set([EventFamily.AGENT_POOL]), payloadAccess: PayloadAccessMode.FULL };
-      const subscription = await openPoolRecords(engine, command, filter);
-      for await (const frame of poolRecords(subscription, command, context)) {
+      const stream = await engine.pools.records(command.poolId, command);
+      for await (const frame of poolRecords(stream, command, context)) {
         yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
       }
     },
@@ -135,32 +164,17 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
 
 type PoolFrame = { case: "record"; value: AgentPoolRecord } | { case: "heartbeat"; value: ReturnType<typeof heartbeat> };
 
-/** Checks the pool (NOT_FOUND) and the cursor (OUT_OF_RANGE), and opens the journal subscription behind a pool stream. */
-async function openPoolRecords(engine: Engine, command: PoolStreamCommand, filter: FilterSpec): Promise<Subscription> {
-  await engine.pools.get(command.poolId);
-  return engine.events.open({ filter, after: command.after, queue: POOL_STREAM_QUEUE });
-}
-
-/** A pool's records after the cursor, then live; a heartbeat when caught up and when idle. Closes the subscription when it ends. */
-async function* poolRecords(subscription: Subscription, command: PoolStreamCommand, context: HandlerContext): AsyncGenerator<PoolFrame> {
+/** A pool's kept records after the cursor, then live; a heartbeat when caught up and when idle. Closes the stream when it ends. */
+async function* poolRecords(stream: PoolRecordStream, command: PoolStreamCommand, context: HandlerContext): AsyncGenerator<PoolFrame> {
   try {
     for (;;) {
-      const frame = await subscription.next(command.heartbeatMs, context.signal);
+      const frame = await stream.next(command.heartbeatMs, context.signal);
       if (!frame) break;
-      if (frame.kind === "event") yield { case: "record", value: recordOf(frame.delivery.frame.item) };
+      if (frame.kind === "record") yield { case: "record", value: poolRecordOf(frame.record) };
       else yield { case: "heartbeat", value: heartbeat() };
     }
     if (context.signal.aborted) throw context.signal.reason;
   } finally {
-    subscription.close();
+    stream.close();
   }
-}
-
-/** The journaled pool record, with its position and the journal cursor of the status it records. */
-function recordOf(doc: EventDoc): AgentPoolRecord {
-  const record = poolRecordAt(doc.record!, doc._id);
-  const cursor = create(JournalCursorSchema, { eventSeq: BigInt(doc._id) });
-  if (record.record.case === "message" && record.record.value.receipt) record.record.value.receipt.journalCursor = cursor;
-  if (record.record.case === "wake" && record.record.value.registration) record.record.value.registration.journalCursor = cursor;
-  return record;
 }

@@ -12,6 +12,10 @@ import { EventKind } from "../../src/domain/events/kinds.js";
 import { MAX_BODY_BYTES, parseMessage } from "../../src/domain/pool/messages.js";
 import { type Member, missingRequiredPolicies, observableRuns, parseAddress, parseConfig, parseMember, type PoolConfig, resolveRecipients, sameConfig } from "../../src/domain/pool/pool.js";
 import { canWake, parseWakeCondition, ResumeInputPolicy, scopeWakeFilter } from "../../src/domain/pool/wakes.js";
+import { SubscribePoolRequestSchema } from "../../gen/mailroom/v1/pool_service_pb.js";
+import { cursor, filterScope } from "../../src/domain/events/scope.js";
+import { pageToken, parsePoolList } from "../../src/domain/pool/pages.js";
+import { parseSubscribePool, poolScope } from "../../src/domain/pool/subscribe.js";
 
 const config = (overrides: Partial<PoolConfig> = {}): PoolConfig => ({ ...parseConfig(undefined), ...overrides });
 const member = (runId: string, agentId: string, topics: string[] = [], policyRefs: string[] = []): Member => ({ runId, agentId, topics, policyRefs });
@@ -154,6 +158,13 @@ describe("a wake condition", () => {
     expect(parseWakeCondition("r1", condition({})).timeoutMs).toBeUndefined();
   });
 
+  it("matches the whole retained history with match_history, after the registration by default, and refuses both match_history and `after`", () => {
+    expect(parseWakeCondition("r1", condition({ matchHistory: true })).matchHistory).toBe(true);
+    expect(parseWakeCondition("r1", condition({})).matchHistory).toBe(false);
+    const error = refusal(() => parseWakeCondition("r1", condition({ matchHistory: true, after: { eventSeq: 5n } })));
+    expect([error.code, error.details.field]).toEqual(["invalid_argument", "condition.match_history"]);
+  });
+
   it("never wakes on a wake condition's own events", () => {
     expect(canWake(EventKind.WAKE_CONDITION_TRIGGERED)).toBe(false);
     expect(canWake(EventKind.RUN_MESSAGE_DELIVERED)).toBe(true);
@@ -176,5 +187,33 @@ describe("a wake filter is scoped to the pool (scope_filter)", () => {
   it("sees envelopes only when the pool's wake policy says so", () => {
     expect(scopeWakeFilter(filter, [], config({ envelopeOnly: true })).payloadAccess).toBe(PayloadAccessMode.ENVELOPE_ONLY);
     expect(scopeWakeFilter(filter, [], config({ envelopeOnly: false })).payloadAccess).toBe(PayloadAccessMode.FULL);
+  });
+});
+
+describe("a pool-scoped subscription's cursors (SubscribePool)", () => {
+  const filter = { payloadAccess: PayloadAccessMode.FULL };
+
+  it("belong to one pool, one member and one filter, and never to an EventService subscription", () => {
+    const scope = poolScope("p", "r1", filter);
+    expect(scope).toEqual(poolScope("p", "r1", { ...filter }));
+    for (const other of [poolScope("p", "r2", filter), poolScope("q", "r1", filter), poolScope("p", "r1", { ...filter, runIds: new Set(["r2"]) })]) expect(other).not.toEqual(scope);
+    expect(scope).not.toEqual(filterScope(filter));
+  });
+
+  it("a cursor of another scope gets INVALID_ARGUMENT CURSOR_SCOPE_MISMATCH", () => {
+    const request = create(SubscribePoolRequestSchema, { poolId: "p", runId: "r1", after: cursor(filterScope(filter), 3) });
+    expect(refusal(() => parseSubscribePool(request)).details.reason).toBe(ErrorReason.CURSOR_SCOPE_MISMATCH);
+    const own = create(SubscribePoolRequestSchema, { poolId: "p", runId: "r1", after: cursor(poolScope("p", "r1", filter), 3) });
+    expect(parseSubscribePool(own).after).toBe(3);
+  });
+});
+
+describe("a pool listing's page token", () => {
+  it("resumes the listing of its own pool only", () => {
+    const token = pageToken("p", { at: 5, key: "m-1" });
+    expect(parsePoolList("p", { pageSize: 0, pageToken: token })).toEqual({ poolId: "p", pageSize: 100, after: { at: 5, key: "m-1" } });
+    expect(refusal(() => parsePoolList("q", { pageSize: 0, pageToken: token })).details.field).toBe("page_token");
+    expect(refusal(() => parsePoolList("p", { pageSize: 0, pageToken: "%%%" })).details.field).toBe("page_token");
+    expect(refusal(() => parsePoolList("p", { pageSize: 1001, pageToken: "" })).details.field).toBe("page_size");
   });
 });

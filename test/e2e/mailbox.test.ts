@@ -434,7 +434,9 @@ describe.each(serverBackends())("MailboxService on the $name backend", (backend)
           { rpc: "PurgeTerminal", field: "completed_before", call: (m) => m.purgeTerminal({}) },
           { rpc: "ReclaimExpiredLeases", field: "limit", call: (m) => m.reclaimExpiredLeases({ limit: 1001 }) },
           { rpc: "DeliverLive", field: "target", call: (m) => m.deliverLive({ command: { body: { case: "cancel", value: {} } } }) },
-          { rpc: "DeliverLive", field: "target.run_id", call: (m) => m.deliverLive({ target: { threadId: "t" }, command: { body: { case: "cancel", value: {} } } }) },
+          // An empty run_id is a thread-wide target (seed: deliver_live(thread)); the thread is what is required.
+          { rpc: "DeliverLive", field: "target.thread_id", call: (m) => m.deliverLive({ target: { runId: "r" }, command: { body: { case: "cancel", value: {} } } }) },
+          { rpc: "DeliverLive", field: "command.messages.messages", call: (m) => m.deliverLive({ target: { threadId: "t" }, command: { body: { case: "messages", value: {} } } }) },
           { rpc: "DeliverLive", field: "command.body", call: (m) => m.deliverLive({ target: { threadId: "t", runId: "r" }, command: {} }) },
           { rpc: "AckLiveCommand", field: "command_id", call: (m) => m.ackLiveCommand({ commandId: "" }) },
           { rpc: "OpenLiveChannel", field: "target.thread_id", call: (m) => drainStream(m.openLiveChannel({ target: { runId: "r" } })) },

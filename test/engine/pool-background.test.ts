@@ -10,6 +10,7 @@ import type { JournalTail } from "../../src/engine/journal/tail.js";
 import type { Logger } from "../../src/engine/logger.js";
 import type { PoolMessages } from "../../src/engine/pool/messages.js";
 import { PoolBackground } from "../../src/engine/pool/background.js";
+import type { PoolDeletion } from "../../src/engine/pool/deletion.js";
 import type { Wakes } from "../../src/engine/pool/wakes.js";
 
 const SWEEP_MS = 10_000;
@@ -60,7 +61,8 @@ describe("PoolBackground: a deadline learned from the journal fires at its time"
     let deliver: (events: EventDoc[]) => void = () => undefined;
     const tail = { subscribe: (listener: (events: EventDoc[]) => void) => ((deliver = listener), () => undefined) };
     const log = { info: () => undefined, warn: () => undefined };
-    background = new PoolBackground(messages as unknown as PoolMessages, wakes as unknown as Wakes, tail as unknown as JournalTail, clock, log as unknown as Logger, { sweepMs: SWEEP_MS });
+    const deletion = { resume: async () => 0 };
+    background = new PoolBackground(messages as unknown as PoolMessages, wakes as unknown as Wakes, deletion as unknown as PoolDeletion, tail as unknown as JournalTail, clock, log as unknown as Logger, { sweepMs: SWEEP_MS });
     await background.start();
 
     // A sweep reads the next deadline (there is none yet)...

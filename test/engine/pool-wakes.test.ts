@@ -113,6 +113,20 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
       expect(woken.resumeInput?.eventRefs.map((ref) => ref.id)).toContain(later.eventId);
     });
 
+    it("with match_history (the seed's suspend_until), the first matching event already journaled triggers it at once, however old", async () => {
+      const first = await publish(two, "worker");
+      await publish(one, "worker");
+      const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"], kinds: [EventKind.USAGE_RECORDED] }, matchHistory: true });
+      expect([registration?.status, registration?.matchedEventId]).toEqual([WakeStatus.TRIGGERED, first.eventId]);
+    });
+
+    it("with match_history and nothing matching yet, it waits like any other", async () => {
+      const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"], kinds: [EventKind.RUN_COMPLETED] }, matchHistory: true });
+      expect(registration?.status).toBe(WakeStatus.REGISTERED);
+      const later = await publish(two, "worker", EventKind.RUN_COMPLETED);
+      expect((await settled(one, registration!.conditionId)).matchedEventId).toBe(later.eventId);
+    });
+
     it("an event of a run that is not a member never wakes it", async () => {
       const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["stranger", "worker"] } });
       await publish(two, "stranger");
@@ -182,6 +196,18 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
   });
 
   describe.skipIf(!backend.available)("an instance starting up", () => {
+    it("watches every registered condition, read from the store a page at a time, however many there are", async () => {
+      const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"] } });
+      const model = (await one.wakes.wakes.findOne({ condition_id: registration!.conditionId }))!;
+      // More than a page's worth, stored as a registrant would have left them.
+      await one.wakes.wakes.insertMany(Array.from({ length: 1_500 }, (_, i) => ({ ...model, _id: `${POOL}\u0000bulk-${i}`, condition_id: `bulk-${i}`, idempotency_key: `bulk-${i}`, outbox: [], status_event_id: "" })));
+      const three = await harness.instance();
+      await three.wakeMatcher.rechecked;
+      expect(three.wakeMatcher.watching).toBe(1_501);
+      const woken = await publish(two, "worker");
+      expect((await settled(three, "bulk-1499")).matchedEventId).toBe(woken.eventId);
+    });
+
     it("triggers a wake whose matching event was journaled while no matcher was running", async () => {
       const { registration } = await suspend(one, "sleeper", { filter: { runIds: ["worker"] } });
       // As if every instance went down right after the event was journaled.

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mailroom/v1/event_service.proto.
  */
 export const file_mailroom_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9tYWlscm9vbS92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgttYWlscm9vbS52MSI4Cg5QdWJsaXNoUmVxdWVzdBImCgVldmVudBgBIAEoCzIXLm1haWxyb29tLnYxLkFnZW50RXZlbnQiVQoPUHVibGlzaFJlc3BvbnNlEiwKCGVudmVsb3BlGAEgASgLMhoubWFpbHJvb20udjEuRXZlbnRFbnZlbG9wZRIUCgxkZWR1cGxpY2F0ZWQYAiABKAgi0gIKEFN1YnNjcmliZVJlcXVlc3QSJQoDYWxsGAEgASgLMhYubWFpbHJvb20udjEuQWxsRXZlbnRzSAASEAoGcnVuX2lkGAIgASgJSAASEgoIYWdlbnRfaWQYAyABKAlIABIqCgZmaWx0ZXIYBCABKAsyGC5tYWlscm9vbS52MS5FdmVudEZpbHRlckgAEicKBWFmdGVyGAUgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISKQoFc3RhcnQYBiABKA4yGi5tYWlscm9vbS52MS5TdGFydFBvc2l0aW9uEjEKBXF1ZXVlGAcgASgLMiIubWFpbHJvb20udjEuU3Vic2NyaWJlclF1ZXVlQ29uZmlnEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIHCgVzY29wZSI7ChFTdWJzY3JpYmVSZXNwb25zZRImCgVmcmFtZRgBIAEoCzIXLm1haWxyb29tLnYxLkV2ZW50RnJhbWUi6gEKEUxpc3RFdmVudHNSZXF1ZXN0EiUKA2FsbBgBIAEoCzIWLm1haWxyb29tLnYxLkFsbEV2ZW50c0gAEhAKBnJ1bl9pZBgCIAEoCUgAEhIKCGFnZW50X2lkGAMgASgJSAASKgoGZmlsdGVyGAQgASgLMhgubWFpbHJvb20udjEuRXZlbnRGaWx0ZXJIABInCgVhZnRlchgFIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50Q3Vyc29yEhcKD3VudGlsX2V2ZW50X3NlcRgGIAEoBBIRCglwYWdlX3NpemUYByABKA1CBwoFc2NvcGUiggEKEkxpc3RFdmVudHNSZXNwb25zZRInCgZmcmFtZXMYASADKAsyFy5tYWlscm9vbS52MS5FdmVudEZyYW1lEi0KC25leHRfY3Vyc29yGAIgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISFAoMZW5kX29mX3JhbmdlGAMgASgIKmcKDVN0YXJ0UG9zaXRpb24SHgoaU1RBUlRfUE9TSVRJT05fVU5TUEVDSUZJRUQQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX0xBVEVTVBACMvEBCgxFdmVudFNlcnZpY2USRAoHUHVibGlzaBIbLm1haWxyb29tLnYxLlB1Ymxpc2hSZXF1ZXN0GhwubWFpbHJvb20udjEuUHVibGlzaFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLm1haWxyb29tLnYxLlN1YnNjcmliZVJlcXVlc3QaHi5tYWlscm9vbS52MS5TdWJzY3JpYmVSZXNwb25zZTABEk0KCkxpc3RFdmVudHMSHi5tYWlscm9vbS52MS5MaXN0RXZlbnRzUmVxdWVzdBofLm1haWxyb29tLnYxLkxpc3RFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_mailroom_v1_event]);
+  fileDesc("Ch9tYWlscm9vbS92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgttYWlscm9vbS52MSI4Cg5QdWJsaXNoUmVxdWVzdBImCgVldmVudBgBIAEoCzIXLm1haWxyb29tLnYxLkFnZW50RXZlbnQiVQoPUHVibGlzaFJlc3BvbnNlEiwKCGVudmVsb3BlGAEgASgLMhoubWFpbHJvb20udjEuRXZlbnRFbnZlbG9wZRIUCgxkZWR1cGxpY2F0ZWQYAiABKAgi0gIKEFN1YnNjcmliZVJlcXVlc3QSJQoDYWxsGAEgASgLMhYubWFpbHJvb20udjEuQWxsRXZlbnRzSAASEAoGcnVuX2lkGAIgASgJSAASEgoIYWdlbnRfaWQYAyABKAlIABIqCgZmaWx0ZXIYBCABKAsyGC5tYWlscm9vbS52MS5FdmVudEZpbHRlckgAEicKBWFmdGVyGAUgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISKQoFc3RhcnQYBiABKA4yGi5tYWlscm9vbS52MS5TdGFydFBvc2l0aW9uEjEKBXF1ZXVlGAcgASgLMiIubWFpbHJvb20udjEuU3Vic2NyaWJlclF1ZXVlQ29uZmlnEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIHCgVzY29wZSI7ChFTdWJzY3JpYmVSZXNwb25zZRImCgVmcmFtZRgBIAEoCzIXLm1haWxyb29tLnYxLkV2ZW50RnJhbWUi6gEKEUxpc3RFdmVudHNSZXF1ZXN0EiUKA2FsbBgBIAEoCzIWLm1haWxyb29tLnYxLkFsbEV2ZW50c0gAEhAKBnJ1bl9pZBgCIAEoCUgAEhIKCGFnZW50X2lkGAMgASgJSAASKgoGZmlsdGVyGAQgASgLMhgubWFpbHJvb20udjEuRXZlbnRGaWx0ZXJIABInCgVhZnRlchgFIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50Q3Vyc29yEhcKD3VudGlsX2V2ZW50X3NlcRgGIAEoBBIRCglwYWdlX3NpemUYByABKA1CBwoFc2NvcGUiggEKEkxpc3RFdmVudHNSZXNwb25zZRInCgZmcmFtZXMYASADKAsyFy5tYWlscm9vbS52MS5FdmVudEZyYW1lEi0KC25leHRfY3Vyc29yGAIgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISFAoMZW5kX29mX3JhbmdlGAMgASgIIj4KE1B1Ymxpc2hCYXRjaFJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWFpbHJvb20udjEuQWdlbnRFdmVudCJbChRQdWJsaXNoQmF0Y2hSZXNwb25zZRItCgllbnZlbG9wZXMYASADKAsyGi5tYWlscm9vbS52MS5FdmVudEVudmVsb3BlEhQKDGRlZHVwbGljYXRlZBgCIAEoCCpnCg1TdGFydFBvc2l0aW9uEh4KGlNUQVJUX1BPU0lUSU9OX1VOU1BFQ0lGSUVEEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQAjLGAgoMRXZlbnRTZXJ2aWNlEkQKB1B1Ymxpc2gSGy5tYWlscm9vbS52MS5QdWJsaXNoUmVxdWVzdBocLm1haWxyb29tLnYxLlB1Ymxpc2hSZXNwb25zZRJMCglTdWJzY3JpYmUSHS5tYWlscm9vbS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh4ubWFpbHJvb20udjEuU3Vic2NyaWJlUmVzcG9uc2UwARJNCgpMaXN0RXZlbnRzEh4ubWFpbHJvb20udjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5tYWlscm9vbS52MS5MaXN0RXZlbnRzUmVzcG9uc2USUwoMUHVibGlzaEJhdGNoEiAubWFpbHJvb20udjEuUHVibGlzaEJhdGNoUmVxdWVzdBohLm1haWxyb29tLnYxLlB1Ymxpc2hCYXRjaFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_mailroom_v1_event]);
 
 /**
  * Request of Publish.
@@ -284,6 +284,58 @@ export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PUR
   messageDesc(file_mailroom_v1_event_service, 5);
 
 /**
+ * Request of PublishBatch.
+ *
+ * @generated from message mailroom.v1.PublishBatchRequest
+ */
+export type PublishBatchRequest = Message<"mailroom.v1.PublishBatchRequest"> & {
+  /**
+   * 1 to 500 events (INVALID_ARGUMENT `events` outside), each as in
+   * PublishRequest.event; event_ids must differ (INVALID_ARGUMENT naming the
+   * repeat).
+   *
+   * @generated from field: repeated mailroom.v1.AgentEvent events = 1;
+   */
+  events: AgentEvent[];
+};
+
+/**
+ * Describes the message mailroom.v1.PublishBatchRequest.
+ * Use `create(PublishBatchRequestSchema)` to create a new message.
+ */
+export const PublishBatchRequestSchema: GenMessage<PublishBatchRequest> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_event_service, 6);
+
+/**
+ * Response of PublishBatch.
+ *
+ * @generated from message mailroom.v1.PublishBatchResponse
+ */
+export type PublishBatchResponse = Message<"mailroom.v1.PublishBatchResponse"> & {
+  /**
+   * The envelopes as recorded, in request order, at consecutive event_seq.
+   *
+   * @generated from field: repeated mailroom.v1.EventEnvelope envelopes = 1;
+   */
+  envelopes: EventEnvelope[];
+
+  /**
+   * True when every event was already recorded (a retry); nothing was
+   * recorded again.
+   *
+   * @generated from field: bool deduplicated = 2;
+   */
+  deduplicated: boolean;
+};
+
+/**
+ * Describes the message mailroom.v1.PublishBatchResponse.
+ * Use `create(PublishBatchResponseSchema)` to create a new message.
+ */
+export const PublishBatchResponseSchema: GenMessage<PublishBatchResponse> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_event_service, 7);
+
+/**
  * Where a subscription starts when it has no cursor.
  *
  * @generated from enum mailroom.v1.StartPosition
@@ -366,6 +418,23 @@ export const EventService: GenService<{
     methodKind: "unary";
     input: typeof ListEventsRequestSchema;
     output: typeof ListEventsResponseSchema;
+  },
+  /**
+   * Record up to 500 events in one call (the seed's publish_all): all or
+   * nothing, at consecutive journal positions in the order given. Every
+   * event is checked first (as Publish checks one); one bad entry gets
+   * INVALID_ARGUMENT naming it (events[i]...) and nothing is recorded. A
+   * batch whose event_ids were all recorded before (a retry) returns the
+   * recorded events with deduplicated = true; one mixing recorded and new
+   * event_ids gets ALREADY_EXISTS naming the first recorded one, and
+   * nothing is recorded.
+   *
+   * @generated from rpc mailroom.v1.EventService.PublishBatch
+   */
+  publishBatch: {
+    methodKind: "unary";
+    input: typeof PublishBatchRequestSchema;
+    output: typeof PublishBatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mailroom_v1_event_service, 0);

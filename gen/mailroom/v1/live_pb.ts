@@ -18,8 +18,10 @@ export const file_mailroom_v1_live: GenFile = /*@__PURE__*/
 
 /**
  * The running run a live command is for. A command reaches every open live
- * channel whose thread_id and run_id are equal to the target's and whose
- * dispatch_id is equal to the target's or empty on either side.
+ * channel whose thread_id is equal to the target's and whose run_id and
+ * dispatch_id are each equal to the target's or empty on either side. So a
+ * target with only a thread_id means "whatever runs in this thread" (the
+ * seed's deliver_live(thread) and open_live_channel(thread)).
  *
  * @generated from message mailroom.v1.LiveRunTarget
  */
@@ -32,7 +34,9 @@ export type LiveRunTarget = Message<"mailroom.v1.LiveRunTarget"> & {
   threadId: string;
 
   /**
-   * The run; required (INVALID_ARGUMENT when empty).
+   * The run; empty = whatever runs in the thread: a command for it reaches
+   * every channel of the thread, and a channel for it receives the
+   * thread's commands for any run.
    *
    * @generated from field: string run_id = 2;
    */

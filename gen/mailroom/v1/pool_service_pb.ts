@@ -8,7 +8,11 @@ import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { StreamHeartbeat } from "./common_pb.js";
 import { file_mailroom_v1_common } from "./common_pb.js";
-import type { AgentPoolConfig, AgentPoolMember, AgentPoolRecord, AgentPoolSnapshot, MessageReceipt, RunMessage, WakeCondition, WakeRegistration } from "./pool_pb.js";
+import type { EventCursor, EventFilter, EventFrame, SubscriberQueueConfig } from "./event_pb.js";
+import { file_mailroom_v1_event } from "./event_pb.js";
+import type { StartPosition } from "./event_service_pb.js";
+import { file_mailroom_v1_event_service } from "./event_service_pb.js";
+import type { AgentPoolConfig, AgentPoolMember, AgentPoolRecord, AgentPoolSnapshot, MessageReceipt, RunMessage, StoredMessage, StoredWake, WakeCondition, WakeRegistration } from "./pool_pb.js";
 import { file_mailroom_v1_pool } from "./pool_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mailroom/v1/pool_service.proto.
  */
 export const file_mailroom_v1_pool_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYWlscm9vbS92MS9wb29sX3NlcnZpY2UucHJvdG8SC21haWxyb29tLnYxIlAKD09wZW5Qb29sUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLm1haWxyb29tLnYxLkFnZW50UG9vbENvbmZpZyJUChBPcGVuUG9vbFJlc3BvbnNlEjAKCHNuYXBzaG90GAEgASgLMh4ubWFpbHJvb20udjEuQWdlbnRQb29sU25hcHNob3QSDgoGb3BlbmVkGAIgASgIIjcKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMbWF4X21lc3NhZ2VzGAIgASgNIkMKD0dldFBvb2xSZXNwb25zZRIwCghzbmFwc2hvdBgBIAEoCzIeLm1haWxyb29tLnYxLkFnZW50UG9vbFNuYXBzaG90Ik8KDkpvaW5SdW5SZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSLAoGbWVtYmVyGAIgASgLMhwubWFpbHJvb20udjEuQWdlbnRQb29sTWVtYmVyImUKD0pvaW5SdW5SZXNwb25zZRIsCgZtZW1iZXIYASABKAsyHC5tYWlscm9vbS52MS5BZ2VudFBvb2xNZW1iZXISFAoMcG9vbF9jcmVhdGVkGAIgASgIEg4KBmN1cnNvchgDIAEoBCIyCg9MZWF2ZVJ1blJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiUAoQTGVhdmVSdW5SZXNwb25zZRIsCgZtZW1iZXIYASABKAsyHC5tYWlscm9vbS52MS5BZ2VudFBvb2xNZW1iZXISDgoGY3Vyc29yGAIgASgEIiUKEkxpc3RNZW1iZXJzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIkQKE0xpc3RNZW1iZXJzUmVzcG9uc2USLQoHbWVtYmVycxgBIAMoCzIcLm1haWxyb29tLnYxLkFnZW50UG9vbE1lbWJlciJICgtTZW5kUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEigKB21lc3NhZ2UYAiABKAsyFy5tYWlscm9vbS52MS5SdW5NZXNzYWdlIlIKDFNlbmRSZXNwb25zZRIsCgdyZWNlaXB0GAEgASgLMhsubWFpbHJvb20udjEuTWVzc2FnZVJlY2VpcHQSFAoMZGVkdXBsaWNhdGVkGAIgASgIIkkKDlJlc3BvbmRSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSJgoFcmVwbHkYAiABKAsyFy5tYWlscm9vbS52MS5SdW5NZXNzYWdlIoQBCg9SZXNwb25kUmVzcG9uc2USLAoHcmVjZWlwdBgBIAEoCzIbLm1haWxyb29tLnYxLk1lc3NhZ2VSZWNlaXB0Ei0KCG9yaWdpbmFsGAIgASgLMhsubWFpbHJvb20udjEuTWVzc2FnZVJlY2VpcHQSFAoMZGVkdXBsaWNhdGVkGAMgASgIIksKFENhbmNlbE1lc3NhZ2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIOCgZydW5faWQYAyABKAkiRQoVQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEiwKB3JlY2VpcHQYASABKAsyGy5tYWlscm9vbS52MS5NZXNzYWdlUmVjZWlwdCJ2CgxJbmJveE1lc3NhZ2USDgoGY3Vyc29yGAEgASgEEigKB21lc3NhZ2UYAiABKAsyFy5tYWlscm9vbS52MS5SdW5NZXNzYWdlEiwKB3JlY2VpcHQYAyABKAsyGy5tYWlscm9vbS52MS5NZXNzYWdlUmVjZWlwdCKGAQoWUmVjZWl2ZU1lc3NhZ2VzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIUCgxhZnRlcl9jdXJzb3IYAyABKAQSNQoSaGVhcnRiZWF0X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoMBChdSZWNlaXZlTWVzc2FnZXNSZXNwb25zZRIsCgdtZXNzYWdlGAEgASgLMhkubWFpbHJvb20udjEuSW5ib3hNZXNzYWdlSAASMQoJaGVhcnRiZWF0GAIgASgLMhwubWFpbHJvb20udjEuU3RyZWFtSGVhcnRiZWF0SABCBwoFZnJhbWUiZQoTU3VzcGVuZFVudGlsUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRItCgljb25kaXRpb24YAyABKAsyGi5tYWlscm9vbS52MS5XYWtlQ29uZGl0aW9uImEKFFN1c3BlbmRVbnRpbFJlc3BvbnNlEjMKDHJlZ2lzdHJhdGlvbhgBIAEoCzIdLm1haWxyb29tLnYxLldha2VSZWdpc3RyYXRpb24SFAoMZGVkdXBsaWNhdGVkGAIgASgIIjgKD1BvbGxXYWtlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhQKDGNvbmRpdGlvbl9pZBgCIAEoCSJHChBQb2xsV2FrZVJlc3BvbnNlEjMKDHJlZ2lzdHJhdGlvbhgBIAEoCzIdLm1haWxyb29tLnYxLldha2VSZWdpc3RyYXRpb24iOgoRQ2FuY2VsV2FrZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgxjb25kaXRpb25faWQYAiABKAkiSQoSQ2FuY2VsV2FrZVJlc3BvbnNlEjMKDHJlZ2lzdHJhdGlvbhgBIAEoCzIdLm1haWxyb29tLnYxLldha2VSZWdpc3RyYXRpb24icAoQQXdhaXRXYWtlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhQKDGNvbmRpdGlvbl9pZBgCIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ihgEKEUF3YWl0V2FrZVJlc3BvbnNlEjUKDHJlZ2lzdHJhdGlvbhgBIAEoCzIdLm1haWxyb29tLnYxLldha2VSZWdpc3RyYXRpb25IABIxCgloZWFydGJlYXQYAiABKAsyHC5tYWlscm9vbS52MS5TdHJlYW1IZWFydGJlYXRIAEIHCgVmcmFtZSJwChBXYXRjaFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMYWZ0ZXJfY3Vyc29yGAIgASgEEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ/ChFXYXRjaFBvb2xSZXNwb25zZRIuCgZyZWNvcmQYASABKAsyHC5tYWlscm9vbS52MS5BZ2VudFBvb2xSZWNvcmRIABIxCgloZWFydGJlYXQYAiABKAsyHC5tYWlscm9vbS52MS5TdHJlYW1IZWFydGJlYXRIAEIHCgVmcmFtZTLBCAoLUG9vbFNlcnZpY2USRwoIT3BlblBvb2wSHC5tYWlscm9vbS52MS5PcGVuUG9vbFJlcXVlc3QaHS5tYWlscm9vbS52MS5PcGVuUG9vbFJlc3BvbnNlEkQKB0dldFBvb2wSGy5tYWlscm9vbS52MS5HZXRQb29sUmVxdWVzdBocLm1haWxyb29tLnYxLkdldFBvb2xSZXNwb25zZRJECgdKb2luUnVuEhsubWFpbHJvb20udjEuSm9pblJ1blJlcXVlc3QaHC5tYWlscm9vbS52MS5Kb2luUnVuUmVzcG9uc2USRwoITGVhdmVSdW4SHC5tYWlscm9vbS52MS5MZWF2ZVJ1blJlcXVlc3QaHS5tYWlscm9vbS52MS5MZWF2ZVJ1blJlc3BvbnNlElAKC0xpc3RNZW1iZXJzEh8ubWFpbHJvb20udjEuTGlzdE1lbWJlcnNSZXF1ZXN0GiAubWFpbHJvb20udjEuTGlzdE1lbWJlcnNSZXNwb25zZRI7CgRTZW5kEhgubWFpbHJvb20udjEuU2VuZFJlcXVlc3QaGS5tYWlscm9vbS52MS5TZW5kUmVzcG9uc2USRAoHUmVzcG9uZBIbLm1haWxyb29tLnYxLlJlc3BvbmRSZXF1ZXN0GhwubWFpbHJvb20udjEuUmVzcG9uZFJlc3BvbnNlElYKDUNhbmNlbE1lc3NhZ2USIS5tYWlscm9vbS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBoiLm1haWxyb29tLnYxLkNhbmNlbE1lc3NhZ2VSZXNwb25zZRJeCg9SZWNlaXZlTWVzc2FnZXMSIy5tYWlscm9vbS52MS5SZWNlaXZlTWVzc2FnZXNSZXF1ZXN0GiQubWFpbHJvb20udjEuUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2UwARJTCgxTdXNwZW5kVW50aWwSIC5tYWlscm9vbS52MS5TdXNwZW5kVW50aWxSZXF1ZXN0GiEubWFpbHJvb20udjEuU3VzcGVuZFVudGlsUmVzcG9uc2USRwoIUG9sbFdha2USHC5tYWlscm9vbS52MS5Qb2xsV2FrZVJlcXVlc3QaHS5tYWlscm9vbS52MS5Qb2xsV2FrZVJlc3BvbnNlEk0KCkNhbmNlbFdha2USHi5tYWlscm9vbS52MS5DYW5jZWxXYWtlUmVxdWVzdBofLm1haWxyb29tLnYxLkNhbmNlbFdha2VSZXNwb25zZRJMCglBd2FpdFdha2USHS5tYWlscm9vbS52MS5Bd2FpdFdha2VSZXF1ZXN0Gh4ubWFpbHJvb20udjEuQXdhaXRXYWtlUmVzcG9uc2UwARJMCglXYXRjaFBvb2wSHS5tYWlscm9vbS52MS5XYXRjaFBvb2xSZXF1ZXN0Gh4ubWFpbHJvb20udjEuV2F0Y2hQb29sUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_mailroom_v1_common, file_mailroom_v1_pool]);
+  fileDesc("Ch5tYWlscm9vbS92MS9wb29sX3NlcnZpY2UucHJvdG8SC21haWxyb29tLnYxIlAKD09wZW5Qb29sUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLm1haWxyb29tLnYxLkFnZW50UG9vbENvbmZpZyJUChBPcGVuUG9vbFJlc3BvbnNlEjAKCHNuYXBzaG90GAEgASgLMh4ubWFpbHJvb20udjEuQWdlbnRQb29sU25hcHNob3QSDgoGb3BlbmVkGAIgASgIIjcKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMbWF4X21lc3NhZ2VzGAIgASgNIkMKD0dldFBvb2xSZXNwb25zZRIwCghzbmFwc2hvdBgBIAEoCzIeLm1haWxyb29tLnYxLkFnZW50UG9vbFNuYXBzaG90Ik8KDkpvaW5SdW5SZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSLAoGbWVtYmVyGAIgASgLMhwubWFpbHJvb20udjEuQWdlbnRQb29sTWVtYmVyImUKD0pvaW5SdW5SZXNwb25zZRIsCgZtZW1iZXIYASABKAsyHC5tYWlscm9vbS52MS5BZ2VudFBvb2xNZW1iZXISFAoMcG9vbF9jcmVhdGVkGAIgASgIEg4KBmN1cnNvchgDIAEoBCIyCg9MZWF2ZVJ1blJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiUAoQTGVhdmVSdW5SZXNwb25zZRIsCgZtZW1iZXIYASABKAsyHC5tYWlscm9vbS52MS5BZ2VudFBvb2xNZW1iZXISDgoGY3Vyc29yGAIgASgEIiUKEkxpc3RNZW1iZXJzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIkQKE0xpc3RNZW1iZXJzUmVzcG9uc2USLQoHbWVtYmVycxgBIAMoCzIcLm1haWxyb29tLnYxLkFnZW50UG9vbE1lbWJlciJICgtTZW5kUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEigKB21lc3NhZ2UYAiABKAsyFy5tYWlscm9vbS52MS5SdW5NZXNzYWdlIlIKDFNlbmRSZXNwb25zZRIsCgdyZWNlaXB0GAEgASgLMhsubWFpbHJvb20udjEuTWVzc2FnZVJlY2VpcHQSFAoMZGVkdXBsaWNhdGVkGAIgASgIIkkKDlJlc3BvbmRSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSJgoFcmVwbHkYAiABKAsyFy5tYWlscm9vbS52MS5SdW5NZXNzYWdlIoQBCg9SZXNwb25kUmVzcG9uc2USLAoHcmVjZWlwdBgBIAEoCzIbLm1haWxyb29tLnYxLk1lc3NhZ2VSZWNlaXB0Ei0KCG9yaWdpbmFsGAIgASgLMhsubWFpbHJvb20udjEuTWVzc2FnZVJlY2VpcHQSFAoMZGVkdXBsaWNhdGVkGAMgASgIIksKFENhbmNlbE1lc3NhZ2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIOCgZydW5faWQYAyABKAkiRQoVQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEiwKB3JlY2VpcHQYASABKAsyGy5tYWlscm9vbS52MS5NZXNzYWdlUmVjZWlwdCKIAQoMSW5ib3hNZXNzYWdlEg4KBmN1cnNvchgBIAEoBBIoCgdtZXNzYWdlGAIgASgLMhcubWFpbHJvb20udjEuUnVuTWVzc2FnZRIsCgdyZWNlaXB0GAMgASgLMhsubWFpbHJvb20udjEuTWVzc2FnZVJlY2VpcHQSEAoIc2VxdWVuY2UYBCABKAQihgEKFlJlY2VpdmVNZXNzYWdlc1JlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFAoMYWZ0ZXJfY3Vyc29yGAMgASgEEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKDAQoXUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2USLAoHbWVzc2FnZRgBIAEoCzIZLm1haWxyb29tLnYxLkluYm94TWVzc2FnZUgAEjEKCWhlYXJ0YmVhdBgCIAEoCzIcLm1haWxyb29tLnYxLlN0cmVhbUhlYXJ0YmVhdEgAQgcKBWZyYW1lImUKE1N1c3BlbmRVbnRpbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSLQoJY29uZGl0aW9uGAMgASgLMhoubWFpbHJvb20udjEuV2FrZUNvbmRpdGlvbiJhChRTdXNwZW5kVW50aWxSZXNwb25zZRIzCgxyZWdpc3RyYXRpb24YASABKAsyHS5tYWlscm9vbS52MS5XYWtlUmVnaXN0cmF0aW9uEhQKDGRlZHVwbGljYXRlZBgCIAEoCCI4Cg9Qb2xsV2FrZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgxjb25kaXRpb25faWQYAiABKAkiRwoQUG9sbFdha2VSZXNwb25zZRIzCgxyZWdpc3RyYXRpb24YASABKAsyHS5tYWlscm9vbS52MS5XYWtlUmVnaXN0cmF0aW9uIjoKEUNhbmNlbFdha2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMY29uZGl0aW9uX2lkGAIgASgJIkkKEkNhbmNlbFdha2VSZXNwb25zZRIzCgxyZWdpc3RyYXRpb24YASABKAsyHS5tYWlscm9vbS52MS5XYWtlUmVnaXN0cmF0aW9uInAKEEF3YWl0V2FrZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgxjb25kaXRpb25faWQYAiABKAkSNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoYBChFBd2FpdFdha2VSZXNwb25zZRI1CgxyZWdpc3RyYXRpb24YASABKAsyHS5tYWlscm9vbS52MS5XYWtlUmVnaXN0cmF0aW9uSAASMQoJaGVhcnRiZWF0GAIgASgLMhwubWFpbHJvb20udjEuU3RyZWFtSGVhcnRiZWF0SABCBwoFZnJhbWUiiAEKEFdhdGNoUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgxhZnRlcl9jdXJzb3IYAiABKAQSNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhYKDmFmdGVyX3NlcXVlbmNlGAQgASgEIn8KEVdhdGNoUG9vbFJlc3BvbnNlEi4KBnJlY29yZBgBIAEoCzIcLm1haWxyb29tLnYxLkFnZW50UG9vbFJlY29yZEgAEjEKCWhlYXJ0YmVhdBgCIAEoCzIcLm1haWxyb29tLnYxLlN0cmVhbUhlYXJ0YmVhdEgAQgcKBWZyYW1lIiQKEURlbGV0ZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNwoSRGVsZXRlUG9vbFJlc3BvbnNlEiEKGWNhbmNlbGxlZF93YWtlX2NvbmRpdGlvbnMYASABKAQiTQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIl0KFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiwKCG1lc3NhZ2VzGAEgAygLMhoubWFpbHJvb20udjEuU3RvcmVkTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUwoZTGlzdFdha2VDb25kaXRpb25zUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIl0KGkxpc3RXYWtlQ29uZGl0aW9uc1Jlc3BvbnNlEiYKBXdha2VzGAEgAygLMhcubWFpbHJvb20udjEuU3RvcmVkV2FrZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkinwIKFFN1YnNjcmliZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEigKBmZpbHRlchgDIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50RmlsdGVyEicKBWFmdGVyGAQgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISKQoFc3RhcnQYBSABKA4yGi5tYWlscm9vbS52MS5TdGFydFBvc2l0aW9uEjEKBXF1ZXVlGAYgASgLMiIubWFpbHJvb20udjEuU3Vic2NyaWJlclF1ZXVlQ29uZmlnEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI/ChVTdWJzY3JpYmVQb29sUmVzcG9uc2USJgoFZnJhbWUYASABKAsyFy5tYWlscm9vbS52MS5FdmVudEZyYW1lMqYLCgtQb29sU2VydmljZRJHCghPcGVuUG9vbBIcLm1haWxyb29tLnYxLk9wZW5Qb29sUmVxdWVzdBodLm1haWxyb29tLnYxLk9wZW5Qb29sUmVzcG9uc2USRAoHR2V0UG9vbBIbLm1haWxyb29tLnYxLkdldFBvb2xSZXF1ZXN0GhwubWFpbHJvb20udjEuR2V0UG9vbFJlc3BvbnNlEkQKB0pvaW5SdW4SGy5tYWlscm9vbS52MS5Kb2luUnVuUmVxdWVzdBocLm1haWxyb29tLnYxLkpvaW5SdW5SZXNwb25zZRJHCghMZWF2ZVJ1bhIcLm1haWxyb29tLnYxLkxlYXZlUnVuUmVxdWVzdBodLm1haWxyb29tLnYxLkxlYXZlUnVuUmVzcG9uc2USUAoLTGlzdE1lbWJlcnMSHy5tYWlscm9vbS52MS5MaXN0TWVtYmVyc1JlcXVlc3QaIC5tYWlscm9vbS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlEjsKBFNlbmQSGC5tYWlscm9vbS52MS5TZW5kUmVxdWVzdBoZLm1haWxyb29tLnYxLlNlbmRSZXNwb25zZRJECgdSZXNwb25kEhsubWFpbHJvb20udjEuUmVzcG9uZFJlcXVlc3QaHC5tYWlscm9vbS52MS5SZXNwb25kUmVzcG9uc2USVgoNQ2FuY2VsTWVzc2FnZRIhLm1haWxyb29tLnYxLkNhbmNlbE1lc3NhZ2VSZXF1ZXN0GiIubWFpbHJvb20udjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEl4KD1JlY2VpdmVNZXNzYWdlcxIjLm1haWxyb29tLnYxLlJlY2VpdmVNZXNzYWdlc1JlcXVlc3QaJC5tYWlscm9vbS52MS5SZWNlaXZlTWVzc2FnZXNSZXNwb25zZTABElMKDFN1c3BlbmRVbnRpbBIgLm1haWxyb29tLnYxLlN1c3BlbmRVbnRpbFJlcXVlc3QaIS5tYWlscm9vbS52MS5TdXNwZW5kVW50aWxSZXNwb25zZRJHCghQb2xsV2FrZRIcLm1haWxyb29tLnYxLlBvbGxXYWtlUmVxdWVzdBodLm1haWxyb29tLnYxLlBvbGxXYWtlUmVzcG9uc2USTQoKQ2FuY2VsV2FrZRIeLm1haWxyb29tLnYxLkNhbmNlbFdha2VSZXF1ZXN0Gh8ubWFpbHJvb20udjEuQ2FuY2VsV2FrZVJlc3BvbnNlEkwKCUF3YWl0V2FrZRIdLm1haWxyb29tLnYxLkF3YWl0V2FrZVJlcXVlc3QaHi5tYWlscm9vbS52MS5Bd2FpdFdha2VSZXNwb25zZTABEkwKCVdhdGNoUG9vbBIdLm1haWxyb29tLnYxLldhdGNoUG9vbFJlcXVlc3QaHi5tYWlscm9vbS52MS5XYXRjaFBvb2xSZXNwb25zZTABEk0KCkRlbGV0ZVBvb2wSHi5tYWlscm9vbS52MS5EZWxldGVQb29sUmVxdWVzdBofLm1haWxyb29tLnYxLkRlbGV0ZVBvb2xSZXNwb25zZRJTCgxMaXN0TWVzc2FnZXMSIC5tYWlscm9vbS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiEubWFpbHJvb20udjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USZQoSTGlzdFdha2VDb25kaXRpb25zEiYubWFpbHJvb20udjEuTGlzdFdha2VDb25kaXRpb25zUmVxdWVzdBonLm1haWxyb29tLnYxLkxpc3RXYWtlQ29uZGl0aW9uc1Jlc3BvbnNlElgKDVN1YnNjcmliZVBvb2wSIS5tYWlscm9vbS52MS5TdWJzY3JpYmVQb29sUmVxdWVzdBoiLm1haWxyb29tLnYxLlN1YnNjcmliZVBvb2xSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_mailroom_v1_common, file_mailroom_v1_event, file_mailroom_v1_event_service, file_mailroom_v1_pool]);
 
 /**
  * Request of OpenPool.
@@ -499,6 +503,13 @@ export type InboxMessage = Message<"mailroom.v1.InboxMessage"> & {
    * @generated from field: mailroom.v1.MessageReceipt receipt = 3;
    */
   receipt?: MessageReceipt | undefined;
+
+  /**
+   * Sequence of the pool record that delivered it (AgentPoolRecord.sequence).
+   *
+   * @generated from field: uint64 sequence = 4;
+   */
+  sequence: bigint;
 };
 
 /**
@@ -529,7 +540,9 @@ export type ReceiveMessagesRequest = Message<"mailroom.v1.ReceiveMessagesRequest
   runId: string;
 
   /**
-   * Resume after this inbox position; 0 = from the start.
+   * Resume after this inbox position; 0 = from the start. The inbox is read
+   * from the pool's history, so a cursor older than the journal's retention
+   * still resumes; ahead of the journal gets OUT_OF_RANGE (CURSOR_AHEAD).
    *
    * @generated from field: uint64 after_cursor = 3;
    */
@@ -834,7 +847,9 @@ export type WatchPoolRequest = Message<"mailroom.v1.WatchPoolRequest"> & {
   poolId: string;
 
   /**
-   * Records after this position; 0 = from the first.
+   * Records after this position (an AgentPoolRecord's cursor); 0 = from the
+   * first. A cursor older than the journal's retention still resumes; ahead
+   * of the journal gets OUT_OF_RANGE (CURSOR_AHEAD).
    *
    * @generated from field: uint64 after_cursor = 2;
    */
@@ -846,6 +861,16 @@ export type WatchPoolRequest = Message<"mailroom.v1.WatchPoolRequest"> & {
    * @generated from field: google.protobuf.Duration heartbeat_interval = 3;
    */
   heartbeatInterval?: Duration | undefined;
+
+  /**
+   * Records after this sequence (an AgentPoolRecord's sequence), instead of
+   * after_cursor; 0 = not used. Setting both gets INVALID_ARGUMENT
+   * (after_sequence); beyond the pool's latest record gets OUT_OF_RANGE
+   * (CURSOR_AHEAD).
+   *
+   * @generated from field: uint64 after_sequence = 4;
+   */
+  afterSequence: bigint;
 };
 
 /**
@@ -892,6 +917,269 @@ export type WatchPoolResponse = Message<"mailroom.v1.WatchPoolResponse"> & {
  */
 export const WatchPoolResponseSchema: GenMessage<WatchPoolResponse> = /*@__PURE__*/
   messageDesc(file_mailroom_v1_pool_service, 28);
+
+/**
+ * Request of DeletePool.
+ *
+ * @generated from message mailroom.v1.DeletePoolRequest
+ */
+export type DeletePoolRequest = Message<"mailroom.v1.DeletePoolRequest"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+};
+
+/**
+ * Describes the message mailroom.v1.DeletePoolRequest.
+ * Use `create(DeletePoolRequestSchema)` to create a new message.
+ */
+export const DeletePoolRequestSchema: GenMessage<DeletePoolRequest> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 29);
+
+/**
+ * Response of DeletePool.
+ *
+ * @generated from message mailroom.v1.DeletePoolResponse
+ */
+export type DeletePoolResponse = Message<"mailroom.v1.DeletePoolResponse"> & {
+  /**
+   * How many REGISTERED wake conditions were cancelled.
+   *
+   * @generated from field: uint64 cancelled_wake_conditions = 1;
+   */
+  cancelledWakeConditions: bigint;
+};
+
+/**
+ * Describes the message mailroom.v1.DeletePoolResponse.
+ * Use `create(DeletePoolResponseSchema)` to create a new message.
+ */
+export const DeletePoolResponseSchema: GenMessage<DeletePoolResponse> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 30);
+
+/**
+ * Request of ListMessages.
+ *
+ * @generated from message mailroom.v1.ListMessagesRequest
+ */
+export type ListMessagesRequest = Message<"mailroom.v1.ListMessagesRequest"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * 1 to 1000; 0 = 100.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token; empty = from the first
+   * message. A token of another pool (or a malformed one) gets
+   * INVALID_ARGUMENT (page_token).
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message mailroom.v1.ListMessagesRequest.
+ * Use `create(ListMessagesRequestSchema)` to create a new message.
+ */
+export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 31);
+
+/**
+ * Response of ListMessages.
+ *
+ * @generated from message mailroom.v1.ListMessagesResponse
+ */
+export type ListMessagesResponse = Message<"mailroom.v1.ListMessagesResponse"> & {
+  /**
+   * Messages in the order they were sent, each with its latest receipt.
+   *
+   * @generated from field: repeated mailroom.v1.StoredMessage messages = 1;
+   */
+  messages: StoredMessage[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message mailroom.v1.ListMessagesResponse.
+ * Use `create(ListMessagesResponseSchema)` to create a new message.
+ */
+export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 32);
+
+/**
+ * Request of ListWakeConditions.
+ *
+ * @generated from message mailroom.v1.ListWakeConditionsRequest
+ */
+export type ListWakeConditionsRequest = Message<"mailroom.v1.ListWakeConditionsRequest"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * 1 to 1000; 0 = 100.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token; empty = from the first
+   * condition. A token of another pool (or a malformed one) gets
+   * INVALID_ARGUMENT (page_token).
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message mailroom.v1.ListWakeConditionsRequest.
+ * Use `create(ListWakeConditionsRequestSchema)` to create a new message.
+ */
+export const ListWakeConditionsRequestSchema: GenMessage<ListWakeConditionsRequest> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 33);
+
+/**
+ * Response of ListWakeConditions.
+ *
+ * @generated from message mailroom.v1.ListWakeConditionsResponse
+ */
+export type ListWakeConditionsResponse = Message<"mailroom.v1.ListWakeConditionsResponse"> & {
+  /**
+   * Wake conditions in the order they were registered, each with its
+   * registration as it is now.
+   *
+   * @generated from field: repeated mailroom.v1.StoredWake wakes = 1;
+   */
+  wakes: StoredWake[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message mailroom.v1.ListWakeConditionsResponse.
+ * Use `create(ListWakeConditionsResponseSchema)` to create a new message.
+ */
+export const ListWakeConditionsResponseSchema: GenMessage<ListWakeConditionsResponse> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 34);
+
+/**
+ * Request of SubscribePool.
+ *
+ * @generated from message mailroom.v1.SubscribePoolRequest
+ */
+export type SubscribePoolRequest = Message<"mailroom.v1.SubscribePoolRequest"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The subscribing run; required; must be a member (FAILED_PRECONDITION
+   * RUN_NOT_MEMBER).
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * Narrows the stream further (as EventService's filter does); its run_ids
+   * are intersected with the observable members. Unset = every event the
+   * pool lets the member see.
+   *
+   * @generated from field: mailroom.v1.EventFilter filter = 3;
+   */
+  filter?: EventFilter | undefined;
+
+  /**
+   * Resume after this cursor, from a frame of an earlier SubscribePool with
+   * the same pool, run and filter (another gets INVALID_ARGUMENT
+   * CURSOR_SCOPE_MISMATCH); older than the retained journal gets OUT_OF_RANGE
+   * (CURSOR_EXPIRED).
+   *
+   * @generated from field: mailroom.v1.EventCursor after = 4;
+   */
+  after?: EventCursor | undefined;
+
+  /**
+   * Where to start when `after` is unset; ignored when it is set.
+   *
+   * @generated from field: mailroom.v1.StartPosition start = 5;
+   */
+  start: StartPosition;
+
+  /**
+   * Queue bounds and overflow policy, as in EventService.Subscribe.
+   *
+   * @generated from field: mailroom.v1.SubscriberQueueConfig queue = 6;
+   */
+  queue?: SubscriberQueueConfig | undefined;
+
+  /**
+   * Idle heartbeat interval; 1 to 300 seconds; unset = 15 seconds.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_interval = 7;
+   */
+  heartbeatInterval?: Duration | undefined;
+};
+
+/**
+ * Describes the message mailroom.v1.SubscribePoolRequest.
+ * Use `create(SubscribePoolRequestSchema)` to create a new message.
+ */
+export const SubscribePoolRequestSchema: GenMessage<SubscribePoolRequest> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 35);
+
+/**
+ * A frame of SubscribePool.
+ *
+ * @generated from message mailroom.v1.SubscribePoolResponse
+ */
+export type SubscribePoolResponse = Message<"mailroom.v1.SubscribePoolResponse"> & {
+  /**
+   * The frame, as EventService.Subscribe sends it.
+   *
+   * @generated from field: mailroom.v1.EventFrame frame = 1;
+   */
+  frame?: EventFrame | undefined;
+};
+
+/**
+ * Describes the message mailroom.v1.SubscribePoolResponse.
+ * Use `create(SubscribePoolResponseSchema)` to create a new message.
+ */
+export const SubscribePoolResponseSchema: GenMessage<SubscribePoolResponse> = /*@__PURE__*/
+  messageDesc(file_mailroom_v1_pool_service, 36);
 
 /**
  * Agent pools: runs join a pool and message each other by run, agent, topic
@@ -1048,7 +1336,9 @@ export const PoolService: GenService<{
     output: typeof AwaitWakeResponseSchema;
   },
   /**
-   * Server stream of the pool's records after a cursor, then live.
+   * Server stream of the pool's records after a cursor, then live. A pool's
+   * records are kept for the pool's life (journal retention does not apply),
+   * so WatchPool from the start replays every record since the pool opened.
    *
    * @generated from rpc mailroom.v1.PoolService.WatchPool
    */
@@ -1056,6 +1346,65 @@ export const PoolService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchPoolRequestSchema;
     output: typeof WatchPoolResponseSchema;
+  },
+  /**
+   * Delete a pool and everything of it: members, messages, wake conditions
+   * (REGISTERED ones are CANCELLED first, so AwaitWake streams end) and its
+   * history. Records event AGENT_POOL_DELETED; the pool's open streams end
+   * with NOT_FOUND. The pool id may then be opened afresh (with a new,
+   * empty history). An unknown pool gets NOT_FOUND (so a retry after a
+   * success does too). Events already in the journal stay until retention.
+   *
+   * @generated from rpc mailroom.v1.PoolService.DeletePool
+   */
+  deletePool: {
+    methodKind: "unary";
+    input: typeof DeletePoolRequestSchema;
+    output: typeof DeletePoolResponseSchema;
+  },
+  /**
+   * Every message of the pool (whatever its status), oldest first, a page at
+   * a time: unlike the snapshot, not limited to the most recent.
+   *
+   * @generated from rpc mailroom.v1.PoolService.ListMessages
+   */
+  listMessages: {
+    methodKind: "unary";
+    input: typeof ListMessagesRequestSchema;
+    output: typeof ListMessagesResponseSchema;
+  },
+  /**
+   * Every wake condition of the pool (whatever its status), oldest first, a
+   * page at a time: unlike the snapshot, not limited to REGISTERED ones.
+   *
+   * @generated from rpc mailroom.v1.PoolService.ListWakeConditions
+   */
+  listWakeConditions: {
+    methodKind: "unary";
+    input: typeof ListWakeConditionsRequestSchema;
+    output: typeof ListWakeConditionsResponseSchema;
+  },
+  /**
+   * The seed's pool-scoped subscription: a member's view of the event
+   * journal, narrowed by the server to what the pool lets it see. Events of
+   * runs that are not observable members (members holding every policy of
+   * the pool) are left out, and so are events carrying a policy the
+   * subscribing member does not hold; payloads are envelope-only when the
+   * pool's wake policy is envelope-only (whatever the filter asks). The
+   * scope follows membership: a run's events are included from its join
+   * record on and left out from its leave record on (replay after a cursor
+   * uses the membership when the stream opened). Frames are those of
+   * EventService.Subscribe (CAUGHT_UP once, heartbeats with cursors,
+   * overflow notices). The stream ends with FAILED_PRECONDITION
+   * RUN_NOT_MEMBER when the subscribing run leaves the pool, and NOT_FOUND
+   * when the pool is deleted.
+   *
+   * @generated from rpc mailroom.v1.PoolService.SubscribePool
+   */
+  subscribePool: {
+    methodKind: "server_streaming";
+    input: typeof SubscribePoolRequestSchema;
+    output: typeof SubscribePoolResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mailroom_v1_pool_service, 0);

@@ -3,19 +3,11 @@
  * wake condition (those have their own modules).
  */
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { SubscriberOverflowPolicy } from "../../../gen/mailroom/v1/event_pb.js";
 import { invalidField } from "../errors.js";
-import type { QueueConfig } from "../events/subscriber-queue.js";
 import { heartbeatInterval, pageSize, requireId } from "../validate.js";
 
 export const DEFAULT_SNAPSHOT_MESSAGES = 100;
 export const MAX_SNAPSHOT_MESSAGES = 1000;
-
-/**
- * Inbox and WatchPool streams never drop: a reader that falls behind this
- * many frames lags and catches up from the journal (BACKPRESSURE_CALLER).
- */
-export const POOL_STREAM_QUEUE: QueueConfig = { capacity: 1024, terminalReserve: 0, policy: SubscriberOverflowPolicy.BACKPRESSURE_CALLER };
 
 export function parsePoolId(poolId: string): string {
   return requireId("pool_id", poolId);
@@ -27,12 +19,22 @@ export function parseMaxMessages(value: number): number {
 
 export interface PoolStreamCommand {
   poolId: string;
-  after: number;
+  /** After this journal position (0 = from the first record). */
+  afterCursor: number;
+  /** After this record number (0 = not given). */
+  afterSequence: number;
   heartbeatMs: number;
 }
 
-export function parsePoolStream(request: { poolId: string; afterCursor: bigint; heartbeatInterval?: Duration }): PoolStreamCommand {
-  const after = Number(request.afterCursor);
-  if (!Number.isSafeInteger(after)) throw invalidField("after_cursor", "is out of range");
-  return { poolId: parsePoolId(request.poolId), after, heartbeatMs: heartbeatInterval("heartbeat_interval", request.heartbeatInterval) };
+function position(field: string, value: bigint): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw invalidField(field, "is out of range");
+  return n;
+}
+
+export function parsePoolStream(request: { poolId: string; afterCursor: bigint; afterSequence?: bigint; heartbeatInterval?: Duration }): PoolStreamCommand {
+  const afterCursor = position("after_cursor", request.afterCursor);
+  const afterSequence = position("after_sequence", request.afterSequence ?? 0n);
+  if (afterCursor > 0 && afterSequence > 0) throw invalidField("after_sequence", "give after_cursor or after_sequence, not both");
+  return { poolId: parsePoolId(request.poolId), afterCursor, afterSequence, heartbeatMs: heartbeatInterval("heartbeat_interval", request.heartbeatInterval) };
 }

@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { EventKind, PayloadAccessMode } from "../../../gen/mailroom/v1/event_pb.js";
 import { ResumeInputPolicy, type WakeCondition, WakeConditionSchema, WakeRegistrationStatus } from "../../../gen/mailroom/v1/pool_pb.js";
-import { ErrorReason, MailroomError } from "../errors.js";
+import { ErrorReason, invalidField, MailroomError } from "../errors.js";
 import { type FilterSpec, parseEventFilter } from "../events/filter.js";
 import { newId } from "../ids.js";
 import { boundedList, durationInRange, optionalId, requireId, requirePresent } from "../validate.js";
@@ -46,6 +46,8 @@ export interface WakeRequest {
   filter: FilterSpec;
   timeoutMs?: number;
   after?: number;
+  /** Match from the start of the retained journal (the seed's suspend_until). */
+  matchHistory: boolean;
   policies: string[];
 }
 
@@ -67,7 +69,8 @@ export function parseWakeCondition(runId: string, input: WakeCondition | undefin
   const timeoutMs = condition.timeout ? durationInRange("condition.timeout", condition.timeout, 0, MAX_WAKE_TIMEOUT_MS) : undefined;
   const after = condition.after ? Number(condition.after.eventSeq) : undefined;
   if (after !== undefined && !Number.isSafeInteger(after)) throw new MailroomError("invalid_argument", "condition.after.event_seq: out of range", { reason: ErrorReason.INVALID_FIELD, field: "condition.after.event_seq" });
-  return { condition, filter: parseEventFilter("condition.filter", condition.filter), timeoutMs, after, policies };
+  if (after !== undefined && condition.matchHistory) throw invalidField("condition.match_history", "give `after` or match_history, not both");
+  return { condition, filter: parseEventFilter("condition.filter", condition.filter), timeoutMs, after, matchHistory: condition.matchHistory, policies };
 }
 
 /**

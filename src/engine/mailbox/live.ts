@@ -58,9 +58,16 @@ function targetOf(target: LiveRunTarget): Target {
   return { thread_id: target.threadId, run_id: target.runId, dispatch_id: target.dispatchId };
 }
 
+/** An empty run or dispatch on either side stands for any (seed: deliver_live(thread), open_live_channel(thread)). */
 function matches(channel: Target, command: Target): boolean {
-  return channel.thread_id === command.thread_id && channel.run_id === command.run_id &&
-    (channel.dispatch_id === "" || command.dispatch_id === "" || channel.dispatch_id === command.dispatch_id);
+  return channel.thread_id === command.thread_id && either(channel.run_id, command.run_id) && either(channel.dispatch_id, command.dispatch_id);
+}
+
+const either = (a: string, b: string) => a === "" || b === "" || a === b;
+
+/** Store conditions for the other side of a target: equal, or empty (any); no condition when this side is empty. */
+function anyOr(field: "run_id" | "dispatch_id", value: string): Record<string, unknown> {
+  return value === "" ? {} : { [field]: { $in: ["", value] } };
 }
 
 /** One open channel in this process: commands for its target, in order, each once. */
@@ -150,7 +157,7 @@ export class LiveCommands {
     const now = this.clock.now();
     await this.channels.insertOne({ _id: id, ...channel.target, instance_id: this.options.instanceId, expires_at: now + this.channelTtlMs });
     const unacked = await this.commands.find(
-      { thread_id: channel.target.thread_id, run_id: channel.target.run_id, acked: false, expires_at: { $gt: now } },
+      { thread_id: channel.target.thread_id, ...anyOr("run_id", channel.target.run_id), acked: false, expires_at: { $gt: now } },
       { sort: { sent_at: 1, _id: 1 } },
     );
     for (const doc of unacked) if (matches(channel.target, doc)) channel.offer(this.decode(doc));
@@ -160,12 +167,7 @@ export class LiveCommands {
   async deliver(target: LiveRunTarget, command: LiveRunCommand): Promise<{ outcome: LiveDeliveryOutcome; commandId: string }> {
     const now = this.clock.now();
     const wanted = targetOf(target);
-    const open = await this.channels.findOne({
-      thread_id: wanted.thread_id,
-      run_id: wanted.run_id,
-      expires_at: { $gt: now },
-      ...(wanted.dispatch_id ? { dispatch_id: { $in: ["", wanted.dispatch_id] } } : {}),
-    });
+    const open = await this.channels.findOne({ thread_id: wanted.thread_id, ...anyOr("run_id", wanted.run_id), expires_at: { $gt: now }, ...anyOr("dispatch_id", wanted.dispatch_id) });
     const commandId = command.commandId || newId();
     if (!open) return { outcome: LiveDeliveryOutcome.NO_SUBSCRIBER, commandId };
     const stored = create(LiveRunCommandSchema, { ...command, commandId, target, sentAt: timestampFromMs(now) });

@@ -4,12 +4,14 @@
  * journal (events carry `due_at`) and, at start, from the store, so a
  * timeout set before a restart still fires; a periodic sweep backs both up.
  * Whichever instance fires first wins; the others' conditional updates find
- * nothing to do, so each deadline fires exactly once.
+ * nothing to do, so each deadline fires exactly once. The sweep also
+ * finishes pool deletions whose process stopped half-way.
  */
 import type { Clock } from "../../domain/clock.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
+import type { PoolDeletion } from "./deletion.js";
 import type { PoolMessages } from "./messages.js";
 import type { Wakes } from "./wakes.js";
 
@@ -34,6 +36,7 @@ export class PoolBackground {
   constructor(
     private readonly messages: PoolMessages,
     private readonly wakes: Wakes,
+    private readonly deletion: PoolDeletion,
     private readonly tail: JournalTail,
     private readonly clock: Clock,
     private readonly log: Logger,
@@ -58,7 +61,10 @@ export class PoolBackground {
   async runDue(repair = true): Promise<void> {
     await this.messages.timeOutDue();
     await this.wakes.timeOutDue();
-    if (repair) await this.wakes.repairUnscanned();
+    if (repair) {
+      await this.wakes.repairUnscanned();
+      await this.deletion.resume(this.clock.now());
+    }
     const [message, wake] = await Promise.all([this.messages.nextDeadline(), this.wakes.nextDeadline()]);
     // `next` stays the armed timer's instant: a deadline learned from the journal meanwhile keeps its timer.
     this.schedule(Math.min(message ?? Infinity, wake ?? Infinity));

@@ -7,19 +7,21 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DestinationKind } from "../../../gen/mailroom/v1/common_pb.js";
-import { type MessageReceipt, MessageStatus, RunMessageSchema, StoredMessageSchema } from "../../../gen/mailroom/v1/pool_pb.js";
+import { type MessageReceipt, MessageStatus, RunMessageSchema, type StoredMessage, StoredMessageSchema } from "../../../gen/mailroom/v1/pool_pb.js";
 import type { Clock } from "../../domain/clock.js";
 import { EntityKind, ErrorReason, MailroomError, failedPrecondition, notFound } from "../../domain/errors.js";
 import { type MessageStatusName, type OutgoingMessage, STATUS_EVENT, STATUS_PROTO } from "../../domain/pool/messages.js";
 import { type AddressTarget, type Member, missingRequiredPolicies, resolveRecipients } from "../../domain/pool/pool.js";
-import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
+import { type ListCommand, pageToken } from "../../domain/pool/pages.js";
+import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
 import type { Journal } from "../journal/journal.js";
 import type { PendingEvent } from "../journal/records.js";
 import type { Logger } from "../logger.js";
 import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
 import { recordEvent } from "./journaling.js";
+import { notMemberError } from "./members.js";
 import type { Pools } from "./pools.js";
-import { configFromDoc, MESSAGE_INDEXES, type MessageDoc, memberFromDoc, messageOf, POOL_MESSAGES, receiptOf } from "./records.js";
+import { configFromDoc, MESSAGE_INDEXES, type MessageDoc, messageOf, POOL_MESSAGES, receiptOf, storedMessageOf } from "./records.js";
 
 const CONTENDED_ATTEMPTS = 16;
 const AWAITING: MessageStatusName = "DELIVERED";
@@ -60,7 +62,8 @@ export class PoolMessages {
     const repeat = await this.repeat(poolId, out.message.idempotencyKey);
     if (repeat) return { receipt: repeat, deduplicated: true };
     const pool = await this.pools.get(poolId);
-    const sender = this.pools.memberOf(pool, out.message.fromRunId);
+    const members = await this.pools.members.list(poolId);
+    const sender = members.find((m) => m.runId === out.message.fromRunId) ?? notMemberError(poolId, out.message.fromRunId);
     const config = configFromDoc(pool.config);
     const missing = missingRequiredPolicies(config, out.policies);
     if (missing.length > 0) {
@@ -70,7 +73,7 @@ export class PoolMessages {
     }
     const now = this.clock.now();
     const expired = out.expiresAt !== undefined && out.expiresAt <= now;
-    const recipients = expired ? [] : resolveRecipients(out.target, sender.runId, out.policies, pool.members.map(memberFromDoc), config);
+    const recipients = expired ? [] : resolveRecipients(out.target, sender.runId, out.policies, members, config);
     const statuses: MessageStatusName[] = expired ? ["EXPIRED"] : recipients.length === 0 ? ["FAILED"] : ["ACCEPTED", "DELIVERED"];
     const final = statuses[statuses.length - 1]!;
     const deadline = final === AWAITING && out.expectedResponses !== undefined && out.responseTimeoutMs !== undefined ? now + out.responseTimeoutMs : undefined;
@@ -150,6 +153,23 @@ export class PoolMessages {
   private async currentReceipt(doc: MessageDoc): Promise<MessageReceipt> {
     const positions = await this.journal.positionsOf([doc.status_event_id]);
     return receiptOf(doc, positions.get(doc.status_event_id));
+  }
+
+  /** A page of the pool's messages (any status), in the order they were sent. */
+  async list(command: ListCommand): Promise<{ messages: StoredMessage[]; nextPageToken: string }> {
+    const { poolId, pageSize, after } = command;
+    await this.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+    const filter = after === undefined
+      ? { pool_id: poolId }
+      : { pool_id: poolId, $or: [{ created_at: { $gt: after.at } }, { created_at: after.at, "first_receipt.event_id": { $gt: after.key } }] };
+    const docs = await this.messages.find(filter as Filter<MessageDoc>, { sort: { created_at: 1, "first_receipt.event_id": 1 }, limit: pageSize + 1 });
+    const page = docs.slice(0, pageSize);
+    const positions = await this.journal.positionsOf(page.map((doc) => doc.status_event_id));
+    const last = page[page.length - 1];
+    return {
+      messages: page.map((doc) => storedMessageOf(doc, positions.get(doc.status_event_id))),
+      nextPageToken: docs.length > pageSize && last ? pageToken(poolId, { at: last.created_at, key: last.first_receipt.event_id }) : "",
+    };
   }
 
   /** Sender only: a message awaiting replies -> CANCELLED. */

@@ -1,13 +1,17 @@
 /**
  * How pools are stored, and how stored pools become the contract's records.
  *
- * `pools`: one document per pool: its configuration, whether a run has
- * joined, and its members (changed by version-conditional updates).
+ * `pools`: one document per pool: its configuration and whether a run has
+ * joined (nothing in it grows with use).
+ * `pool_members`: one document per member run; each holds one of the pool's
+ * MAX_MEMBERS places (a unique index), which is what bounds a pool's members.
  * `pool_messages`: one document per message, its latest status and receipt
  * (unique per pool by message id and by idempotency key).
  * `pool_wakes`: one document per wake condition and its registration.
- * Every change is also a journal event carrying the pool record, which is
- * what WatchPool streams and what inboxes are read from.
+ * Every change is also a journal event carrying the pool record.
+ * `pool_records`: a pool's history, kept for the pool's life: each such
+ * event's record, numbered densely per pool in journal order (PoolHistory
+ * derives it from the journal). WatchPool and inboxes are read from it.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -43,6 +47,8 @@ import type { OutboxFields } from "../outbox.js";
 export const POOLS = "pools";
 export const POOL_MESSAGES = "pool_messages";
 export const POOL_WAKES = "pool_wakes";
+export const POOL_RECORDS = "pool_records";
+export const POOL_MEMBERS = "pool_members";
 
 export interface StoredMember {
   run_id: string;
@@ -60,14 +66,42 @@ export interface StoredConfig {
 
 export interface PoolDoc extends Doc, OutboxFields {
   _id: string;
+  /**
+   * Names this life of the pool (the event id of its AGENT_POOL_OPENED): its
+   * history is kept under it, so a pool deleted and opened again starts a
+   * new one. Absent on pools opened before histories were kept: their id.
+   */
+  incarnation?: string;
+  /** Set (when) DeletePool began; the pool is gone for every call from then on. */
+  deleting?: number;
   config: StoredConfig;
   created: boolean;
-  /** Sorted by run_id. */
-  members: StoredMember[];
-  version: number;
+  /** Pools opened before members had documents of their own kept them here (moved out on first read). */
+  members?: StoredMember[];
   created_at: number;
   updated_at: number;
 }
+
+export interface MemberDoc extends Doc, OutboxFields, StoredMember {
+  /** `${pool_id}\u0000${run_id}` */
+  _id: string;
+  pool_id: string;
+  /** Which of the pool's MAX_MEMBERS places it holds (unique in the pool). */
+  slot: number;
+  /** Set once it left: the document goes once its leave record is journaled. */
+  left?: true;
+  /** Changes only by updates conditional on it. */
+  version: number;
+  joined_at: number;
+  updated_at: number;
+}
+
+export const MEMBER_INDEXES: IndexSpec[] = [
+  { key: { pool_id: 1, slot: 1 }, name: "member_slot_per_pool", unique: true },
+  { key: { pool_id: 1, run_id: 1 }, name: "members_by_run" },
+];
+
+export const memberDocId = (poolId: string, runId: string) => `${poolId}\u0000${runId}`;
 
 export interface MessageDoc extends Doc, OutboxFields {
   _id: string;
@@ -123,6 +157,30 @@ export interface WakeDoc extends Doc, OutboxFields {
   updated_at: number;
 }
 
+/** One record of a pool's history (the journal event's record, its journal position and its number in the pool). */
+export interface RecordDoc extends Doc {
+  /** The id of the event that recorded it. */
+  _id: string;
+  pool_id: string;
+  incarnation: string;
+  /** 1, 2, 3, ... within the incarnation, in journal order. */
+  seq: number;
+  journal_seq: number;
+  kind: number;
+  /** RUN_MESSAGE_DELIVERED: the runs whose inboxes it is in. */
+  recipients?: string[];
+  /** AgentPoolRecord, protobuf, without cursor and sequence. */
+  record: Uint8Array;
+}
+
+export const RECORD_INDEXES: IndexSpec[] = [
+  { key: { incarnation: 1, seq: 1 }, name: "record_sequence", unique: true },
+  { key: { pool_id: 1, journal_seq: 1 }, name: "records_in_journal_order" },
+  { key: { incarnation: 1, recipients: 1, journal_seq: 1 }, name: "inboxes" },
+];
+
+export const incarnationOf = (pool: PoolDoc): string => pool.incarnation ?? pool._id;
+
 export const MESSAGE_INDEXES: IndexSpec[] = [
   { key: { pool_id: 1, message_id: 1 }, name: "message_id_per_pool", unique: true },
   { key: { pool_id: 1, idempotency_key: 1 }, name: "idempotency_key_per_pool", unique: true },
@@ -137,6 +195,9 @@ export const WAKE_INDEXES: IndexSpec[] = [
   { key: { status: 1, deadline_at: 1 }, name: "wake_deadlines" },
   { key: { status: 1, scanned: 1, created_at: 1 }, name: "unscanned_wakes" },
   { key: { pool_id: 1, status: 1, created_at: 1 }, name: "pool_wakes_by_status" },
+  { key: { pool_id: 1, created_at: 1, condition_id: 1 }, name: "pool_wakes_in_registration_order" },
+  // A matcher starting up pages through the registered ones by _id (no blocking sort).
+  { key: { status: 1, _id: 1 }, name: "wakes_by_status" },
 ];
 
 export const configToDoc = (c: PoolConfig): StoredConfig => ({
@@ -229,9 +290,14 @@ export function poolRecord(poolId: string, now: number, body: PoolRecordBody): U
   return toBinary(AgentPoolRecordSchema, create(AgentPoolRecordSchema, { poolId, recordedAt: timestampFromMs(now), record: body }));
 }
 
-export function poolRecordAt(bytes: Uint8Array, seq: number): AgentPoolRecord {
-  const record = fromBinary(AgentPoolRecordSchema, bytes);
-  record.cursor = BigInt(seq);
+/** A kept record as WatchPool sends it: its position, its sequence, and the journal cursor of the status it records. */
+export function poolRecordOf(doc: RecordDoc): AgentPoolRecord {
+  const record = fromBinary(AgentPoolRecordSchema, doc.record);
+  record.cursor = BigInt(doc.journal_seq);
+  record.sequence = BigInt(doc.seq);
+  const at = cursor(doc.journal_seq);
+  if (record.record.case === "message" && record.record.value.receipt) record.record.value.receipt.journalCursor = at;
+  if (record.record.case === "wake" && record.record.value.registration) record.record.value.registration.journalCursor = at;
   return record;
 }
 

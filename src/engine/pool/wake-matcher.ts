@@ -17,6 +17,7 @@ import { canWake } from "../../domain/pool/wakes.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
+import type { WakeDoc } from "./records.js";
 import type { Wakes } from "./wakes.js";
 
 interface Watched {
@@ -27,6 +28,9 @@ interface Watched {
   attempts: Promise<void>;
   done: boolean;
 }
+
+/** Registered conditions read from the store at once while starting up. */
+const START_PAGE = 1000;
 
 const wakeDocId = (poolId: string, conditionId: string) => `${poolId}\u0000${conditionId}`;
 
@@ -46,26 +50,39 @@ export class WakeMatcher {
 
   async start(): Promise<void> {
     this.unsubscribe = this.tail.subscribe((events) => this.onEvents(events));
-    const registered = await this.wakes.registered();
-    for (const doc of registered) this.watch(doc._id, fromPlainFilter(doc.filter), doc.after_seq);
+    await this.eachRegistered(async (doc) => this.watch(doc._id, fromPlainFilter(doc.filter), doc.after_seq));
     const buffered = this.buffered ?? [];
     this.buffered = undefined;
     this.onEvents(buffered);
     // Events journaled while no matcher was running are found in the journal, in the background.
-    this.rechecked = this.recheck(registered);
+    this.rechecked = this.recheck();
   }
 
   /** Resolves once the start-up recheck of registered conditions is done (for tests). */
   rechecked: Promise<void> = Promise.resolve();
 
-  private async recheck(registered: Array<Parameters<Wakes["recheck"]>[0]>): Promise<void> {
+  /** Every REGISTERED condition, a page at a time (the store is read in bounded pages, in _id order). */
+  private async eachRegistered(visit: (doc: WakeDoc) => Promise<void>): Promise<void> {
+    for (let after = ""; ;) {
+      const page = await this.wakes.registered(after, START_PAGE);
+      for (const doc of page) await visit(doc);
+      if (page.length < START_PAGE) return;
+      after = page[page.length - 1]!._id;
+    }
+  }
+
+  private async recheck(): Promise<void> {
     let triggered = 0;
-    for (const doc of registered) {
-      try {
-        if (await this.wakes.recheck(doc)) triggered++;
-      } catch (error) {
-        this.log.warn({ wake_condition_id: doc.condition_id, error: error instanceof Error ? error.message : String(error) }, "could not recheck a wake condition at start-up; live events still match it");
-      }
+    try {
+      await this.eachRegistered(async (doc) => {
+        try {
+          if (await this.wakes.recheck(doc)) triggered++;
+        } catch (error) {
+          this.log.warn({ wake_condition_id: doc.condition_id, error: error instanceof Error ? error.message : String(error) }, "could not recheck a wake condition at start-up; live events still match it");
+        }
+      });
+    } catch (error) {
+      this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not read the registered wake conditions to recheck them; live events still match them");
     }
     if (triggered > 0) this.log.info({ wake_conditions: triggered }, "triggered wake conditions by events journaled while no instance matched them");
   }

@@ -20,10 +20,11 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventKind } from "../../../gen/mailroom/v1/event_pb.js";
-import { type WakeCondition, WakeConditionSchema, type WakeRegistration } from "../../../gen/mailroom/v1/pool_pb.js";
+import { type StoredWake, type WakeCondition, WakeConditionSchema, type WakeRegistration } from "../../../gen/mailroom/v1/pool_pb.js";
 import type { Clock } from "../../domain/clock.js";
 import { EntityKind, ErrorReason, MailroomError, notFound } from "../../domain/errors.js";
 import { type FilterSpec, fromPlainFilter, toPlainFilter } from "../../domain/events/filter.js";
+import { type ListCommand, pageToken } from "../../domain/pool/pages.js";
 import { observableRuns } from "../../domain/pool/pool.js";
 import { canWake, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
@@ -33,8 +34,9 @@ import { type EventDoc, type EventExtras, eventOf } from "../journal/records.js"
 import type { Logger } from "../logger.js";
 import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
 import { recordEvent } from "./journaling.js";
+import { notMemberError } from "./members.js";
 import type { Pools } from "./pools.js";
-import { configFromDoc, memberFromDoc, POOL_WAKES, registrationOf, storedWakeOf, WAKE_INDEXES, type WakeDoc } from "./records.js";
+import { configFromDoc, POOL_WAKES, registrationOf, storedWakeOf, WAKE_INDEXES, type WakeDoc } from "./records.js";
 
 /** Events read from the journal at once while scanning for an earlier match. */
 const SCAN_PAGE = 500;
@@ -67,12 +69,15 @@ export class Wakes {
     const repeat = await this.wakes.findOne({ pool_id: poolId, idempotency_key: request.condition.idempotencyKey });
     if (repeat) return { registration: await this.registration(repeat), deduplicated: true };
     const pool = await this.pools.get(poolId);
-    const member = this.pools.memberOf(pool, request.condition.runId);
+    const members = await this.pools.members.list(poolId);
+    const member = members.find((m) => m.runId === request.condition.runId) ?? notMemberError(poolId, request.condition.runId);
     const config = configFromDoc(pool.config);
-    const filter = scopeWakeFilter(request.filter, observableRuns(pool.members.map(memberFromDoc), config), config);
+    const filter = scopeWakeFilter(request.filter, observableRuns(members, config), config);
     const now = this.clock.now();
     // A given cursor is checked as EventService checks one: a purged range or a future position would skip matching events silently.
-    const afterSeq = request.after !== undefined ? await checkJournalCursor(this.journal, request.after) : this.livePosition();
+    const afterSeq = request.matchHistory
+      ? await this.journal.purgedThrough()
+      : request.after !== undefined ? await checkJournalCursor(this.journal, request.after) : this.livePosition();
     const condition = create(WakeConditionSchema, request.condition);
     const doc: WakeDoc = {
       _id: `${poolId}\u0000${condition.conditionId}`,
@@ -137,6 +142,34 @@ export class Wakes {
     return this.registration(updated ?? (await this.get(poolId, conditionId)));
   }
 
+  /** A page of the pool's wake conditions (any status), in the order they were registered. */
+  async list(command: ListCommand): Promise<{ wakes: StoredWake[]; nextPageToken: string }> {
+    const { poolId, pageSize, after } = command;
+    await this.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+    const filter = after === undefined
+      ? { pool_id: poolId }
+      : { pool_id: poolId, $or: [{ created_at: { $gt: after.at } }, { created_at: after.at, condition_id: { $gt: after.key } }] };
+    const docs = await this.wakes.find(filter as Filter<WakeDoc>, { sort: { created_at: 1, condition_id: 1 }, limit: pageSize + 1 });
+    const page = docs.slice(0, pageSize);
+    const positions = await this.journal.positionsOf(page.map((doc) => doc.status_event_id));
+    const last = page[page.length - 1];
+    return {
+      wakes: page.map((doc) => storedWakeOf(doc, positions.get(doc.status_event_id))),
+      nextPageToken: docs.length > pageSize && last ? pageToken(poolId, { at: last.created_at, key: last.condition_id }) : "",
+    };
+  }
+
+  /** Cancels every REGISTERED condition of a pool being deleted; returns how many this call cancelled. */
+  async cancelAll(poolId: string): Promise<number> {
+    let cancelled = 0;
+    for (;;) {
+      const page = await this.wakes.find({ pool_id: poolId, status: "REGISTERED" }, { limit: 500 });
+      if (page.length === 0) return cancelled;
+      const done = await Promise.all(page.map((doc) => this.transition(doc, "CANCELLED", {})));
+      cancelled += done.filter(Boolean).length;
+    }
+  }
+
   /** Live matching: triggers a scanned registration with this event (false when it had already left REGISTERED). */
   async triggerLive(docId: string, event: EventDoc): Promise<boolean> {
     const doc = await this.wakes.findOne({ _id: docId, status: "REGISTERED", scanned: true });
@@ -175,9 +208,9 @@ export class Wakes {
     return event ? (await this.trigger(doc, event, {})) !== undefined : false;
   }
 
-  /** Registrations still waiting, for a matcher starting up. */
-  async registered(): Promise<WakeDoc[]> {
-    return this.wakes.find({ status: "REGISTERED" }, { sort: { created_at: 1 } });
+  /** Registrations still waiting, a page at a time (after the `_id` of the previous page's last), for a matcher starting up. */
+  async registered(afterId: string, limit: number): Promise<WakeDoc[]> {
+    return this.wakes.find({ status: "REGISTERED", _id: { $gt: afterId } }, { sort: { _id: 1 }, limit });
   }
 
   /** The two scans of the module comment; returns the registration as it ends up. */

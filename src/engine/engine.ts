@@ -100,8 +100,7 @@ export class Engine {
     this.poolDeletion = new PoolDeletion(this.pools, this.messages, this.wakes, this.pools.history, this.log);
     this.poolBackground = new PoolBackground(this.messages, this.wakes, this.poolDeletion, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
     const mailboxTimings = { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings };
-    this.signalReceipts = new SignalReceipts(store, this.journal, this.tail, this.clock, this.log, { retentionMs: mailboxTimings.retentionMs });
-    this.events.holdPurgeAt(() => this.signalReceipts.position);
+    this.signalReceipts = new SignalReceipts(store, this.signals, this.clock, this.log, { retentionMs: mailboxTimings.retentionMs });
     this.background = new MailboxBackground({
       mailbox: this.mailbox,
       queries: this.queries,
@@ -132,7 +131,7 @@ export class Engine {
     await engine.feed.start();
     await engine.tail.start();
     await engine.pools.history.start();
-    await engine.signalReceipts.start({ timers: engine.runBackground });
+    engine.signalReceipts.start({ timers: engine.runBackground });
     await engine.background.start({ timers: engine.runBackground });
     await engine.wakeMatcher.start();
     if (engine.runBackground) {
@@ -150,7 +149,7 @@ export class Engine {
     this.wakeMatcher.stop();
     this.events.stop();
     await this.live.stop();
-    await this.signalReceipts.stop();
+    this.signalReceipts.stop();
     await this.pools.history.stop();
     this.tail.stop();
     await this.feed.stop();

@@ -2193,16 +2193,16 @@ export const MailboxService: GenService<{
   },
   /**
    * The seed's pull_dispatch_signals: up to `max` dispatch signals, each
-   * with a receipt, leased to the caller for `expires`. A signal is stored
-   * durably when its dispatch becomes claimable (enqueued, its available_at
-   * or retry time reached, lease reclaimed, thread released) and is
-   * delivered again, with redelivery_attempts one higher, until it is acked:
-   * when its lease expires unacked, or after NackDispatchSignal. Beside the
-   * push stream (WatchDispatchSignals), not instead of it. One pending
-   * signal per dispatch: a dispatch that becomes claimable again before its
-   * signal is acked replaces it (attempts start again at 0, an outstanding
-   * receipt no longer holds). Pending signals are kept until acked, or until
-   * --dispatch-retention-ms after they were last stored.
+   * with a receipt, leased to the caller for `expires`. A signal is a queued
+   * dispatch whose available_at has come (enqueued, its retry time reached,
+   * its lease reclaimed): it is there for as long as the dispatch is queued,
+   * and is delivered again, with redelivery_attempts one higher, until it is
+   * acked: when its lease expires unacked, or after NackDispatchSignal.
+   * Beside the push stream (WatchDispatchSignals), not instead of it. A
+   * dispatch that is claimed and queued again is a new signal (attempts start
+   * again at 0, an outstanding receipt no longer holds). Receipts are kept
+   * until --dispatch-retention-ms after they last changed. Oldest available
+   * first; one call looks at up to 2000 queued dispatches.
    *
    * @generated from rpc mailroom.v1.MailboxService.PullDispatchSignals
    */

@@ -10,7 +10,7 @@
  */
 import type { FilterSpec } from "../../domain/events/filter.js";
 import type { Collection, Doc, Filter, Store } from "../../store/port.js";
-import { DuplicateKeyError } from "../../store/port.js";
+import { DuplicateKeyError, StoreUnavailableError } from "../../store/port.js";
 import type { Logger } from "../logger.js";
 import { COUNTERS, EVENTS, type EventDoc, isTombstone, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
 
@@ -101,7 +101,8 @@ export class Journal {
     const outcomes: (AppendOutcome | undefined)[] = new Array(pending.length);
     let remaining = pending.map((event, input) => ({ event, input }));
     for (let attempt = 0; remaining.length > 0; attempt++) {
-      if (attempt >= MAX_APPEND_ATTEMPTS) throw new Error(`journal append: positions kept being taken after ${attempt} attempts`);
+      // Positions are closed only after the hole timeout (above the store bound): a store too slow for that is unavailable.
+      if (attempt >= MAX_APPEND_ATTEMPTS) throw new StoreUnavailableError(`journal append: positions kept being closed before the write landed, ${attempt} times`);
       const first = await this.allocate(remaining.length);
       const docs: EventDoc[] = remaining.map(({ event }, i) => ({ _id: first + i, ...event }));
       const result = await this.events.insertMany(docs);

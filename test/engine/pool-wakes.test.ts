@@ -58,7 +58,7 @@ async function countKind(engine: Engine, kind: EventKind): Promise<number> {
   return engine.journal.events.countDocuments({ kind, pool_id: POOL });
 }
 
-describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
+describe.each(storeBackends({ faults: true }))("wake conditions: $name backend", (backend) => {
   let store: Store;
   let harness: EngineHarness;
   let one: Engine;

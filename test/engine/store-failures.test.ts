@@ -5,7 +5,7 @@
  * a FaultStore, which injects exactly the fault a test names.
  */
 import { create } from "@bufbuild/protobuf";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { AgentEventSchema, EventEnvelopeSchema, EventFamily, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { LiveDeliveryOutcome, LiveRunCommandSchema } from "../../gen/mailroom/v1/live_pb.js";
 import { ManualClock } from "../../src/domain/clock.js";
@@ -133,6 +133,37 @@ describe.each(storeBackends())("the engine on a failing $name store", (backend) 
       const [landed] = await slow;
       expect(landed).toEqual({ seq: fast!.seq - 1, deduplicated: false });
       await engine.tail.waitFor(fast!.seq);
+      expect(await engine.journal.events.countDocuments({ tombstone: true } as never)).toBe(0);
+    });
+
+    it("is counted for each hole from when it blocks: a write a moment late is not closed by an older hole's timer", async () => {
+      const faults = new FaultStore(store, { seed: 1 });
+      const engine = await start(faults, { journal: { holeTimeoutMs: 1_000 } });
+      const writeOf = (eventId: string) => faults.hold((call) => call.collection === "events" && call.operation === "insertMany" && (call.args[0] as EventDoc[]).some((doc) => doc.event_id === eventId));
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+      try {
+        // Hole A: a write on its way while a later one lands (the timer starts now).
+        const first = writeOf("a");
+        const writingA = engine.journal.append([draft("a")]);
+        await first.reached;
+        await engine.journal.append([draft("after-a")]);
+        await vi.advanceTimersByTimeAsync(600);
+        // Hole C opens behind A; then A lands, so C is the one holding the tail back.
+        const third = writeOf("c");
+        const writingC = engine.journal.append([draft("c")]);
+        await third.reached;
+        const [afterC] = await engine.journal.append([draft("after-c")]);
+        first.release();
+        await writingA;
+        // A whole timeout after A's hole opened, but not after C's.
+        await vi.advanceTimersByTimeAsync(500);
+        expect(await engine.journal.events.countDocuments({ tombstone: true } as never)).toBe(0);
+        third.release();
+        expect((await writingC)[0]!.seq).toBe(afterC!.seq - 1);
+      } finally {
+        vi.useRealTimers();
+      }
+      await engine.tail.waitFor(4);
       expect(await engine.journal.events.countDocuments({ tombstone: true } as never)).toBe(0);
     });
 

@@ -79,11 +79,15 @@ function random(seed: number): () => number {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** How long a stream in a random gap waits for more changes to lose before it breaks. */
+const GAP_IDLE_MS = 20;
 const never = () => new Promise<never>(() => undefined);
 
 interface Held {
   matches: (call: CallInfo) => boolean;
   waiting: Array<() => void>;
+  /** Resolves the first time a call is held. */
+  reached: () => void;
 }
 
 export class FaultStore extends InterceptedStore {
@@ -114,18 +118,18 @@ export class FaultStore extends InterceptedStore {
     this.aimed.push({ matches: matcherOf(match), fault, times: options.times ?? 1, ms: options.ms });
   }
 
-  /** Calls matching wait (unanswered) until `release()`; a deadline may cut them meanwhile. */
-  hold(match: CallMatcher): { release(): void; readonly waiting: number } {
-    const held: Held = { matches: matcherOf(match), waiting: [] };
+  /** Calls matching wait (unanswered) until `release()`; a deadline may cut them meanwhile. `reached` resolves once one waits. */
+  hold(match: CallMatcher): { release(): void; readonly reached: Promise<void> } {
+    let reached: () => void = () => undefined;
+    const held: Held = { matches: matcherOf(match), waiting: [], reached: () => reached() };
+    const first = new Promise<void>((resolve) => (reached = resolve));
     this.held.add(held);
     return {
       release: () => {
         this.held.delete(held);
         for (const go of held.waiting.splice(0)) go();
       },
-      get waiting() {
-        return held.waiting.length;
-      },
+      reached: first,
     };
   }
 
@@ -191,7 +195,10 @@ export class FaultStore extends InterceptedStore {
 
   private async waitWhileHeld(call: CallInfo): Promise<void> {
     for (const held of this.held) {
-      if (held.matches(call)) await new Promise<void>((resolve) => held.waiting.push(resolve));
+      if (!held.matches(call)) continue;
+      const released = new Promise<void>((resolve) => held.waiting.push(resolve));
+      held.reached();
+      await released;
     }
   }
 
@@ -303,9 +310,15 @@ class FaultChangeStream<T extends Doc> implements ChangeStream<T> {
         if (this.breakWith) this.fail(this.breakWith);
         pending ??= changes.next();
         const interrupted = new Promise<"interrupted">((resolve) => (this.interrupt = () => resolve("interrupted")));
-        const next = await Promise.race([pending, interrupted]);
+        // A stream does not lose changes quietly for long: a random gap ends in its break once nothing more comes.
+        const idle = this.gapThen ? sleep(GAP_IDLE_MS).then(() => "idle" as const) : never();
+        const next = await Promise.race([pending, interrupted, idle]);
         this.interrupt = undefined;
         if (next === "interrupted") continue;
+        if (next === "idle") {
+          this.breakWith = this.gapThen;
+          continue;
+        }
         pending = undefined;
         if (next.done) return;
         if (this.gapLeft === undefined) {

@@ -59,6 +59,8 @@ export class JournalTail {
   private readonly listeners = new Set<TailListener>();
   private readonly waiters = new Map<number, Array<() => void>>();
   private holeTimer: NodeJS.Timeout | undefined;
+  /** The armed hole timer is for the positions up to this one (all missing when it was armed). */
+  private holeUntil = 0;
   private filling: Promise<void> | undefined;
   private readonly holeTimeoutMs: number;
   private readonly recentCapacity: number;
@@ -193,16 +195,23 @@ export class JournalTail {
     }
   }
 
+  /**
+   * Arms the hole timer for the positions missing below the first pending one.
+   * Once those are filled, the timer is dropped: a hole that opened meanwhile
+   * gets a full timeout of its own (under steady load there is nearly always
+   * some hole, and one timer for all of them would close a write that is only
+   * a moment late).
+   */
   private watchForHoles(): void {
-    if (this.pending.size === 0) {
+    if (this.holeTimer && (this.pending.size === 0 || this.stable >= this.holeUntil)) {
       clearTimeout(this.holeTimer);
       this.holeTimer = undefined;
-      return;
     }
-    if (this.holeTimer || this.filling || this.stopped) return;
+    if (this.pending.size === 0 || this.holeTimer || this.filling || this.stopped) return;
+    const until = (this.holeUntil = Math.min(...this.pending.keys()) - 1);
     this.holeTimer = setTimeout(() => {
       this.holeTimer = undefined;
-      this.filling = this.fillHoles()
+      this.filling = this.fillHoles(until)
         .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not close a journal hole; will retry"))
         .finally(() => {
           this.filling = undefined;
@@ -212,14 +221,13 @@ export class JournalTail {
     this.holeTimer.unref?.();
   }
 
-  /** Looks up, then closes, every missing position below the first pending one. */
-  private async fillHoles(): Promise<void> {
-    const firstPending = Math.min(...this.pending.keys());
+  /** Looks up, then closes, every position up to `until` still missing (all were missing a whole hole timeout). */
+  private async fillHoles(until: number): Promise<void> {
     const before = this.stable;
     const purged = await this.journal.purgedThrough();
     if (purged > this.stable) this.skipPurged(purged);
-    const closed = await this.closeMissing(this.stable, firstPending - 1, (docs) => this.offer(docs));
-    if (closed > 0) this.log.info({ positions: closed, below: firstPending }, "closed journal positions whose events never arrived");
+    const closed = await this.closeMissing(this.stable, until, (docs) => this.offer(docs));
+    if (closed > 0) this.log.info({ positions: closed, through: until }, "closed journal positions whose events never arrived");
     if (this.stable > before) this.log.debug({ from: before, to: this.stable }, "journal holes resolved");
   }
 

@@ -18,6 +18,7 @@ import { parseWakeCondition } from "../../src/domain/pool/wakes.js";
 import type { Engine } from "../../src/engine/engine.js";
 import type { Store } from "../../src/store/port.js";
 import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { until } from "../support/mailbox.js";
 import { storeBackends } from "../support/stores.js";
 
 const POOL = "pool-1";
@@ -121,6 +122,8 @@ describe.each(storeBackends({ faults: true }))("wake conditions: $name backend",
       await Promise.all(Array.from({ length: 10 }, (_, i) => publish(i % 2 ? one : two, "worker")));
       const results = await Promise.all(wakes.map((w) => settled(two, w.registration!.conditionId)));
       expect(results.every((r) => r.status === WakeStatus.TRIGGERED)).toBe(true);
+      // A trigger's status is stored before its event is journaled (outbox): wait for the journal.
+      await until(async () => (await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)) >= 20, "every trigger event to be journaled");
       expect(await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)).toBe(20);
       await one.tail.waitFor(two.tail.position);
       expect(one.wakeMatcher.watching + two.wakeMatcher.watching).toBe(0);

@@ -30,6 +30,7 @@ async function serve(config: ServerConfig): Promise<void> {
       mongodbUri: config.mongodbUri,
       mongodbDatabase: config.mongodbDatabase,
       dataDir: config.dataDir,
+      timeoutMs: config.storeTimeoutMs,
     });
     server = await startServer(config, { store: selected.store, logger });
   } catch (error) {

@@ -11,6 +11,7 @@
  */
 import { InvalidArgumentError, Option } from "commander";
 import { logLevels, type LogLevel } from "./log.js";
+import { DEFAULT_STORE_TIMEOUT_MS } from "./store/deadline.js";
 import type { StoreChoice } from "./store/select.js";
 
 export interface ServerConfig {
@@ -20,6 +21,8 @@ export interface ServerConfig {
   mongodbUri: string | undefined;
   mongodbDatabase: string;
   dataDir: string;
+  storeTimeoutMs: number;
+  journalHoleTimeoutMs: number | undefined;
   tlsCert: string | undefined;
   tlsKey: string | undefined;
   authToken: string | undefined;
@@ -144,8 +147,27 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
   dataDir: {
     value: "<path>",
     default: ".mailroom/mongodb",
-    meaning: "Where a server-started mongod keeps its files (unused with MONGODB_URI).",
+    meaning:
+      "Where a server-started mongod keeps its files, across restarts (unused with MONGODB_URI). " +
+      "Durable only as far as this directory's disk is: one node, no replica.",
     parse: nonEmpty,
+  },
+  storeTimeoutMs: {
+    value: "<ms>",
+    default: DEFAULT_STORE_TIMEOUT_MS,
+    meaning:
+      "Longest a single store call may take (MongoDB: maxTimeMS, majority write concern wtimeout, server selection); " +
+      "past it the call answers UNAVAILABLE, and background sweeps retry on their next round.",
+    parse: integer(10, MAX_UINT32),
+  },
+  journalHoleTimeoutMs: {
+    value: "<ms>",
+    default: undefined,
+    defaultText: "--store-timeout-ms + 1000",
+    meaning:
+      "How long a journal position whose write has not landed may hold back later events before it is closed " +
+      "(its writer then appends again further on). Must be above --store-timeout-ms.",
+    parse: integer(1, MAX_UINT32),
   },
   tlsCert: {
     value: "<path>",
@@ -240,6 +262,10 @@ export function defaultServerConfig(): ServerConfig {
 
 /** Rules between settings, which no single flag's parser can check. */
 export function validateServerConfig(config: ServerConfig): ServerConfig {
+  if (config.journalHoleTimeoutMs !== undefined && config.journalHoleTimeoutMs <= config.storeTimeoutMs) {
+    // Below the bound, a write that is merely slow has its position closed, again and again.
+    throw new ConfigError(`--journal-hole-timeout-ms (${config.journalHoleTimeoutMs}) must be above --store-timeout-ms (${config.storeTimeoutMs})`);
+  }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     const [given, missing] = config.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
     throw new ConfigError(`${given} needs ${missing} too: give both (TLS) or neither (cleartext)`);

@@ -4,8 +4,10 @@
  * the stream fails (network, ChangeStreamHistoryLost) it is opened afresh and
  * every handler is asked to catch up from the store, which covers whatever
  * happened in between: a handler never depends on resuming the stream itself.
+ * A stream that had been delivering is reopened at once; one that keeps
+ * failing is reopened with a growing pause.
  */
-import type { ChangeEvent, ChangeStream, Doc, Store } from "../store/port.js";
+import { type ChangeEvent, type ChangeStream, type Doc, type Store, StoreUnavailableError } from "../store/port.js";
 import type { Logger } from "./logger.js";
 
 export type ChangeHandler = (change: ChangeEvent) => void;
@@ -13,9 +15,11 @@ export type ChangeHandler = (change: ChangeEvent) => void;
 export type ResyncHandler = () => Promise<void>;
 
 export interface ChangeFeedOptions {
-  /** Pause before re-opening a failed stream (doubles up to 30 s). */
+  /** Pause before re-opening a stream that failed again without delivering anything (doubles up to 30 s). */
   retryDelayMs?: number;
 }
+
+const MAX_RETRY_DELAY_MS = 30_000;
 
 export class ChangeFeed {
   private readonly handlers = new Map<string, Set<ChangeHandler>>();
@@ -25,6 +29,8 @@ export class ChangeFeed {
   private stream: ChangeStream | undefined;
   private stopped = false;
   private loop: Promise<void> | undefined;
+  private wakeFromPause: (() => void) | undefined;
+  private reopenWaiters: Array<() => void> = [];
 
   constructor(
     private readonly store: Store,
@@ -62,8 +68,14 @@ export class ChangeFeed {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.wakeFromPause?.();
     await this.stream?.close().catch(() => undefined);
     await this.loop;
+  }
+
+  /** Resolves once the stream has next been reopened and every handler has caught up. */
+  reopened(): Promise<void> {
+    return new Promise((resolve) => this.reopenWaiters.push(resolve));
   }
 
   private open(): Promise<ChangeStream> {
@@ -75,32 +87,62 @@ export class ChangeFeed {
   }
 
   private async consume(): Promise<void> {
-    let delay = this.options.retryDelayMs ?? 500;
+    const base = this.options.retryDelayMs ?? 500;
+    // Failures since the stream last delivered a change.
+    let failures = 0;
     while (!this.stopped) {
       try {
-        if (!this.stream) throw new Error("change stream is not open");
+        if (!this.stream) throw new StoreUnavailableError("the change stream is not open");
         for await (const change of this.stream) {
           this.dispatch(change);
-          delay = this.options.retryDelayMs ?? 500;
+          failures = 0;
         }
         if (this.stopped) return;
-        throw new Error("change stream ended");
+        throw new StoreUnavailableError("the change stream ended");
       } catch (error) {
         if (this.stopped) return;
+        const delay = failures === 0 ? 0 : Math.min(base * 2 ** (failures - 1), MAX_RETRY_DELAY_MS);
+        failures++;
         this.log.warn({ error: error instanceof Error ? error.message : String(error), retry_in_ms: delay }, "change stream failed; reopening it and catching up from the store");
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(delay * 2, 30_000);
-        try {
-          await this.stream?.close().catch(() => undefined);
-          if (this.stopped) return;
-          this.stream = await this.open();
-          await Promise.all([...this.resyncHandlers].map((resync) => resync()));
-        } catch (reopenError) {
-          this.log.warn({ error: reopenError instanceof Error ? reopenError.message : String(reopenError) }, "reopening the change stream failed");
-          this.stream = undefined;
-        }
+        await this.stream?.close().catch(() => undefined);
+        this.stream = undefined;
+        await this.pause(delay);
+        await this.reopen();
       }
     }
+  }
+
+  /** Opens a new stream, then lets every handler catch up; on failure nothing stays open. */
+  private async reopen(): Promise<void> {
+    if (this.stopped) return;
+    let stream: ChangeStream | undefined;
+    try {
+      stream = await this.open();
+      if (this.stopped) {
+        await stream.close().catch(() => undefined);
+        return;
+      }
+      this.stream = stream;
+      await Promise.all([...this.resyncHandlers].map((resync) => resync()));
+    } catch (error) {
+      this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "reopening the change stream failed");
+      await stream?.close().catch(() => undefined);
+      this.stream = undefined;
+      return;
+    }
+    for (const resolve of this.reopenWaiters.splice(0)) resolve();
+  }
+
+  private pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeFromPause = done;
+    });
   }
 
   private dispatch(change: ChangeEvent): void {

@@ -7,12 +7,13 @@
 import { type Clock, systemClock } from "../domain/clock.js";
 import { DEFAULT_MAILBOX_LIMITS, type MailboxLimits } from "../domain/dispatch/commands.js";
 import { newId } from "../domain/ids.js";
+import { DEFAULT_STORE_TIMEOUT_MS, withDeadline } from "../store/deadline.js";
 import type { Store } from "../store/port.js";
-import { ChangeFeed } from "./change-feed.js";
+import { ChangeFeed, type ChangeFeedOptions } from "./change-feed.js";
 import { DEFAULT_EVENTS_OPTIONS, Events, type EventsOptions } from "./events/events.js";
 import { Journal } from "./journal/journal.js";
 import { EVENTS } from "./journal/records.js";
-import { JournalTail, type JournalTailOptions } from "./journal/tail.js";
+import { holeTimeoutFor, JournalTail, type JournalTailOptions } from "./journal/tail.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from "./mailbox/background.js";
 import { LiveCommands, type LiveOptions } from "./mailbox/live.js";
@@ -38,7 +39,11 @@ export interface EngineOptions {
   log?: Logger;
   mailboxLimits?: Partial<MailboxLimits>;
   mailboxTimings?: Partial<MailboxTimings>;
+  /** Bound of every store call; past it the call answers UNAVAILABLE (default DEFAULT_STORE_TIMEOUT_MS). */
+  storeTimeoutMs?: number;
+  /** The journal tail; its hole timeout defaults to just above the store bound. */
   journal?: JournalTailOptions;
+  changeFeed?: ChangeFeedOptions;
   live?: Omit<LiveOptions, "instanceId">;
   outbox?: OutboxOptions;
   events?: Partial<EventsOptions>;
@@ -49,6 +54,8 @@ export interface EngineOptions {
 
 export class Engine {
   readonly instanceId: string;
+  /** The store as the engine uses it: every call bounded in time. */
+  readonly store: Store;
   readonly clock: Clock;
   readonly mailboxLimits: MailboxLimits;
   readonly journal: Journal;
@@ -73,17 +80,19 @@ export class Engine {
   private readonly log: Logger;
   private readonly runBackground: boolean;
 
-  private constructor(readonly store: Store, options: EngineOptions) {
+  private constructor(given: Store, options: EngineOptions) {
+    const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+    const store = (this.store = withDeadline(given, storeTimeoutMs));
     this.instanceId = options.instanceId ?? newId();
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? silentLogger;
     this.mailboxLimits = { ...DEFAULT_MAILBOX_LIMITS, ...options.mailboxLimits };
     this.runBackground = options.background ?? true;
     this.journal = new Journal(store, this.log, this.instanceId);
-    this.feed = new ChangeFeed(store, this.log);
+    this.feed = new ChangeFeed(store, this.log, options.changeFeed);
     // This instance delivers its own journal writes in process (JournalTail).
     this.feed.skipOwnInserts(EVENTS, "writer", this.instanceId);
-    this.tail = new JournalTail(this.journal, this.feed, this.log, options.journal);
+    this.tail = new JournalTail(this.journal, this.feed, this.log, { holeTimeoutMs: holeTimeoutFor(storeTimeoutMs), ...options.journal });
     this.outbox = new Outbox(store, this.journal, this.clock, this.log, options.outbox);
     this.threads = new Threads(store, this.clock, this.log);
     this.signals = new WorkSignals();

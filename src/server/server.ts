@@ -57,6 +57,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const engine = await Engine.start(store, {
     log: logger,
     ...deps.engine,
+    storeTimeoutMs: deps.engine?.storeTimeoutMs ?? config.storeTimeoutMs,
+    journal: { ...(config.journalHoleTimeoutMs !== undefined ? { holeTimeoutMs: config.journalHoleTimeoutMs } : {}), ...deps.engine?.journal },
     mailboxLimits: { maxLeaseMs: config.maxLeaseMs, maxResponseBytes: config.maxMessageBytes, ...deps.engine?.mailboxLimits },
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
     events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },

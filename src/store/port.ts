@@ -198,8 +198,31 @@ export class DuplicateKeyError extends StoreError {
 /** The change stream cannot resume: its position is no longer retained (MongoDB code 286). */
 export class ChangeStreamHistoryLostError extends StoreError {}
 
-/** The store could not be reached or timed out; the operation may be retried. */
+/**
+ * The change stream was invalidated (its collection or database was dropped or
+ * renamed); open a new one.
+ */
+export class ChangeStreamInvalidatedError extends StoreError {}
+
+/**
+ * The store could not be reached, or did not answer (or confirm a write with
+ * a majority) within its time bound; the operation may or may not have been
+ * applied, and may be retried.
+ */
 export class StoreUnavailableError extends StoreError {}
+
+/** MongoDB's limit on a stored document's BSON size (16 MiB); both backends refuse larger documents. */
+export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
+
+/** A document (as inserted, or as an update would leave it) is larger than MAX_DOCUMENT_BYTES; nothing was written. */
+export class DocumentTooLargeError extends StoreError {
+  constructor(
+    readonly collection: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`a document in ${collection} would be larger than MongoDB's ${MAX_DOCUMENT_BYTES} byte limit`, options);
+  }
+}
 
 /** Derives an index name from its key the way MongoDB does: `a_1_b_-1`. */
 export function indexName(spec: IndexSpec): string {

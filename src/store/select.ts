@@ -16,8 +16,10 @@ export interface StoreSelection {
   mongodbUri?: string;
   /** Database name on that MongoDB. */
   mongodbDatabase: string;
-  /** Where a server-started mongod keeps its files; ephemeral when omitted. */
+  /** Where a server-started mongod keeps its files (then durable); temporary files, not durable, when omitted. */
   dataDir?: string;
+  /** The time bound of one store call (--store-timeout-ms). */
+  timeoutMs?: number;
 }
 
 export interface SelectedStore {
@@ -35,13 +37,14 @@ export async function selectStore(selection: StoreSelection): Promise<SelectedSt
     return { store: new MemoryStore(), location: "process memory" };
   }
   if (selection.mongodbUri) {
-    const store = await MongoStore.connect(selection.mongodbUri, selection.mongodbDatabase);
+    const store = await MongoStore.connect(selection.mongodbUri, selection.mongodbDatabase, { timeoutMs: selection.timeoutMs });
     return { store, location: `MONGODB_URI ${redactUri(selection.mongodbUri)}` };
   }
   const started = await startEphemeralReplicaSet({ dataDir: selection.dataDir });
   if (started.ok) {
-    const store = await MongoStore.connect(started.uri, selection.mongodbDatabase, { onClose: started.stop });
-    return { store, location: `mongodb-memory-server single-node replica set ${started.uri}${selection.dataDir ? ` (files in ${selection.dataDir})` : " (ephemeral files)"}` };
+    const store = await MongoStore.connect(started.uri, selection.mongodbDatabase, { onClose: started.stop, timeoutMs: selection.timeoutMs, durability: started.durability });
+    const files = selection.dataDir ? `files in ${selection.dataDir}` : "temporary files, deleted when it stops";
+    return { store, location: `mongodb-memory-server single-node replica set ${started.uri} (${files})` };
   }
   if (selection.store === "mongo") {
     throw new StoreSelectionError(`--store mongo: MONGODB_URI is not set and mongodb-memory-server could not start mongod: ${started.reason}`);

@@ -155,7 +155,7 @@ function behavesAsOneMailbox(instances: () => TwoInstances): void {
   });
 }
 
-describe.each(storeBackends())("two in-process server instances on one $name store", (backend) => {
+describe.each(storeBackends({ faults: true }))("two in-process server instances on one $name store", (backend) => {
   describe.skipIf(!backend.available)("behave as one mailbox", () => {
     const running = useInProcessServers(backend, { count: 2 });
     let clients: { one: MailroomClients; two: MailroomClients } | undefined;

@@ -94,7 +94,7 @@ function behavesAsOnePoolService(instances: () => TwoInstances): void {
   });
 }
 
-describe.each(storeBackends())("two in-process server instances on one $name store", (backend) => {
+describe.each(storeBackends({ faults: true }))("two in-process server instances on one $name store", (backend) => {
   describe.skipIf(!backend.available)("behave as one pool service", () => {
     const running = useInProcessServers(backend, { count: 2 });
     let clients: TwoInstances | undefined;
@@ -112,7 +112,7 @@ describe.each(storeBackends())("two in-process server instances on one $name sto
   });
 });
 
-describe.each(storeBackends())("an instance started on the $name store a stopped instance left", (backend) => {
+describe.each(storeBackends({ faults: true }))("an instance started on the $name store a stopped instance left", (backend) => {
   describe.skipIf(!backend.available)("fires the deadlines that instance persisted", () => {
     let store: Store | undefined;
     beforeAll(async () => {

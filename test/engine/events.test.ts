@@ -65,7 +65,7 @@ async function nextFrame(subscription: Subscription, heartbeatMs = 5_000): Promi
   return frame;
 }
 
-describe.each(storeBackends())("event subscriptions: $name backend", (backend) => {
+describe.each(storeBackends({ faults: true }))("event subscriptions: $name backend", (backend) => {
   let store: Store;
   let harness: EngineHarness;
   let engine: Engine;

@@ -49,7 +49,7 @@ async function startInstance(store: Store, holeTimeoutMs = 50): Promise<Instance
   };
 }
 
-describe.each(storeBackends())("journal: $name backend", (backend) => {
+describe.each(storeBackends({ faults: true }))("journal: $name backend", (backend) => {
   let store: Store;
   const instances: Instance[] = [];
   const start = async (holeTimeoutMs?: number) => {

@@ -42,7 +42,7 @@ async function eventsOf(engine: Engine, dispatchId: string): Promise<EventKind[]
   return docs.map((d) => eventOf(d).envelope!.kind);
 }
 
-describe.each(storeBackends())("mailbox engine: $name backend", (backend) => {
+describe.each(storeBackends({ faults: true }))("mailbox engine: $name backend", (backend) => {
   let store: Store;
   let harness: EngineHarness;
   let engine: Engine;

@@ -18,6 +18,7 @@ import { parseWakeCondition } from "../../src/domain/pool/wakes.js";
 import type { Engine } from "../../src/engine/engine.js";
 import type { Store } from "../../src/store/port.js";
 import { type EngineHarness, engineHarness } from "../support/engines.js";
+import { until } from "../support/mailbox.js";
 import { storeBackends } from "../support/stores.js";
 
 const POOL = "pool-1";
@@ -58,22 +59,7 @@ async function countKind(engine: Engine, kind: EventKind): Promise<number> {
   return engine.journal.events.countDocuments({ kind, pool_id: POOL });
 }
 
-/**
- * Resolves once `count` events of `kind` are journaled. A registration's new
- * status is stored before its event is journaled, so a caller that saw the
- * status waits for the event here (each tail delivery is a chance to recount).
- */
-async function journaled(engine: Engine, kind: EventKind, count: number): Promise<void> {
-  let recount: () => void = () => undefined;
-  const stop = engine.tail.subscribe(() => recount());
-  try {
-    while ((await countKind(engine, kind)) < count) await new Promise<void>((resolve) => (recount = resolve));
-  } finally {
-    stop();
-  }
-}
-
-describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
+describe.each(storeBackends({ faults: true }))("wake conditions: $name backend", (backend) => {
   let store: Store;
   let harness: EngineHarness;
   let one: Engine;
@@ -150,7 +136,9 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
       await Promise.all(Array.from({ length: 10 }, (_, i) => publish(i % 2 ? one : two, "worker")));
       const results = await Promise.all(wakes.map((w) => settled(two, w.registration!.conditionId)));
       expect(results.every((r) => r.status === WakeStatus.TRIGGERED)).toBe(true);
-      await journaled(one, EventKind.WAKE_CONDITION_TRIGGERED, 20);
+      // A trigger's status is stored before its event is journaled (outbox): wait for the journal.
+      await until(async () => (await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)) >= 20, "every trigger event to be journaled");
+      expect(await countKind(one, EventKind.WAKE_CONDITION_TRIGGERED)).toBe(20);
       await one.tail.waitFor(two.tail.position);
       await two.tail.waitFor(one.tail.position);
       // Exactly once: no instance triggered a condition the other had triggered.

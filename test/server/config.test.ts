@@ -65,6 +65,8 @@ describe("defaults", () => {
       mongodbUri: undefined,
       mongodbDatabase: "mailroom",
       dataDir: ".mailroom/mongodb",
+      storeTimeoutMs: 10_000,
+      journalHoleTimeoutMs: undefined,
       tlsCert: undefined,
       tlsKey: undefined,
       authToken: undefined,
@@ -95,12 +97,18 @@ describe("invalid values are refused with a message naming the option", () => {
     [["--mongodb-database", "a.b"], /--mongodb-database.*database name/],
     [["--auth-token", "has space"], /--auth-token/],
     [["--max-lease-ms", "0"], /--max-lease-ms/],
+    [["--store-timeout-ms", "5"], /--store-timeout-ms.*must be an integer from 10/],
   ])("%j", (argv, message) => {
     expect(() => parse(argv)).toThrow(message);
   });
 
   it("names the environment variable when the bad value came from it", () => {
     expect(() => parse([], { MAILROOM_SHUTDOWN_GRACE_MS: "-1" })).toThrow(/MAILROOM_SHUTDOWN_GRACE_MS/);
+  });
+
+  it("refuses a journal hole timeout at or below the store timeout: a slow write would lose its position again and again", () => {
+    expect(() => resolveServerConfig({ storeTimeoutMs: 2000, journalHoleTimeoutMs: 2000 })).toThrow(/--journal-hole-timeout-ms \(2000\) must be above --store-timeout-ms \(2000\)/);
+    expect(resolveServerConfig({ storeTimeoutMs: 2000, journalHoleTimeoutMs: 2001 }).journalHoleTimeoutMs).toBe(2001);
   });
 
   it.each([

@@ -4,13 +4,16 @@
  * documented MongoDB behaviour, so the memory backend cannot pass by being
  * lenient where MongoDB is strict.
  */
+import { BSON } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type ChangeEvent,
   type ChangeStream,
   type Collection,
   type Doc,
+  DocumentTooLargeError,
   DuplicateKeyError,
+  MAX_DOCUMENT_BYTES,
   type Store,
 } from "../../src/store/port.js";
 import { storeBackends } from "../support/stores.js";
@@ -27,6 +30,12 @@ interface Item extends Doc {
   data?: Uint8Array;
   flag?: boolean;
   winner?: number;
+}
+
+/** A document of exactly `bytes` bytes of BSON: `_id` and a byte string filling the rest. */
+function sized(id: string, bytes: number): Item {
+  const overhead = BSON.calculateObjectSize({ _id: id, data: new Uint8Array(0) });
+  return { _id: id, data: new Uint8Array(bytes - overhead) };
 }
 
 /** Reads the next `count` changes (the test's timeout bounds the wait). */
@@ -458,6 +467,33 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
         { updateOne: { filter: { _id: "a" }, update: { n: 3 } as never } },
       ])).rejects.toThrow();
       expect((await items.findOne({ _id: "a" }))?.n).toBe(1);
+    });
+  });
+
+  describe.skipIf(!backend.available)("document size: MongoDB's 16 MiB BSON limit", () => {
+    it("refuses to insert a larger document, and stores one just below the limit", async () => {
+      const items = fresh();
+      expect(BSON.calculateObjectSize(sized("x", MAX_DOCUMENT_BYTES + 1))).toBe(MAX_DOCUMENT_BYTES + 1);
+      await expect(items.insertOne(sized("big", MAX_DOCUMENT_BYTES + 1))).rejects.toBeInstanceOf(DocumentTooLargeError);
+      await items.insertOne(sized("fits", MAX_DOCUMENT_BYTES - 1024));
+      expect((await items.find({})).map((d) => d._id)).toEqual(["fits"]);
+    });
+
+    it("refuses a bulk insert holding a larger document whole, inserting none of it", async () => {
+      const items = fresh();
+      await expect(items.insertMany([{ _id: "small" }, sized("big", MAX_DOCUMENT_BYTES + 1)])).rejects.toBeInstanceOf(DocumentTooLargeError);
+      expect(await items.countDocuments({})).toBe(0);
+    });
+
+    it("refuses an update or upsert that would leave a larger document, changing nothing", async () => {
+      const items = fresh();
+      const half = new Uint8Array(MAX_DOCUMENT_BYTES / 2);
+      await items.insertOne({ _id: "a", data: half, n: 1 });
+      await expect(items.updateOne({ _id: "a" }, { $set: { nested: { b: "x".repeat(MAX_DOCUMENT_BYTES / 2) } } })).rejects.toBeInstanceOf(DocumentTooLargeError);
+      await expect(items.findOneAndUpdate({ _id: "a" }, { $set: { tags: ["x".repeat(MAX_DOCUMENT_BYTES / 2)] }, $inc: { n: 1 } })).rejects.toBeInstanceOf(DocumentTooLargeError);
+      await expect(items.updateOne({ _id: "b" }, { $set: { data: new Uint8Array(MAX_DOCUMENT_BYTES + 1) } }, { upsert: true })).rejects.toBeInstanceOf(DocumentTooLargeError);
+      const [stored] = await items.find({});
+      expect({ ...stored, data: stored!.data!.length }).toEqual({ _id: "a", n: 1, data: half.length });
     });
   });
 

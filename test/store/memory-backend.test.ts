@@ -54,6 +54,33 @@ describe("memory backend: query planning", () => {
     expect(collection.lastQuery.docsExamined).toBe(1);
   });
 
+  it("prefers an index that yields the sort over one that only adds a range, and stops at the first match", async () => {
+    // The mailbox's head-of-thread query: most queued dispatches are available, the best one is wanted.
+    const store = new MemoryStore();
+    const dispatches = store.collection<Job & { epoch: number; available: number }>("dispatches");
+    await dispatches.createIndexes([
+      { key: { thread: 1, status: 1, epoch: 1, priority: -1, created: 1, _id: 1 }, name: "claim_order" },
+      { key: { thread: 1, status: 1, epoch: 1, available: 1 }, name: "thread_readiness" },
+    ]);
+    await dispatches.insertMany(Array.from({ length: 2_000 }, (_, i) => ({ _id: `d${String(i).padStart(4, "0")}`, thread: "t", status: "queued", epoch: 0, priority: i % 5, created: i, available: i })));
+    const filter = { thread: "t", status: "queued", epoch: 0, available: { $lte: 1_500 } };
+    const sort = { priority: -1, created: 1, _id: 1 } as const;
+    expect(dispatches.explain(filter, { sort })).toMatchObject({ plan: "index", index: "claim_order", blockingSort: false });
+    const head = await dispatches.findOne(filter, { sort });
+    expect(head!._id).toBe("d0004");
+    expect(dispatches.lastQuery).toEqual({ plan: "index", index: "claim_order", docsExamined: 1 });
+    // Without a sort, the range narrows best.
+    expect(dispatches.explain(filter)).toMatchObject({ plan: "index", index: "thread_readiness", blockingSort: false });
+  });
+
+  it("walks an index that only yields the sort, up to the limit", async () => {
+    const store = new MemoryStore();
+    const events = store.collection<{ _id: number }>("events");
+    await events.insertMany(Array.from({ length: 5_000 }, (_, i) => ({ _id: i + 1 })));
+    expect((await events.findOne({}, { sort: { _id: -1 } }))!._id).toBe(5_000);
+    expect(events.lastQuery).toEqual({ plan: "index", index: "_id_", docsExamined: 1 });
+  });
+
   it("narrows by a range on the field after the equality prefix", async () => {
     const { collection } = await jobs(10_000);
     const found = await collection.find({ created: { $gte: 500, $lt: 510 } });

@@ -1,26 +1,31 @@
 /**
- * A Store that counts every collection operation by "<collection>.<operation>"
- * (index creation aside): what a test asserts about round trips per call.
+ * A Store that counts the calls made through it, by "collection.operation"
+ * (and "watch"), so a test can bound how many store operations something
+ * costs (on MongoDB, each is a majority round trip).
  */
-import type { Collection, Doc, Store } from "../../src/store/port.js";
+import { InterceptedStore } from "../../src/store/intercept.js";
+import type { Store } from "../../src/store/port.js";
 
-export class CountingStore implements Store {
+export class CountingStore extends InterceptedStore {
   readonly counts = new Map<string, number>();
 
-  constructor(readonly inner: Store) {}
-
-  get backend() {
-    return this.inner.backend;
+  constructor(inner: Store) {
+    super(inner, {
+      operation: (call) => {
+        this.count(`${call.collection}.${call.operation}`);
+        return call.run();
+      },
+      watch: (_options, open) => {
+        this.count("watch");
+        return open();
+      },
+    });
   }
 
-  get durability() {
-    return this.inner.durability;
-  }
-
-  /** Operations counted since the last reset, in total or for keys starting with `prefix`. */
+  /** Calls counted so far whose label starts with `prefix` ("events." for one collection, "" for all). */
   total(prefix = ""): number {
     let sum = 0;
-    for (const [key, n] of this.counts) if (key.startsWith(prefix)) sum += n;
+    for (const [label, count] of this.counts) if (label.startsWith(prefix)) sum += count;
     return sum;
   }
 
@@ -28,27 +33,7 @@ export class CountingStore implements Store {
     this.counts.clear();
   }
 
-  collection<T extends Doc>(name: string): Collection<T> {
-    const inner = this.inner.collection<T>(name);
-    const counts = this.counts;
-    return new Proxy(inner, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof value !== "function" || prop === "createIndexes" || prop === "constructor") return value;
-        return (...args: unknown[]) => {
-          const key = `${name}.${String(prop)}`;
-          counts.set(key, (counts.get(key) ?? 0) + 1);
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      },
-    });
-  }
-
-  watch: Store["watch"] = (options) => this.inner.watch(options);
-  ping(): Promise<void> {
-    return this.inner.ping();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
+  private count(label: string): void {
+    this.counts.set(label, (this.counts.get(label) ?? 0) + 1);
   }
 }

@@ -10,8 +10,7 @@
  */
 import type { FilterSpec } from "../../domain/events/filter.js";
 import type { Collection, Doc, Filter, IndexSpec, Store } from "../../store/port.js";
-import { DuplicateKeyError } from "../../store/port.js";
-import { ErrorReason, MailroomError } from "../../domain/errors.js";
+import { DuplicateKeyError, StoreUnavailableError } from "../../store/port.js";
 import type { Logger } from "../logger.js";
 import { COUNTERS, EVENTS, type EventDoc, isTombstone, type JournalDoc, type PendingEvent, type TombstoneDoc } from "./records.js";
 
@@ -186,7 +185,8 @@ export class Journal {
     const retry = request.events.filter((_, i) => outcomes[i] === "retry");
     if (retry.length === 0) return request.resolve(outcomes as AppendOutcome[]);
     if (request.attempt + 1 >= MAX_APPEND_ATTEMPTS) {
-      return request.reject(new MailroomError("unavailable", `the journal could not place events after ${MAX_APPEND_ATTEMPTS} attempts: their positions kept being closed before their writes landed (the store is slower than the journal's hole timeout); retry`, { reason: ErrorReason.STORE_UNAVAILABLE }));
+      // Positions are closed only after the hole timeout (above the store bound): a store too slow for that is unavailable.
+      return request.reject(new StoreUnavailableError(`journal append: positions kept being closed before the write landed, ${MAX_APPEND_ATTEMPTS} times`));
     }
     this.log.debug({ count: retry.length }, "journal positions were closed before the write landed; appending again");
     this.waiting.push({

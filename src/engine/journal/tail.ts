@@ -12,16 +12,27 @@
  * tombstone (its writer, if alive, then appends again further on). So no
  * consumer ever skips an event that commits late, and none waits forever for
  * one that never will.
+ *
+ * The hole timeout is longer than the store's time bound, so a write that
+ * succeeds, however slowly, is never closed out from under its writer.
+ * Positions at or below the purged mark are never closed: retention deleted
+ * them, and a tombstone there would never be deleted again. Holes are closed
+ * a page at a time (one read and one insert per page), so start-up and repair
+ * cost a bounded number of store calls.
  */
+import { DEFAULT_STORE_TIMEOUT_MS } from "../../store/deadline.js";
 import type { ChangeFeed } from "../change-feed.js";
 import type { Logger } from "../logger.js";
 import type { Journal } from "./journal.js";
-import { EVENTS, type EventDoc, isTombstone, type JournalDoc } from "./records.js";
+import { EVENTS, type EventDoc, isTombstone, type JournalDoc, type TombstoneDoc } from "./records.js";
 
 export type TailListener = (events: EventDoc[]) => void;
 
 export interface JournalTailOptions {
-  /** How long a missing position may hold back later ones before it is looked up and closed. */
+  /**
+   * How long a missing position may hold back later ones before it is looked
+   * up and closed; keep it above the store's time bound (see holeTimeoutFor).
+   */
   holeTimeoutMs?: number;
   /** Recent events kept in memory for subscribers that attach close behind the edge. */
   recentCapacity?: number;
@@ -30,6 +41,14 @@ export interface JournalTailOptions {
 }
 
 const PAGE = 1000;
+
+/**
+ * The default hole timeout for a store time bound: just above it, so only a
+ * writer whose call already failed (or died) can lose its position.
+ */
+export function holeTimeoutFor(storeTimeoutMs: number): number {
+  return storeTimeoutMs + 1000;
+}
 
 export class JournalTail {
   private stable = 0;
@@ -40,6 +59,8 @@ export class JournalTail {
   private readonly listeners = new Set<TailListener>();
   private readonly waiters = new Map<number, Array<() => void>>();
   private holeTimer: NodeJS.Timeout | undefined;
+  /** The armed hole timer is for the positions up to this one (all missing when it was armed). */
+  private holeUntil = 0;
   private filling: Promise<void> | undefined;
   private readonly holeTimeoutMs: number;
   private readonly recentCapacity: number;
@@ -52,7 +73,7 @@ export class JournalTail {
     private readonly log: Logger,
     private readonly options: JournalTailOptions = {},
   ) {
-    this.holeTimeoutMs = options.holeTimeoutMs ?? 1000;
+    this.holeTimeoutMs = options.holeTimeoutMs ?? holeTimeoutFor(DEFAULT_STORE_TIMEOUT_MS);
     this.recentCapacity = options.recentCapacity ?? 10_000;
   }
 
@@ -69,22 +90,14 @@ export class JournalTail {
 
   /** Finds the starting position; call once the change feed is established. */
   async start(): Promise<void> {
-    const head = await this.journal.writtenHead();
+    const [written, purged] = await Promise.all([this.journal.writtenHead(), this.journal.purgedThrough()]);
+    // When retention deleted every event, the purged mark is the head.
+    const head = Math.max(written, purged);
     const window = this.options.startupWindow ?? 10_000;
-    const from = Math.max(0, head - window);
     // Positions below the head that never got their event are closed now, so
     // nothing can land behind the edge later.
-    let cursor = from;
-    while (cursor < head) {
-      const docs = await this.journal.range(cursor, head, PAGE);
-      let expected = cursor + 1;
-      for (const doc of docs) {
-        for (; expected < doc._id; expected++) await this.journal.close(expected);
-        expected = doc._id + 1;
-      }
-      if (docs.length < PAGE) for (; expected <= head; expected++) await this.journal.close(expected);
-      cursor = docs.length === PAGE ? docs[docs.length - 1]!._id : head;
-    }
+    const closed = await this.closeMissing(Math.max(purged, head - window), head, () => undefined);
+    if (closed > 0) this.log.info({ positions: closed, event_seq: head }, "closed journal positions below the head whose events never arrived");
     if (this.stable < head) {
       this.stable = head;
       this.recentFloor = head;
@@ -182,16 +195,23 @@ export class JournalTail {
     }
   }
 
+  /**
+   * Arms the hole timer for the positions missing below the first pending one.
+   * Once those are filled, the timer is dropped: a hole that opened meanwhile
+   * gets a full timeout of its own (under steady load there is nearly always
+   * some hole, and one timer for all of them would close a write that is only
+   * a moment late).
+   */
   private watchForHoles(): void {
-    if (this.pending.size === 0) {
+    if (this.holeTimer && (this.pending.size === 0 || this.stable >= this.holeUntil)) {
       clearTimeout(this.holeTimer);
       this.holeTimer = undefined;
-      return;
     }
-    if (this.holeTimer || this.filling || this.stopped) return;
+    if (this.pending.size === 0 || this.holeTimer || this.filling || this.stopped) return;
+    const until = (this.holeUntil = Math.min(...this.pending.keys()) - 1);
     this.holeTimer = setTimeout(() => {
       this.holeTimer = undefined;
-      this.filling = this.fillHoles()
+      this.filling = this.fillHoles(until)
         .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not close a journal hole; will retry"))
         .finally(() => {
           this.filling = undefined;
@@ -201,17 +221,51 @@ export class JournalTail {
     this.holeTimer.unref?.();
   }
 
-  /** Looks up, then closes, every missing position below the first pending one. */
-  private async fillHoles(): Promise<void> {
-    const firstPending = Math.min(...this.pending.keys());
+  /** Looks up, then closes, every position up to `until` still missing (all were missing a whole hole timeout). */
+  private async fillHoles(until: number): Promise<void> {
     const before = this.stable;
-    this.offer(await this.journal.range(this.stable, firstPending - 1, firstPending - 1 - this.stable));
-    while (!this.stopped && this.stable < firstPending - 1) {
-      const missing = this.stable + 1;
-      this.log.info({ event_seq: missing }, "closing a journal position whose event never arrived");
-      this.offer([await this.journal.close(missing)]);
-    }
+    const purged = await this.journal.purgedThrough();
+    if (purged > this.stable) this.skipPurged(purged);
+    const closed = await this.closeMissing(this.stable, until, (docs) => this.offer(docs));
+    if (closed > 0) this.log.info({ positions: closed, through: until }, "closed journal positions whose events never arrived");
     if (this.stable > before) this.log.debug({ from: before, to: this.stable }, "journal holes resolved");
+  }
+
+  /**
+   * Reads the positions in (after, until] a page at a time and closes each
+   * one that has no document with a tombstone; hands every document found or
+   * written to `found`. Returns how many positions it closed.
+   */
+  private async closeMissing(after: number, until: number, found: (docs: JournalDoc[]) => void): Promise<number> {
+    let closed = 0;
+    for (let cursor = after; cursor < until && !this.stopped; ) {
+      const end = Math.min(until, cursor + PAGE);
+      const docs = await this.journal.range(cursor, end, PAGE);
+      found(docs);
+      const present = new Set(docs.map((doc) => doc._id));
+      const tombstones: TombstoneDoc[] = [];
+      for (let seq = cursor + 1; seq <= end; seq++) if (!present.has(seq)) tombstones.push({ _id: seq, tombstone: true });
+      if (tombstones.length > 0) {
+        const { duplicates } = await this.journal.events.insertMany(tombstones);
+        const taken = new Set(duplicates.map((d) => d.position));
+        found(tombstones.filter((_, i) => !taken.has(i)));
+        closed += tombstones.length - taken.size;
+        // Written meanwhile (its event landed, or another instance closed it): read what is there.
+        if (taken.size > 0) found(await this.journal.range(cursor, end, PAGE));
+      }
+      cursor = end;
+    }
+    return closed;
+  }
+
+  /** Retention deleted positions this instance has not delivered: nobody can deliver them now; move past them. */
+  private skipPurged(purged: number): void {
+    this.log.warn({ from: this.stable, to: purged }, "journal positions were deleted by retention before this instance delivered them; skipping them");
+    for (const seq of [...this.pending.keys()]) if (seq <= purged) this.pending.delete(seq);
+    this.stable = purged;
+    this.recentFloor = purged;
+    this.recent = [];
+    this.advance();
   }
 
   /** After the change stream was re-established: read what it may have missed. */

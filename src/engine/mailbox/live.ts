@@ -7,7 +7,10 @@
  * from NO_SUBSCRIBER. A delivered command is stored; the instance holding
  * the channel receives it through its change feed (or at once, when it is
  * the same instance). Until the receiver acks it, a command is sent again to
- * every channel opened for its target, for `commandTtlMs`.
+ * every channel opened for its target, for `commandTtlMs`. When the change
+ * feed had to reopen its stream, the commands stored meanwhile are read back
+ * for the channels open here (`resync`): DeliverLive answered DELIVERED for
+ * them, so they must arrive.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -53,6 +56,9 @@ export interface LiveOptions {
   /** Unacked commands are sent again to re-opened channels for this long. */
   commandTtlMs?: number;
 }
+
+/** How many targets a resync reads at once. */
+const RESYNC_CONCURRENCY = 16;
 
 function targetOf(target: LiveRunTarget): Target {
   return { thread_id: target.threadId, run_id: target.runId, dispatch_id: target.dispatchId };
@@ -102,7 +108,7 @@ export class LiveCommands {
   private readonly channelTtlMs: number;
   private readonly commandTtlMs: number;
   private refreshTimer: NodeJS.Timeout | undefined;
-  private detach: (() => void) | undefined;
+  private readonly detach: Array<() => void> = [];
 
   constructor(
     store: Store,
@@ -124,9 +130,12 @@ export class LiveCommands {
 
   /** Routes commands stored by other instances; call before the change feed starts. */
   attach(): void {
-    this.detach = this.feed.on(LIVE_COMMANDS, (change) => {
-      if (change.fullDocument) this.route(change.fullDocument as unknown as CommandDoc);
-    });
+    this.detach.push(
+      this.feed.on(LIVE_COMMANDS, (change) => {
+        if (change.fullDocument) this.route(change.fullDocument as unknown as CommandDoc);
+      }),
+      this.feed.onResync(() => this.resync()),
+    );
   }
 
   /** Keeps this instance's registrations alive and drops expired ones. */
@@ -140,7 +149,7 @@ export class LiveCommands {
 
   async stop(): Promise<void> {
     clearInterval(this.refreshTimer);
-    this.detach?.();
+    for (const undo of this.detach.splice(0)) undo();
     await Promise.all([...this.local.values()].map((channel) => channel.close()));
   }
 
@@ -156,12 +165,33 @@ export class LiveCommands {
     this.local.set(id, channel);
     const now = this.clock.now();
     await this.channels.insertOne({ _id: id, ...channel.target, instance_id: this.options.instanceId, expires_at: now + this.channelTtlMs });
-    const unacked = await this.commands.find(
-      { thread_id: channel.target.thread_id, ...anyOr("run_id", channel.target.run_id), acked: false, expires_at: { $gt: now } },
+    for (const doc of await this.unacked(channel.target, now)) if (matches(channel.target, doc)) channel.offer(this.decode(doc));
+    return channel;
+  }
+
+  /**
+   * After the change feed reopened its stream: commands another instance
+   * stored while it was down never came through it. Reads the unacked
+   * commands of every target with a channel open here and routes them (a
+   * channel skips those it has already sent). One query per distinct target.
+   */
+  async resync(): Promise<void> {
+    const now = this.clock.now();
+    const targets = new Map<string, Target>();
+    for (const { target } of this.local.values()) targets.set(JSON.stringify([target.thread_id, target.run_id]), target);
+    const pending = [...targets.values()];
+    for (let i = 0; i < pending.length; i += RESYNC_CONCURRENCY) {
+      const found = await Promise.all(pending.slice(i, i + RESYNC_CONCURRENCY).map((target) => this.unacked(target, now)));
+      for (const doc of found.flat()) this.route(doc);
+    }
+  }
+
+  /** The unexpired, unacked commands for a target's thread and run, oldest first. */
+  private unacked(target: Target, now: number): Promise<CommandDoc[]> {
+    return this.commands.find(
+      { thread_id: target.thread_id, ...anyOr("run_id", target.run_id), acked: false, expires_at: { $gt: now } },
       { sort: { sent_at: 1, _id: 1 } },
     );
-    for (const doc of unacked) if (matches(channel.target, doc)) channel.offer(this.decode(doc));
-    return channel;
   }
 
   async deliver(target: LiveRunTarget, command: LiveRunCommand): Promise<{ outcome: LiveDeliveryOutcome; commandId: string }> {

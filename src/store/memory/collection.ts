@@ -23,12 +23,15 @@ import {
   type FindOptions,
   type IndexSpec,
   type InsertManyResult,
+  DocumentTooLargeError,
+  MAX_DOCUMENT_BYTES,
   type SortSpec,
   StoreError,
   type UpdateFilter,
   type UpdateResult,
   indexName,
 } from "../port.js";
+import { bsonSizeNear } from "./bson-size.js";
 import { OrderedIndex } from "./ordered-index.js";
 import { fastOperator } from "./fast-update.js";
 import { plan } from "./planner.js";
@@ -41,6 +44,16 @@ export interface QueryStats {
   plan: "id" | "index" | "scan";
   index?: string;
   docsExamined: number;
+}
+
+/** How a query would run, without running it (MongoDB: the winning plan of `explain`). */
+export interface QueryPlanSummary {
+  plan: "id" | "index" | "scan";
+  index?: string;
+  /** The matches would be collected whole and sorted in memory (MongoDB: a SORT stage). */
+  blockingSort: boolean;
+  /** Indexes the planner rates as good as `index` for this query (`index` among them). */
+  equallyGood?: string[];
 }
 
 export interface ChangeSink {
@@ -274,6 +287,8 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
+    // As the driver: a document of 16 MiB or more fails the whole call before anything is sent.
+    for (const doc of docs) this.assertFits(doc as unknown as AnyDoc, MAX_DOCUMENT_BYTES - 1);
     const duplicates: InsertManyResult["duplicates"] = [];
     let insertedCount = 0;
     docs.forEach((doc, position) => {
@@ -375,6 +390,15 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     return targets.length;
   }
 
+  /** How a find with this filter and sort would be answered; reads no document. */
+  explain(filter: Filter<T>, options: FindOptions = {}): QueryPlanSummary {
+    const chosen = plan(filter as Record<string, unknown>, options.sort, this.indexes.values());
+    const sorting = options.sort !== undefined && Object.keys(options.sort).length > 0;
+    const inOrder = chosen.kind === "index" ? chosen.sorted : chosen.kind === "id" && chosen.ids.length <= 1;
+    const index = chosen.kind === "index" ? { index: chosen.index.name, equallyGood: chosen.equallyGood } : {};
+    return { plan: chosen.kind, ...index, blockingSort: sorting && !inOrder };
+  }
+
   /** Current version of a document, for change streams' "updateLookup". */
   lookup(id: DocId): AnyDoc | undefined {
     const doc = this.docs.get(idKey(id));
@@ -386,6 +410,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   private insert(input: AnyDoc): AnyDoc {
     if (input._id === undefined || input._id === null) throw new StoreError(`${this.name}: documents need an _id`);
     const doc = ownCopy(input);
+    this.assertFits(doc);
     if (this.docs.has(idKey(doc._id))) throw new DuplicateKeyError(this.name, "_id_");
     this.assertUnique(doc);
     this.docs.set(idKey(doc._id), doc);
@@ -419,6 +444,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     if (compare(next._id, target._id) !== 0) {
       throw new StoreError(`${this.name}: an update may not change _id`);
     }
+    this.assertFits(next);
     // Indexes whose key and partial filter read none of the paths written keep their entry.
     const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
     this.assertUnique(next, target._id, affected);
@@ -470,6 +496,11 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     const index = new OrderedIndex({ key: { _id: 1 }, name: "_id_" });
     for (const doc of this.docs.values()) index.add(doc);
     this.indexes.set("_id_", index);
+  }
+
+  /** As MongoDB: a stored document (as inserted, or as an update leaves it) is at most 16 MiB of BSON. */
+  private assertFits(doc: AnyDoc, maxBytes = MAX_DOCUMENT_BYTES): void {
+    if (bsonSizeNear(doc, maxBytes + 1) > maxBytes) throw new DocumentTooLargeError(this.name);
   }
 
   private assertUnique(doc: AnyDoc, self?: DocId, indexes: Iterable<OrderedIndex> = this.indexes.values()): void {

@@ -1,17 +1,27 @@
 /**
  * Picks how a memory collection answers a query, the way MongoDB's planner
  * would for the simple shapes the engine uses: an `_id` lookup, else the index
- * with the longest equality prefix (plus a range on the next field), walked in
- * index order when that order is the requested sort. The plan only narrows the
- * candidates; the full filter is always applied to each one.
+ * with the longest equality prefix, walked in index order when that order is
+ * the requested sort. Between indexes with as many equality fields, one that
+ * yields the sort wins over one that only bounds a range: it stops at the
+ * first `limit` matches, where the range must be read whole and then sorted
+ * (MongoDB's trial runs pick it for a claim's head-of-thread query, where most
+ * queued dispatches are already available). An index that only yields the
+ * sort (no equality, no range) is walked whole, in order, up to the limit.
+ * The plan only narrows the candidates; the full filter is always applied to
+ * each one.
  */
 import { type KeyRange, MAX_KEY, MIN_KEY, type OrderedIndex } from "./ordered-index.js";
 import type { DocId, SortSpec } from "../port.js";
 
 export type Plan =
   | { kind: "id"; ids: DocId[] }
-  /** Walks each range in turn; `sorted` when that yields the requested order. */
-  | { kind: "index"; index: OrderedIndex; ranges: KeyRange[]; reverse: boolean; sorted: boolean }
+  /**
+   * Walks each range in turn; `sorted` when that yields the requested order.
+   * `equallyGood` names every index that scored as well as the one chosen
+   * (MongoDB's trial runs may pick any of them).
+   */
+  | { kind: "index"; index: OrderedIndex; ranges: KeyRange[]; reverse: boolean; sorted: boolean; equallyGood: string[] }
   | { kind: "scan" };
 
 type Filter = Record<string, unknown>;
@@ -61,8 +71,8 @@ function inValues(condition: unknown): unknown[] | undefined {
 /**
  * Whether the filter implies the index's partial filter, so every matching
  * document is in the index. Only the shapes the engine uses are recognised:
- * `{field: {$exists: true}}` implied by a non-null equality or `$in`, and a
- * scalar equality implied by the same equality.
+ * `{field: {$exists: true}}` implied by a non-null equality, `$in` or range,
+ * and a scalar equality implied by the same equality.
  */
 function impliesPartial(index: OrderedIndex, filter: Filter): boolean {
   const partial = index.spec.partialFilterExpression;
@@ -71,10 +81,19 @@ function impliesPartial(index: OrderedIndex, filter: Filter): boolean {
     const eq = equalityValue(filter[field]);
     const values = eq ? [eq.value] : inValues(filter[field]);
     if (isOperatorObject(required) && Object.keys(required).length === 1 && required.$exists === true) {
-      return values !== undefined && values.every((v) => v !== null);
+      return (values !== undefined && values.every((v) => v !== null)) || rangeBounds(filter[field]) !== undefined;
     }
     return isScalar(required) && eq !== undefined && eq.value === required;
   });
+}
+
+/**
+ * How many equalities an index's partial filter stands for: an index of only
+ * the documents with `status: "QUEUED"` narrows like a leading equality on
+ * `status` (call only when the filter implies the partial filter).
+ */
+function partialEqualities(index: OrderedIndex): number {
+  return Object.values(index.spec.partialFilterExpression ?? {}).filter(isScalar).length;
 }
 
 function idsFromFilter(filter: Filter): DocId[] | undefined {
@@ -114,6 +133,7 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
   const ids = idsFromFilter(filter);
   if (ids) return { kind: "id", ids };
 
+  let equallyGood: string[] = [];
   let best: { index: OrderedIndex; prefix: unknown[]; choices?: unknown[]; range?: { low?: unknown; high?: unknown }; score: number; sorted: boolean; reverse: boolean } | undefined;
   for (const index of indexes) {
     // Multikey indexes cannot be walked by scalar keys.
@@ -133,11 +153,17 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
     const equalities = prefix.length + (choices ? 1 : 0);
     const nextField = index.fields[equalities];
     const range = nextField === undefined ? undefined : rangeBounds(filter[nextField]);
-    if (equalities === 0 && !range) continue;
     const alignment = choices && choices.length > 1 ? { sorted: false, reverse: false } : sortAlignment(index, equalities, sort);
-    // Equality fields matter most, then a range, then not having to sort.
-    const score = equalities * 4 + (range ? 2 : 0) + (alignment.sorted ? 1 : 0);
-    if (!best || score > best.score) best = { index, prefix, choices, range, score, ...alignment };
+    const givesSort = sort !== undefined && Object.keys(sort).length > 0 && alignment.sorted;
+    if (equalities === 0 && !range && !givesSort) continue;
+    // Equality fields matter most, then not having to sort, then a range.
+    const score = (equalities + partialEqualities(index)) * 4 + (alignment.sorted ? 2 : 0) + (range ? 1 : 0);
+    if (!best || score > best.score) {
+      best = { index, prefix, choices, range, score, ...alignment };
+      equallyGood = [index.name];
+    } else if (score === best.score) {
+      equallyGood.push(index.name);
+    }
   }
   if (!best) return { kind: "scan" };
 
@@ -159,5 +185,5 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
     high.push(MAX_KEY);
     return { low, high };
   });
-  return { kind: "index", index, ranges, reverse: best.reverse, sorted: best.sorted };
+  return { kind: "index", index, ranges, reverse: best.reverse, sorted: best.sorted, equallyGood };
 }

@@ -9,12 +9,7 @@ import {
   type Db,
   type Document as MongoDocument,
   type Collection as MongoCollection,
-  MongoBulkWriteError,
   MongoClient,
-  MongoError,
-  MongoNetworkError,
-  MongoServerError,
-  MongoServerSelectionError,
   type ChangeStream as MongoChangeStream,
 } from "mongodb";
 import {
@@ -22,11 +17,10 @@ import {
   type BulkWriteResult,
   type ChangeEvent,
   type ChangeStream,
-  ChangeStreamHistoryLostError,
+  ChangeStreamInvalidatedError,
   type Collection,
   type Doc,
   type DocId,
-  DuplicateKeyError,
   type Durability,
   type Filter,
   type FindOneAndUpdateOptions,
@@ -41,33 +35,8 @@ import {
   type UpdateResult,
   indexName,
 } from "../port.js";
-
-const DUPLICATE_KEY = 11000;
-/** Change stream errors after which resuming is impossible. */
-const HISTORY_LOST = new Set([286 /* ChangeStreamHistoryLost */, 280 /* ChangeStreamFatalError */, 260 /* InvalidResumeToken */]);
-
-function isUnavailable(error: unknown): boolean {
-  return (
-    error instanceof MongoNetworkError ||
-    error instanceof MongoServerSelectionError ||
-    (error instanceof MongoError && (error.hasErrorLabel("RetryableWriteError") || error.hasErrorLabel("TransientTransactionError")))
-  );
-}
-
-/** Which index a duplicate key error names (server message: "... index: name dup key: ..."). */
-function duplicateIndex(error: MongoServerError | { errmsg?: string; message?: string }): string {
-  const text = ("errmsg" in error && error.errmsg) || error.message || "";
-  return /index: (\S+)/.exec(text)?.[1] ?? "unknown";
-}
-
-/** Translates a driver error into the port's typed errors. */
-function translate(collection: string, error: unknown): unknown {
-  if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) {
-    return new DuplicateKeyError(collection, duplicateIndex(error), { cause: error });
-  }
-  if (isUnavailable(error)) return new StoreUnavailableError(`MongoDB unavailable during an operation on ${collection}`, { cause: error });
-  return error;
-}
+import { DEFAULT_STORE_TIMEOUT_MS } from "../deadline.js";
+import { isNothingToDrop, partlyRefused, partlyRefusedUpdates, translateError, translateStreamError } from "./errors.js";
 
 /**
  * A document as the port hands it out: every byte string a Uint8Array of its
@@ -97,12 +66,20 @@ async function guard<R>(collection: string, call: () => Promise<R>): Promise<R> 
   try {
     return await call();
   } catch (error) {
-    throw translate(collection, error);
+    throw translateError(collection, error);
   }
 }
 
 class MongoBackedCollection<T extends Doc> implements Collection<T> {
-  constructor(private readonly collection: MongoCollection<MongoDocument>) {}
+  /** Every command carries it: the server gives up (MaxTimeMSExpired) instead of working on for a caller that has gone. */
+  private readonly limit: { maxTimeMS: number };
+
+  constructor(
+    private readonly collection: MongoCollection<MongoDocument>,
+    timeoutMs: number,
+  ) {
+    this.limit = { maxTimeMS: timeoutMs };
+  }
 
   get name(): string {
     return this.collection.collectionName;
@@ -118,6 +95,7 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
           ...(spec.unique ? { unique: true } : {}),
           ...(spec.partialFilterExpression ? { partialFilterExpression: spec.partialFilterExpression } : {}),
         })),
+        this.limit,
       ),
     );
   }
@@ -125,44 +103,36 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   async dropIndexes(names: string[]): Promise<void> {
     for (const name of names) {
       try {
-        await this.collection.dropIndex(name);
+        await this.collection.dropIndex(name, this.limit);
       } catch (error) {
-        // IndexNotFound (27) and NamespaceNotFound (26): nothing to drop.
-        if (error instanceof MongoServerError && (error.code === 27 || error.code === 26)) continue;
-        throw translate(this.name, error);
+        if (isNothingToDrop(error)) continue;
+        throw translateError(this.name, error);
       }
     }
   }
 
   async insertOne(doc: T): Promise<void> {
-    await guard(this.name, () => this.collection.insertOne({ ...doc } as MongoDocument));
+    await guard(this.name, () => this.collection.insertOne({ ...doc } as MongoDocument, this.limit));
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
     if (docs.length === 0) return { insertedCount: 0, duplicates: [] };
     try {
-      const result = await this.collection.insertMany(docs.map((d) => ({ ...d }) as MongoDocument), { ordered: false });
+      const result = await this.collection.insertMany(docs.map((d) => ({ ...d }) as MongoDocument), { ordered: false, ...this.limit });
       return { insertedCount: result.insertedCount, duplicates: [] };
     } catch (error) {
-      // Checked before translate(): a bulk error carries the code of its first
-      // write error, and only some of its documents were refused.
-      if (error instanceof MongoBulkWriteError) {
-        const writeErrors = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors];
-        if (writeErrors.length > 0 && writeErrors.every((w) => w.code === DUPLICATE_KEY)) {
-          const duplicates = writeErrors.map((w) => ({ position: w.index, index: duplicateIndex({ errmsg: w.errmsg }) }));
-          return { insertedCount: error.result.insertedCount, duplicates: duplicates.sort((a, b) => a.position - b.position) };
-        }
-      }
-      throw translate(this.name, error);
+      const refused = partlyRefused(error);
+      if (refused) return refused;
+      throw translateError(this.name, error);
     }
   }
 
   async findOne(filter: Filter<T>, options: FindOptions = {}): Promise<T | null> {
-    return fromStored((await guard(this.name, () => this.collection.findOne(filter as Filter<MongoDocument>, findOptions(options)))) as T | null);
+    return fromStored((await guard(this.name, () => this.collection.findOne(filter as Filter<MongoDocument>, { ...findOptions(options), ...this.limit }))) as T | null);
   }
 
   async find(filter: Filter<T>, options: FindOptions = {}): Promise<T[]> {
-    return fromStored((await guard(this.name, () => this.collection.find(filter as Filter<MongoDocument>, findOptions(options)).toArray())) as unknown as T[]);
+    return fromStored((await guard(this.name, () => this.collection.find(filter as Filter<MongoDocument>, { ...findOptions(options), ...this.limit }).toArray())) as unknown as T[]);
   }
 
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options: FindOneAndUpdateOptions = {}): Promise<T | null> {
@@ -171,13 +141,14 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
         returnDocument: options.returnDocument ?? "after",
         ...(options.sort ? { sort: options.sort } : {}),
         ...(options.upsert ? { upsert: true } : {}),
+        ...this.limit,
       }),
     )) as T | null);
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options: { upsert?: boolean } = {}): Promise<UpdateResult> {
     const result = await guard(this.name, () =>
-      this.collection.updateOne(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>, options.upsert ? { upsert: true } : {}),
+      this.collection.updateOne(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>, { ...(options.upsert ? { upsert: true } : {}), ...this.limit }),
     );
     return {
       matchedCount: result.matchedCount,
@@ -187,7 +158,7 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   }
 
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
-    const result = await guard(this.name, () => this.collection.updateMany(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>));
+    const result = await guard(this.name, () => this.collection.updateMany(filter as Filter<MongoDocument>, update as UpdateFilter<MongoDocument>, this.limit));
     return { matchedCount: result.matchedCount, modifiedCount: result.modifiedCount };
   }
 
@@ -202,38 +173,26 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
       },
     }));
     try {
-      const result = await this.collection.bulkWrite(models, { ordered });
+      const result = await this.collection.bulkWrite(models, { ordered, ...this.limit });
       return { matchedCount: result.matchedCount, modifiedCount: result.modifiedCount, upsertedCount: result.upsertedCount, duplicates: [], attempted: operations.length };
     } catch (error) {
-      // As in insertMany: a bulk error whose write errors are all duplicate
-      // keys is a partial success; anything else is translated and thrown.
-      if (error instanceof MongoBulkWriteError) {
-        const writeErrors = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors];
-        if (writeErrors.length > 0 && writeErrors.every((w) => w.code === DUPLICATE_KEY)) {
-          const duplicates = writeErrors.map((w) => ({ position: w.index, index: duplicateIndex({ errmsg: w.errmsg }) })).sort((a, b) => a.position - b.position);
-          return {
-            matchedCount: error.result.matchedCount,
-            modifiedCount: error.result.modifiedCount,
-            upsertedCount: error.result.upsertedCount,
-            duplicates,
-            attempted: ordered ? duplicates[0]!.position + 1 : operations.length,
-          };
-        }
-      }
-      throw translate(this.name, error);
+      // As in insertMany: refused only by unique indexes is a partial success.
+      const refused = partlyRefusedUpdates(error);
+      if (refused) return { ...refused, attempted: ordered ? refused.duplicates[0]!.position + 1 : operations.length };
+      throw translateError(this.name, error);
     }
   }
 
   async deleteOne(filter: Filter<T>): Promise<number> {
-    return (await guard(this.name, () => this.collection.deleteOne(filter as Filter<MongoDocument>))).deletedCount;
+    return (await guard(this.name, () => this.collection.deleteOne(filter as Filter<MongoDocument>, this.limit))).deletedCount;
   }
 
   async deleteMany(filter: Filter<T>): Promise<number> {
-    return (await guard(this.name, () => this.collection.deleteMany(filter as Filter<MongoDocument>))).deletedCount;
+    return (await guard(this.name, () => this.collection.deleteMany(filter as Filter<MongoDocument>, this.limit))).deletedCount;
   }
 
   async countDocuments(filter: Filter<T>): Promise<number> {
-    return guard(this.name, () => this.collection.countDocuments(filter as Filter<MongoDocument>));
+    return guard(this.name, () => this.collection.countDocuments(filter as Filter<MongoDocument>, this.limit));
   }
 }
 
@@ -247,6 +206,8 @@ function findOptions(options: FindOptions): { sort?: Record<string, 1 | -1>; lim
 
 class MongoBackedChangeStream<T extends Doc> implements ChangeStream<T> {
   private lastToken: ResumeToken | undefined;
+  /** Set by close(): only then does the stream end quietly. */
+  private closing = false;
 
   constructor(
     private readonly stream: MongoChangeStream<MongoDocument, ChangeStreamDocument<MongoDocument>>,
@@ -261,6 +222,7 @@ class MongoBackedChangeStream<T extends Doc> implements ChangeStream<T> {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.stream.close();
   }
 
@@ -269,14 +231,18 @@ class MongoBackedChangeStream<T extends Doc> implements ChangeStream<T> {
       while (this.buffered.length > 0) yield this.convert(this.buffered.shift()!);
       for await (const change of this.stream) yield this.convert(change);
     } catch (error) {
-      if (this.stream.closed && !(error instanceof MongoServerError)) return;
+      // The driver closes the stream itself when a resume fails (a network or
+      // server selection error): that is a failure to report, not an end.
+      if (this.closing) return;
       throw translateStreamError(error);
     }
+    if (!this.closing) throw new StoreUnavailableError("MongoDB ended the change stream");
   }
 
   private convert(change: ChangeStreamDocument<MongoDocument>): ChangeEvent<T> {
     this.lastToken = change._id as ResumeToken;
     const operationType = change.operationType;
+    if (operationType === "invalidate") throw new ChangeStreamInvalidatedError("the change stream was invalidated (a collection or the database was dropped or renamed)");
     if (operationType !== "insert" && operationType !== "update" && operationType !== "replace" && operationType !== "delete") {
       throw new StoreError(`unexpected change stream event ${operationType}`);
     }
@@ -297,42 +263,58 @@ class MongoBackedChangeStream<T extends Doc> implements ChangeStream<T> {
   }
 }
 
-function translateStreamError(error: unknown): unknown {
-  if (error instanceof MongoServerError && typeof error.code === "number" && HISTORY_LOST.has(error.code)) {
-    return new ChangeStreamHistoryLostError("change stream cannot resume: its position is no longer in the oplog", { cause: error });
-  }
-  if (isUnavailable(error)) return new StoreUnavailableError("MongoDB unavailable while reading a change stream", { cause: error });
-  return error;
+export interface MongoStoreOptions {
+  /** Called after the client closed (stops a server-started mongod). */
+  onClose?: () => Promise<void>;
+  /**
+   * The time bound of one store call (--store-timeout-ms): commands carry it
+   * as maxTimeMS, majority writes as wtimeout, and server selection and
+   * connection checkout give up after it.
+   */
+  timeoutMs?: number;
+  /** What the start-up log says about durability (default: a replica set's majority writes). */
+  durability?: Durability;
 }
+
+export const REPLICA_SET_DURABILITY: Durability = {
+  durable: true,
+  description: "MongoDB replica set, writes acknowledged by a majority (journaled), majority reads",
+};
 
 export class MongoStore implements Store {
   readonly backend = "mongo" as const;
-  readonly durability: Durability = {
-    durable: true,
-    description: "MongoDB replica set, writes acknowledged by a majority (journaled), majority reads",
-  };
+  readonly durability: Durability;
   private readonly db: Db;
 
   private constructor(
     private readonly client: MongoClient,
     databaseName: string,
-    private readonly onClose?: () => Promise<void>,
+    private readonly options: MongoStoreOptions & { timeoutMs: number },
   ) {
     this.db = client.db(databaseName);
+    this.durability = options.durability ?? REPLICA_SET_DURABILITY;
   }
 
   /**
    * Connects and checks that the deployment can serve Mailroom (a replica set
    * or sharded cluster: change streams need one).
    */
-  static async connect(uri: string, databaseName: string, options: { onClose?: () => Promise<void> } = {}): Promise<MongoStore> {
+  static async connect(uri: string, databaseName: string, options: MongoStoreOptions = {}): Promise<MongoStore> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+    // Driver 7 ignores `timeoutMS` (client-side operation timeouts were
+    // withdrawn), so the bound is made of the settings that still work; the
+    // engine's deadline (src/store/deadline.ts) cuts whatever they miss.
     const client = new MongoClient(uri, {
-      writeConcern: { w: "majority", journal: true },
+      writeConcern: { w: "majority", journal: true, wtimeoutMS: timeoutMs },
       readConcern: { level: "majority" },
       readPreference: "primary",
       ignoreUndefined: true,
       promoteBuffers: true,
-      serverSelectionTimeoutMS: 10_000,
+      serverSelectionTimeoutMS: Math.min(10_000, timeoutMs),
+      waitQueueTimeoutMS: timeoutMs,
+      // Above every server-side bound (maxTimeMS, then wtimeout, and a change
+      // stream's 1 s await), so it only fires on a connection that went silent.
+      socketTimeoutMS: 2 * timeoutMs + 5_000,
       appName: "mailroom",
     });
     try {
@@ -347,11 +329,11 @@ export class MongoStore implements Store {
       if (error instanceof StoreError) throw error;
       throw new StoreUnavailableError(`cannot connect to MongoDB: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
-    return new MongoStore(client, databaseName, options.onClose);
+    return new MongoStore(client, databaseName, { ...options, timeoutMs });
   }
 
   collection<T extends Doc>(name: string): Collection<T> {
-    return new MongoBackedCollection<T>(this.db.collection(name));
+    return new MongoBackedCollection<T>(this.db.collection(name), this.options.timeoutMs);
   }
 
   async watch<T extends Doc = Doc>(options: { collections?: string[]; match?: Record<string, unknown>[]; resumeAfter?: ResumeToken; fullDocument?: "default" | "updateLookup" } = {}): Promise<ChangeStream<T>> {
@@ -385,7 +367,16 @@ export class MongoStore implements Store {
 
   async close(): Promise<void> {
     await this.client.close();
-    await this.onClose?.();
+    await this.options.onClose?.();
+  }
+
+  /**
+   * MongoDB's winning plan for a find (filter, sort, limit): which index, and
+   * whether it sorts in memory. For tests and diagnostics.
+   */
+  async explainFind(collection: string, filter: Record<string, unknown>, options: FindOptions = {}): Promise<MongoDocument> {
+    const explained = await this.db.collection(collection).find(filter, findOptions(options)).explain("queryPlanner");
+    return (explained.queryPlanner as MongoDocument | undefined)?.winningPlan as MongoDocument;
   }
 
   /** Drops the database (tests only). */

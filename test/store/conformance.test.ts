@@ -6,13 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  type ChangeEvent,
   type ChangeStream,
   type Collection,
   type Doc,
   DuplicateKeyError,
   type Store,
 } from "../../src/store/port.js";
+import { take } from "../support/change-streams.js";
 import { storeBackends } from "../support/stores.js";
 
 interface Item extends Doc {
@@ -27,17 +27,6 @@ interface Item extends Doc {
   data?: Uint8Array;
   flag?: boolean;
   winner?: number;
-}
-
-/** Reads the next `count` changes (the test's timeout bounds the wait). */
-async function take<T extends Doc>(iterator: AsyncIterator<ChangeEvent<T>>, count: number): Promise<ChangeEvent<T>[]> {
-  const out: ChangeEvent<T>[] = [];
-  while (out.length < count) {
-    const next = await iterator.next();
-    if (next.done) throw new Error(`change stream ended after ${out.length} of ${count} changes`);
-    out.push(next.value);
-  }
-  return out;
 }
 
 describe.each(storeBackends())("storage port conformance: $name backend", (backend) => {

@@ -1699,6 +1699,7 @@ export const MailboxService: GenService<{
    * Add a dispatch to its thread, stamped with the thread's current epoch.
    * A dedupe_key already used in the thread returns the original dispatch
    * with deduplicated = true and changes nothing.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Enqueue
    */
@@ -1711,6 +1712,7 @@ export const MailboxService: GenService<{
    * Enqueue up to 500 dispatches in one call. The whole batch is validated
    * first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
    * enqueued. Each entry is then deduplicated on its own.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.EnqueueBatch
    */
@@ -1723,6 +1725,7 @@ export const MailboxService: GenService<{
    * Claim up to `limit` claimable dispatches: QUEUED, available_at passed,
    * of their thread's current epoch, in threads with no CLAIMED dispatch;
    * highest priority first, then oldest. At most one per thread.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Claim
    */
@@ -1735,6 +1738,7 @@ export const MailboxService: GenService<{
    * Claim one named dispatch. Not claimable gets FAILED_PRECONDITION with
    * reason DISPATCH_NOT_QUEUED, DISPATCH_NOT_AVAILABLE, THREAD_HAS_CLAIM or
    * DISPATCH_EPOCH_STALE.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ClaimDispatch
    */
@@ -1745,6 +1749,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Complete a claimed dispatch: CLAIMED -> ACKED.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Ack
    */
@@ -1756,6 +1761,7 @@ export const MailboxService: GenService<{
   /**
    * Ack up to 500 dispatches in one call; each entry succeeds or fails on
    * its own.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckBatch
    */
@@ -1766,6 +1772,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Record the run instance a worker started for its claim.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.RecordDispatchStart
    */
@@ -1777,6 +1784,7 @@ export const MailboxService: GenService<{
   /**
    * Record how the run ended (status, termination, response, error). Does
    * not change the dispatch status; Ack, Nack or DeadLetter does.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.RecordRunResult
    */
@@ -1789,6 +1797,7 @@ export const MailboxService: GenService<{
    * Give a claimed dispatch back for retry at retry_at (or after delay):
    * CLAIMED -> QUEUED; CLAIMED -> DEAD_LETTER once attempt_count has reached
    * max_attempts. The error is kept in last_error.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Nack
    */
@@ -1799,6 +1808,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Give up on a claimed dispatch: CLAIMED -> DEAD_LETTER.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.DeadLetter
    */
@@ -1810,6 +1820,7 @@ export const MailboxService: GenService<{
   /**
    * Cancel a QUEUED or CLAIMED dispatch: -> CANCELLED. A dispatch already
    * terminal is returned unchanged (changed = false).
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Cancel
    */
@@ -1823,6 +1834,7 @@ export const MailboxService: GenService<{
    * whether the thread was interrupted meanwhile; a cancelled or superseded
    * dispatch gets FAILED_PRECONDITION with reason DISPATCH_CANCELLED or
    * DISPATCH_SUPERSEDED, so a worker that only heartbeats learns to stop.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ExtendLease
    */
@@ -1835,6 +1847,7 @@ export const MailboxService: GenService<{
    * Interrupt a thread: bump its epoch, supersede its QUEUED dispatches of
    * older epochs, and return the new epoch and the active (CLAIMED) dispatch,
    * which the caller may then cancel, supersede or let finish.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Interrupt
    */
@@ -1845,6 +1858,7 @@ export const MailboxService: GenService<{
   },
   /**
    * The current epoch of a thread (0 for a thread never seen).
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.GetDispatchEpoch
    */
@@ -1855,6 +1869,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Supersede a claimed dispatch: CLAIMED -> SUPERSEDED, with a reason.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.SupersedeClaimed
    */
@@ -1865,6 +1880,7 @@ export const MailboxService: GenService<{
   },
   /**
    * One dispatch by id.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.GetDispatch
    */
@@ -1875,6 +1891,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Dispatches of a thread (or of all threads), oldest first, by status.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListDispatches
    */
@@ -1885,6 +1902,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Counts of dispatches by status.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.CountDispatches
    */
@@ -1895,6 +1913,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Terminal dispatches, most recently completed first.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListTerminalDispatches
    */
@@ -1906,6 +1925,7 @@ export const MailboxService: GenService<{
   /**
    * Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
    * their attempts are spent). A background sweeper does this too.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.ReclaimExpiredLeases
    */
@@ -1917,6 +1937,7 @@ export const MailboxService: GenService<{
   /**
    * Delete terminal dispatches completed before a time. A retention sweeper
    * does this too. Deleting a dispatch releases its dedupe_key.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.PurgeTerminal
    */
@@ -1927,6 +1948,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Threads that have a dispatch Claim could return now.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListQueuedThreads
    */
@@ -1939,6 +1961,7 @@ export const MailboxService: GenService<{
    * Server stream of signals, one each time a dispatch becomes claimable, so
    * workers never poll. Signals are hints: after (re)connecting, and after
    * the first frame (a heartbeat), call Claim once to pick up earlier work.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.WatchDispatchSignals
    */
@@ -1952,6 +1975,7 @@ export const MailboxService: GenService<{
    * heartbeat: from then on DeliverLive to the target reports DELIVERED.
    * Commands not acked with AckLiveCommand are sent again when a channel for
    * the target is opened again, for up to 10 minutes after they were sent.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.OpenLiveChannel
    */
@@ -1962,6 +1986,7 @@ export const MailboxService: GenService<{
   },
   /**
    * The receiver's receipt for one live command; it is not sent again.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckLiveCommand
    */
@@ -1974,6 +1999,7 @@ export const MailboxService: GenService<{
    * Send a live command to a running run: DELIVERED when a live channel for
    * the target is open on any server instance, NO_SUBSCRIBER otherwise (and
    * then nothing is stored).
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.DeliverLive
    */

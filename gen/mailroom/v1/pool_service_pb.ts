@@ -903,6 +903,7 @@ export const PoolService: GenService<{
    * Open a pool with a config, or re-open it with the same config. A
    * different config for an existing pool gets FAILED_PRECONDITION
    * (POOL_CONFIG_CONFLICT).
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.PoolService.OpenPool
    */
@@ -914,6 +915,7 @@ export const PoolService: GenService<{
   /**
    * The pool's snapshot: members, topics, config, recent messages, pending
    * wakes and cursor.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.GetPool
    */
@@ -925,6 +927,7 @@ export const PoolService: GenService<{
   /**
    * Add a run (or update its topics and policies). The first join marks the
    * pool created (event AGENT_POOL_CREATED).
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.JoinRun
    */
@@ -935,6 +938,7 @@ export const PoolService: GenService<{
   },
   /**
    * Remove a run. A non-member gets FAILED_PRECONDITION (RUN_NOT_MEMBER).
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.LeaveRun
    */
@@ -945,6 +949,7 @@ export const PoolService: GenService<{
   },
   /**
    * The pool's members.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ListMembers
    */
@@ -957,6 +962,7 @@ export const PoolService: GenService<{
    * Send a message. A repeated idempotency key returns the first receipt.
    * Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
    * DELIVERED to the sorted, deduplicated recipients.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.Send
    */
@@ -968,6 +974,7 @@ export const PoolService: GenService<{
   /**
    * Reply to a message (reply_to). When the original's response contract has
    * its expected replies it becomes RESPONDED.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.Respond
    */
@@ -980,6 +987,7 @@ export const PoolService: GenService<{
    * Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
    * NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
    * CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.CancelMessage
    */
@@ -991,6 +999,7 @@ export const PoolService: GenService<{
   /**
    * Server stream of the messages delivered to one run (its inbox), after a
    * cursor, then live.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ReceiveMessages
    */
@@ -1002,6 +1011,7 @@ export const PoolService: GenService<{
   /**
    * Register a wake condition for a run. Timeout 0 times out at once; an
    * event after `after` that matches triggers it.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.SuspendUntil
    */
@@ -1012,6 +1022,7 @@ export const PoolService: GenService<{
   },
   /**
    * The current registration of a wake condition.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.PollWake
    */
@@ -1022,6 +1033,7 @@ export const PoolService: GenService<{
   },
   /**
    * Cancel a REGISTERED wake condition; a terminal one is returned unchanged.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.CancelWake
    */
@@ -1033,6 +1045,7 @@ export const PoolService: GenService<{
   /**
    * Server stream that sends the registration as it is, and once more when
    * it leaves REGISTERED, then ends.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.AwaitWake
    */
@@ -1043,6 +1056,7 @@ export const PoolService: GenService<{
   },
   /**
    * Server stream of the pool's records after a cursor, then live.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.WatchPool
    */

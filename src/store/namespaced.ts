@@ -28,6 +28,7 @@
  * update, an update pipeline) is refused with NamespaceScopeError rather than
  * passed through: nothing reaches the underlying store unscoped.
  */
+import { DEFAULT_NAMESPACE } from "../domain/auth/namespaces.js";
 import {
   type ChangeEvent,
   type ChangeStream,
@@ -51,7 +52,7 @@ import {
 /** The field every document written through a NamespacedStore carries. */
 export const NAMESPACE_FIELD = "ns";
 /** The namespace whose `_id`s are stored unqualified (see the module comment). */
-export const DEFAULT_NAMESPACE = "default";
+export { DEFAULT_NAMESPACE };
 const SEPARATOR = "\u0001";
 
 /** A call this view cannot scope to its namespace; a bug in the caller, never in the data. */

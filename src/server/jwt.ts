@@ -15,6 +15,14 @@ import { errorWithDetail } from "./errors.js";
 /** Asymmetric only: a shared-secret key in a published key set would let anyone who can read it mint tokens. */
 const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
 
+/**
+ * Verified tokens are remembered (a signature check costs ~0.2 ms, more than
+ * the rest of a call's admission) for at most this long and never past their
+ * exp; a reload starts afresh, with a new verifier.
+ */
+const REMEMBER_MS = 60_000;
+const REMEMBERED_TOKENS = 1024;
+
 /** Three base64url parts: what a compact JWS looks like. */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
@@ -40,6 +48,7 @@ export function checkKeySet(value: unknown): JSONWebKeySet {
 
 export class JwtVerifier {
   private readonly keys: JWTVerifyGetKey;
+  private readonly verified = new Map<string, { principal: Principal; until: number }>();
 
   constructor(
     private readonly settings: JwtSettings,
@@ -50,6 +59,10 @@ export class JwtVerifier {
 
   /** @throws ConnectError UNAUTHENTICATED with reason TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_CLAIM_INVALID. */
   async verify(token: string): Promise<Principal> {
+    const now = Date.now();
+    const known = this.verified.get(token);
+    if (known && known.until > now) return known.principal;
+    this.verified.delete(token);
     let claims: Record<string, unknown>;
     try {
       ({ payload: claims } = await jwtVerify(token, this.keys, {
@@ -64,7 +77,13 @@ export class JwtVerifier {
     }
     const outcome = principalFromClaims(claims, this.settings);
     if ("problem" in outcome) throw claimRefusal(outcome.claim, outcome.problem);
+    this.remember(token, outcome.principal, Math.min(now + REMEMBER_MS, Number(claims.exp) * 1000));
     return outcome.principal;
+  }
+
+  private remember(token: string, principal: Principal, until: number): void {
+    if (this.verified.size >= REMEMBERED_TOKENS) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, { principal, until });
   }
 }
 

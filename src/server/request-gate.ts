@@ -22,6 +22,7 @@ import type { Authenticator } from "./auth.js";
 import { errorWithDetail } from "./errors.js";
 import type { NamespaceLimiter } from "./namespace-limits.js";
 import { principalKey } from "./principal.js";
+import type { StreamCredentials } from "./stream-credentials.js";
 
 const PARSE_FAILURE = "parse binary:";
 
@@ -62,9 +63,10 @@ export function authorize(principal: Principal, required: Requirement, what: str
 export interface GateDeps {
   auth: Authenticator;
   limiter: NamespaceLimiter;
+  streams: StreamCredentials;
 }
 
-export function requestGate({ auth, limiter }: GateDeps): (context: HandlerContext) => Promise<void> {
+export function requestGate({ auth, limiter, streams }: GateDeps): (context: HandlerContext) => Promise<void> {
   return async (context) => {
     correctParseFailures(context);
     const procedure = `${context.service.typeName}/${context.method.name}`;
@@ -75,7 +77,10 @@ export function requestGate({ auth, limiter }: GateDeps): (context: HandlerConte
       authorize(principal, required, procedure);
       const limits = auth.limitsOf(principal.namespace);
       if (required !== "none") limiter.takeRequest(principal.namespace, limits.requestsPerSecond);
-      if (context.method.methodKind !== "unary") limiter.openStream(principal.namespace, limits.maxOpenStreams, context.signal);
+      if (context.method.methodKind !== "unary") {
+        limiter.openStream(principal.namespace, limits.maxOpenStreams, context.signal);
+        if (auth.required) streams.track(context, principal);
+      }
       context.values.set(principalKey, principal);
     } else if (context.method.methodKind !== "unary") {
       limiter.openStream(undefined, undefined, context.signal);

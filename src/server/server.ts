@@ -12,6 +12,7 @@ import { Authenticator, authSourceOf } from "./auth.js";
 import { claimTokenInterceptor } from "./claim-tokens.js";
 import { NamespaceLimiter } from "./namespace-limits.js";
 import { requestGate, scrapeAccess } from "./request-gate.js";
+import { StreamCredentials } from "./stream-credentials.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
 import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
@@ -71,6 +72,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
   const metrics = new ServerMetrics(engine, (principal) => auth.namespaceLabel(principal));
+  const streams = new StreamCredentials();
   const connectHandler = connectNodeAdapter({
     routes: routes({ health, engine }),
     grpc: true,
@@ -81,7 +83,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
     interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger), claimTokenInterceptor()],
-    requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams) }),
+    requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams), streams }),
   });
   const handler = withMetricsEndpoint(connectHandler, metrics, logger, scrapeAccess(auth));
   await health.start();
@@ -120,7 +122,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     port: listener.port,
     health,
     engine,
-    reloadAuth: () => reloadAuth(auth, logger),
+    reloadAuth: () => reloadAuth(auth, streams, logger),
     close: () => (closing ??= close()),
   };
 }
@@ -149,7 +151,7 @@ function logAuthWarnings(auth: Authenticator, logger: Logger): void {
   }
 }
 
-async function reloadAuth(auth: Authenticator, logger: Logger): Promise<boolean> {
+async function reloadAuth(auth: Authenticator, streams: StreamCredentials, logger: Logger): Promise<boolean> {
   if (auth.source.kind !== "file") {
     logger.info("SIGHUP: no --auth-file to re-read");
     return true;
@@ -163,7 +165,11 @@ async function reloadAuth(auth: Authenticator, logger: Logger): Promise<boolean>
     );
     return false;
   }
-  logger.info({ auth_file: auth.source.path, principals: auth.principalCount, jwt: auth.verifiesJwts }, `auth file reloaded: ${auth.principalCount} principals`);
+  const ended = await streams.recheck(auth);
+  logger.info(
+    { auth_file: auth.source.path, principals: auth.principalCount, jwt: auth.verifiesJwts, streams_ended: ended },
+    `auth file reloaded: ${auth.principalCount} principals${ended > 0 ? `; ${ended} streams of revoked credentials ended` : ""}`,
+  );
   logAuthWarnings(auth, logger);
   return true;
 }

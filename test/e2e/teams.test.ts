@@ -159,6 +159,15 @@ describe("a server with an auth file of principals in two namespaces", () => {
       expect((await as("billing-observer").mailbox.countDispatches({ threadId: thread })).total).toBe(0n);
     });
 
+    it("a stream opened with a JWT ends with UNAUTHENTICATED (TOKEN_EXPIRED) when the JWT expires", async () => {
+      const jwt = await fixture.jwt(jwtClaims(), { expiresAt: Math.floor(Date.now() / 1000) + 2 });
+      const stream = clientsWith(server.url, jwt).events.subscribe({ scope: { case: "all", value: {} } })[Symbol.asyncIterator]();
+      const ended = await outcome(async () => {
+        for (let next = await stream.next(); !next.done; next = await stream.next());
+      });
+      expect(ended).toMatchObject({ code: Code.Unauthenticated, reason: ErrorReason.TOKEN_EXPIRED });
+    });
+
     it("Health needs no credentials, and a wrong one does not stop it", async () => {
       for (const bearer of [undefined, "wrong"]) expect(await outcome(() => clientsWith(server.url, bearer).health.check({}))).toBe("ok");
     });
@@ -315,9 +324,19 @@ describe("SIGHUP re-reads the auth file", () => {
       expect(failed.msg).toMatch(/AUTH FILE RELOAD FAILED.*not valid JSON/);
       expect(await count("newcomer")).toBe("ok");
 
-      await reload(fixture.file(base, { jwt: false }), reloaded);
+      const subscribe = (name: string) => clientsWith(server.url, fixture.token(name)).events.subscribe({ scope: { case: "all", value: {} } })[Symbol.asyncIterator]();
+      const [doomed, kept] = [subscribe("newcomer"), subscribe("keeper")];
+      await Promise.all([doomed.next(), kept.next()]); // both open
+      const removed = await reload(fixture.file(base, { jwt: false }), reloaded);
+      expect(removed.streams_ended).toBe(1);
       expect(await count("newcomer")).toMatchObject({ code: Code.Unauthenticated });
       expect(await count("keeper")).toBe("ok");
+      // The removed principal's open stream ends; the other one is left alone.
+      const ended = await outcome(async () => {
+        for (let next = await doomed.next(); !next.done; next = await doomed.next());
+      });
+      expect(ended).toMatchObject({ code: Code.Unauthenticated, reason: ErrorReason.UNAUTHENTICATED });
+      await kept.return?.(); // (streams_ended said it was not ended)
       expect(server.logs.filter((line) => /listening/.test(line.msg))).toHaveLength(1); // nothing restarted
     } finally {
       await server.stop();

@@ -10,6 +10,13 @@ export interface Principal {
   name: string;
   namespace: string;
   roles: ReadonlySet<Role>;
+  /** When the credential stops being valid (a JWT's exp, epoch ms); never when absent. */
+  expiresAt?: number;
+}
+
+/** Whether two principals grant the same: a stream admitted for one may go on under the other. */
+export function grantsSame(a: Principal, b: Principal): boolean {
+  return a.name === b.name && a.namespace === b.namespace && a.roles.size === b.roles.size && [...a.roles].every((role) => b.roles.has(role));
 }
 
 export interface ClaimNames {
@@ -34,5 +41,6 @@ export function principalFromClaims(claims: Readonly<Record<string, unknown>>, n
     return { claim: names.rolesClaim, problem: `the ${JSON.stringify(names.rolesClaim)} claim must be an array of role names` };
   }
   const subject = typeof claims.sub === "string" && claims.sub !== "" ? claims.sub : "(no sub)";
-  return { principal: { name: `jwt:${subject}`, namespace, roles: new Set(roles.filter(isRole)) } };
+  const expiresAt = typeof claims.exp === "number" ? claims.exp * 1000 : undefined;
+  return { principal: { name: `jwt:${subject}`, namespace, roles: new Set(roles.filter(isRole)), ...(expiresAt === undefined ? {} : { expiresAt }) } };
 }

@@ -1,7 +1,8 @@
 /**
  * `mailroom serve` (the default command): picks the store, starts the server,
  * says in its first log line where it listens and whether data is durable,
- * and shuts down gracefully on SIGTERM/SIGINT.
+ * shuts down gracefully on SIGTERM/SIGINT, and re-reads its auth file on
+ * SIGHUP.
  *
  * Exit codes: 0 after a graceful shutdown; 1 when it cannot start (the reason
  * in one line, no stack trace), on a second signal, or when shutdown failed.
@@ -42,6 +43,8 @@ async function serve(config: ServerConfig): Promise<void> {
   // Before the listening line: whoever reads it may signal at once, and
   // until a handler is installed SIGTERM kills the process outright.
   stopOnSignals(server, logger);
+  // Also before it: Node's default for SIGHUP is to exit.
+  process.on("SIGHUP", () => void server.reloadAuth());
   const { store, location, fallbackReason } = selected;
   // Before the listening line, so nobody sees "listening" without having seen this.
   if (fallbackReason) {

@@ -26,6 +26,9 @@ export interface ServerConfig {
   tlsCert: string | undefined;
   tlsKey: string | undefined;
   authToken: string | undefined;
+  authFile: string | undefined;
+  insecureNoAuth: boolean;
+  maxUnauthenticatedStreams: number;
   maxMessageBytes: number;
   maxDeadlineMs: number;
   maxConcurrentStreams: number;
@@ -55,6 +58,8 @@ interface Setting<T> {
   /** Overrides the derived environment variable name. */
   env?: string;
   choices?: readonly string[];
+  /** The value of the flag given without one; makes the value optional (a switch, `--flag` or `--flag false`). */
+  preset?: string;
   /** Turns the flag's or variable's text into the value; throws ConfigError saying what is wrong. */
   parse: (raw: string) => T;
 }
@@ -107,6 +112,19 @@ function bearerToken(raw: string): string {
     throw new ConfigError("must be non-empty printable ASCII without spaces (unset it to turn authentication off)");
   }
   return raw;
+}
+
+function bool(raw: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (["true", "1", "yes"].includes(value)) return true;
+  if (["false", "0", "no", ""].includes(value)) return false;
+  throw new ConfigError("must be true or false");
+}
+
+/** Addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^(::ffff:)?127(\.\d{1,3}){3}$/.test(bare);
 }
 
 const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
@@ -185,9 +203,32 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     value: "<token>",
     default: undefined,
     meaning:
-      "When set, every call except grpc.health.v1.Health needs `authorization: Bearer <token>`. " +
+      "When set, every call except grpc.health.v1.Health needs `authorization: Bearer <token>`; its holder is admin of namespace `default`. " +
       "Prefer the environment variable: command lines are visible to other users.",
     parse: bearerToken,
+  },
+  authFile: {
+    value: "<path>",
+    default: undefined,
+    meaning:
+      "JSON file of principals (bearer tokens as SHA-256 hashes, each with a namespace and roles), optional JWT verification and per-namespace limits; " +
+      "see README \"Teams\". Re-read on SIGHUP. Not with `--auth-token`.",
+    parse: nonEmpty,
+  },
+  insecureNoAuth: {
+    value: "[bool]",
+    preset: "true",
+    default: false,
+    meaning:
+      "Serve callers without credentials (all of them admin of namespace `default`) on a non-loopback `--host`. " +
+      "Without it, no `--auth-file`/`--auth-token` means loopback only.",
+    parse: bool,
+  },
+  maxUnauthenticatedStreams: {
+    value: "<number>",
+    default: 16,
+    meaning: "With authentication on: server streams (Health.Watch) open at once, in all, by callers without valid credentials.",
+    parse: integer(0, MAX_UINT32),
   },
   maxMessageBytes: {
     value: "<bytes>",
@@ -270,6 +311,17 @@ export function validateServerConfig(config: ServerConfig): ServerConfig {
     const [given, missing] = config.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
     throw new ConfigError(`${given} needs ${missing} too: give both (TLS) or neither (cleartext)`);
   }
+  if (config.authToken !== undefined && config.authFile !== undefined) {
+    throw new ConfigError("--auth-token and --auth-file: give one (the file can hold the token's hash as an admin principal of namespace default)");
+  }
+  const authenticated = config.authToken !== undefined || config.authFile !== undefined;
+  if (authenticated && config.insecureNoAuth) throw new ConfigError("--insecure-no-auth contradicts --auth-token/--auth-file: give one or the other");
+  if (!authenticated && !config.insecureNoAuth && !isLoopback(config.host)) {
+    throw new ConfigError(
+      `--host ${config.host} is reachable from other machines and no authentication is configured: give --auth-file (or --auth-token), ` +
+        "or --insecure-no-auth to let every caller in as admin of namespace default",
+    );
+  }
   return config;
 }
 
@@ -283,6 +335,7 @@ export function serverConfigOptions(): Option[] {
   return keys.map((key) => {
     const setting: Setting<unknown> = settings[key];
     const option = new Option(`${flagOf(key)} ${setting.value}`, setting.meaning).env(envOf(key));
+    if (setting.preset !== undefined) option.preset(setting.preset);
     if (setting.choices) option.choices(setting.choices);
     else option.argParser((raw: string) => parseOrExplain(setting, raw));
     if (setting.default !== undefined) option.default(setting.default, setting.defaultText);

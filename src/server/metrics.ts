@@ -5,36 +5,44 @@
  * being matched), plus Node's process metrics.
  *
  * Labels are bounded: procedures are the contract's methods and codes are
- * gRPC's; no id ever becomes a label.
+ * gRPC's; namespaces are those the configuration names (others, which only
+ * JWTs can bring, share the label `_other`; callers without credentials are
+ * `_none`); no id ever becomes a label.
  */
 import type { Interceptor } from "@connectrpc/connect";
+import type { Principal } from "../domain/auth/principal.js";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Engine } from "../engine/engine.js";
 import type { Logger } from "../log.js";
 import type { StoreOperationCounts } from "../store/counting.js";
 import { observeCall } from "./interceptors.js";
-import { bearerTokenMatches } from "./auth.js";
 import type { NodeHandlerFn } from "./listener.js";
+import { principalKey } from "./principal.js";
 
 export const METRICS_PATH = "/metrics";
 
 export class ServerMetrics {
   readonly registry = new Registry();
-  private readonly calls: Counter<"procedure" | "code">;
-  private readonly duration: Histogram<"procedure">;
-  private readonly streams: Gauge<"procedure">;
+  private readonly calls: Counter<"procedure" | "code" | "namespace">;
+  private readonly duration: Histogram<"procedure" | "namespace">;
+  private readonly streams: Gauge<"procedure" | "namespace">;
 
-  constructor(engine: Engine, storeOperations?: StoreOperationCounts) {
+  /** `namespaceLabel` maps a caller to a bounded label. */
+  constructor(
+    engine: Engine,
+    private readonly namespaceLabel: (principal: Principal | undefined) => string,
+    storeOperations?: StoreOperationCounts,
+  ) {
     collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
-    this.calls = new Counter({ name: "mailroom_rpc_calls_total", help: "RPCs that ended, by procedure and status code.", labelNames: ["procedure", "code"], registers: [this.registry] });
+    this.calls = new Counter({ name: "mailroom_rpc_calls_total", help: "RPCs that ended, by procedure, status code and namespace.", labelNames: ["procedure", "code", "namespace"], registers: [this.registry] });
     this.duration = new Histogram({
       name: "mailroom_rpc_duration_seconds",
       help: "Time from request to response of unary RPCs (long polls included).",
-      labelNames: ["procedure"],
+      labelNames: ["procedure", "namespace"],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
-    this.streams = new Gauge({ name: "mailroom_open_streams", help: "Server streams open now, by procedure.", labelNames: ["procedure"], registers: [this.registry] });
+    this.streams = new Gauge({ name: "mailroom_open_streams", help: "Server streams open now, by procedure and namespace.", labelNames: ["procedure", "namespace"], registers: [this.registry] });
     new Gauge({
       name: "mailroom_journal_position",
       help: "The journal position this instance has delivered to its subscribers (every event up to it).",
@@ -56,14 +64,19 @@ export class ServerMetrics {
 
   /** Counts every call when it ends; times unary calls; tracks open streams. */
   interceptor(): Interceptor {
-    return observeCall((call) => {
-      if (call.stream) this.streams.inc({ procedure: call.procedure });
-      return ({ code, seconds }) => {
-        this.calls.inc({ procedure: call.procedure, code });
-        if (call.stream) this.streams.dec({ procedure: call.procedure });
-        else this.duration.observe({ procedure: call.procedure }, seconds);
-      };
-    });
+    return (next) => (request) => {
+      const namespace = this.namespaceLabel(request.contextValues.get(principalKey));
+      const observed = observeCall((call) => {
+        const labels = { procedure: call.procedure, namespace };
+        if (call.stream) this.streams.inc(labels);
+        return ({ code, seconds }) => {
+          this.calls.inc({ procedure: call.procedure, code, namespace });
+          if (call.stream) this.streams.dec(labels);
+          else this.duration.observe(labels, seconds);
+        };
+      });
+      return observed(next)(request);
+    };
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
@@ -86,12 +99,15 @@ function registerStoreOperations(registry: Registry, counts: StoreOperationCount
   });
 }
 
+/** Whether a scraper may read the metrics: 200, 401 (no valid credentials) or 403 (not an observer). */
+export type ScrapeAccess = (authorization: string | undefined) => Promise<200 | 401 | 403>;
+
 /**
  * Answers `GET /metrics` (HTTP/1.1 or HTTP/2) and hands every other request
- * to the RPC handler. With an auth token, scrapers send it too.
+ * to the RPC handler. With authentication on, scrapers send a bearer token
+ * of a principal with the observer role.
  */
-export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetrics, logger: Logger, authToken?: string): NodeHandlerFn {
-  const authorized = authToken === undefined ? () => true : bearerTokenMatches(authToken);
+export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetrics, logger: Logger, access: ScrapeAccess): NodeHandlerFn {
   return (request, response) => {
     if (pathOf(request.url) !== METRICS_PATH) return handler(request, response);
     if (request.method !== "GET") {
@@ -99,23 +115,30 @@ export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetri
       response.end();
       return;
     }
-    if (!authorized(request.headers.authorization)) {
-      response.writeHead(401, { "www-authenticate": "Bearer" });
+    access(request.headers.authorization).then((status) => {
+      if (status === 200) return serveMetrics(metrics, response, logger);
+      response.writeHead(status, status === 401 ? { "www-authenticate": "Bearer" } : {});
       response.end();
-      return;
-    }
-    metrics.render().then(
-      ({ contentType, body }) => {
-        response.writeHead(200, { "content-type": contentType });
-        response.end(body);
-      },
-      (error: unknown) => {
-        logger.warn({ error: error instanceof Error ? error.message : String(error) }, "could not render metrics");
-        response.writeHead(500);
-        response.end();
-      },
-    );
+    }, (error: unknown) => {
+      logger.warn({ error: error instanceof Error ? error.message : String(error) }, "could not authorize a metrics scrape");
+      response.writeHead(500);
+      response.end();
+    });
   };
+}
+
+function serveMetrics(metrics: ServerMetrics, response: Parameters<NodeHandlerFn>[1], logger: Logger): void {
+  metrics.render().then(
+    ({ contentType, body }) => {
+      response.writeHead(200, { "content-type": contentType });
+      response.end(body);
+    },
+    (error: unknown) => {
+      logger.warn({ error: error instanceof Error ? error.message : String(error) }, "could not render metrics");
+      response.writeHead(500);
+      response.end();
+    },
+  );
 }
 
 /** The path of a request target, without its query (`/metrics?name[]=x` is still /metrics). */

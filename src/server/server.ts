@@ -9,7 +9,11 @@ import type { Logger } from "../log.js";
 import type { Store } from "../store/port.js";
 import { CountingStore, StoreOperationCounts } from "../store/counting.js";
 import { Engine, type EngineOptions } from "../engine/engine.js";
-import { requestGate } from "./request-gate.js";
+import { Authenticator, authSourceOf } from "./auth.js";
+import { claimTokenInterceptor } from "./claim-tokens.js";
+import { NamespaceLimiter } from "./namespace-limits.js";
+import { requestGate, scrapeAccess } from "./request-gate.js";
+import { StreamCredentials } from "./stream-credentials.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
 import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
@@ -37,6 +41,12 @@ export interface RunningServer {
   readonly health: HealthMonitor;
   readonly engine: Engine;
   /**
+   * Re-reads the auth file (SIGHUP): new principals work, removed ones stop
+   * working, nothing else restarts. A bad file keeps the previous principals;
+   * either way the outcome is logged. Resolves false when the file was refused.
+   */
+  reloadAuth(): Promise<boolean>;
+  /**
    * Graceful shutdown, idempotent: health goes NOT_SERVING, no new
    * connections, open streams end with UNAVAILABLE (reason SHUTTING_DOWN),
    * unary calls get up to `shutdownGraceMs` to finish, then connections are
@@ -54,6 +64,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const storeOperations = new StoreOperationCounts();
   const store = new CountingStore(deps.store, storeOperations);
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
+  const auth = await Authenticator.start(authSourceOf(config));
   const engine = await Engine.start(store, {
     log: logger,
     ...deps.engine,
@@ -65,7 +76,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const metrics = new ServerMetrics(engine, storeOperations);
+  const metrics = new ServerMetrics(engine, (principal) => auth.namespaceLabel(principal), storeOperations);
+  const streams = new StreamCredentials();
   const connectHandler = connectNodeAdapter({
     routes: routes({ health, engine }),
     grpc: true,
@@ -75,10 +87,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
-    interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger)],
-    requestGate: requestGate(config.authToken),
+    interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger), claimTokenInterceptor()],
+    requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams), streams }),
   });
-  const handler = withMetricsEndpoint(connectHandler, metrics, logger, config.authToken);
+  const handler = withMetricsEndpoint(connectHandler, metrics, logger, scrapeAccess(auth));
   await health.start();
   const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };
   let listener;
@@ -89,6 +101,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     await engine.stop();
     throw error;
   }
+  logAuth(auth, logger);
   const scheme = listener.secure ? "https" : "http";
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
 
@@ -114,8 +127,56 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     port: listener.port,
     health,
     engine,
+    reloadAuth: () => reloadAuth(auth, streams, logger),
     close: () => (closing ??= close()),
   };
+}
+
+function logAuth(auth: Authenticator, logger: Logger): void {
+  const { source } = auth;
+  if (source.kind === "none") {
+    logger.info({ auth: "none" }, "authentication off: every caller is admin of namespace default (give --auth-file to name principals)");
+  } else if (source.kind === "token") {
+    logger.info({ auth: "token" }, "authentication: --auth-token (its holder is admin of namespace default)");
+  } else {
+    logger.info({ auth: "file", auth_file: source.path, principals: auth.principalCount, jwt: auth.verifiesJwts }, `authentication: ${auth.principalCount} principals from ${source.path}${auth.verifiesJwts ? ", and JWTs" : ""}`);
+  }
+  logAuthWarnings(auth, logger);
+}
+
+function logAuthWarnings(auth: Authenticator, logger: Logger): void {
+  if (auth.manyNamespaces) {
+    logger.warn(
+      { isolation: false },
+      "NAMESPACES ARE NOT ISOLATED YET: roles, limits and claim-token secrecy hold per principal, but principals of different namespaces share threads, dispatches, pools and events until the engine is namespaced",
+    );
+  }
+  if (auth.limitsQueuedDispatches) {
+    logger.warn({ limit: "max_queued_dispatches" }, "the auth file sets max_queued_dispatches, which this version does not enforce yet (it needs namespaces in the mailbox engine)");
+  }
+}
+
+async function reloadAuth(auth: Authenticator, streams: StreamCredentials, logger: Logger): Promise<boolean> {
+  if (auth.source.kind !== "file") {
+    logger.info("SIGHUP: no --auth-file to re-read");
+    return true;
+  }
+  try {
+    await auth.reload();
+  } catch (error) {
+    logger.error(
+      { auth_file: auth.source.path, error: error instanceof Error ? error.message : String(error) },
+      `AUTH FILE RELOAD FAILED, the previous principals stay in force: ${error instanceof Error ? error.message : String(error)}`,
+    );
+    return false;
+  }
+  const ended = await streams.recheck(auth);
+  logger.info(
+    { auth_file: auth.source.path, principals: auth.principalCount, jwt: auth.verifiesJwts, streams_ended: ended },
+    `auth file reloaded: ${auth.principalCount} principals${ended > 0 ? `; ${ended} streams of revoked credentials ended` : ""}`,
+  );
+  logAuthWarnings(auth, logger);
+  return true;
 }
 
 async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffer; key: Buffer }> {

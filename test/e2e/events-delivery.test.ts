@@ -12,7 +12,7 @@
 import type { EventCursor } from "../../gen/mailroom/v1/event_pb.js";
 import { EventFamily, EventFrameKind, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createMailroomClients } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import { type EnvelopeInit, publish, type SubscribeInit, within } from "../support/events.js";
 import { type GrpcJsCursor, type GrpcJsFrame, grpcJsEvents } from "../support/events-grpc-js.js";
 import { isolated, ms, uid } from "../support/mailbox.js";
@@ -104,7 +104,7 @@ const frameKinds: Record<number, SeenFrame["kind"]> = {
 
 /** Subscribe through a generated client; each connection is dropped one of three ways. */
 function connectSubscriber(url: string, protocol: Exclude<Protocol, "grpc-js">, scope: SubscriberSpec["scope"], random: () => number) {
-  let clients = createMailroomClients({ baseUrl: url, protocol });
+  let clients = testClients({ baseUrl: url, protocol });
   return {
     open(after: unknown): Connection {
       const controller = new AbortController();
@@ -131,7 +131,7 @@ function connectSubscriber(url: string, protocol: Exclude<Protocol, "grpc-js">, 
           } else if (how < 2 / 3) {
             // Drop the whole connection; the next call connects again.
             clients.close();
-            clients = createMailroomClients({ baseUrl: url, protocol });
+            clients = testClients({ baseUrl: url, protocol });
           }
           // Otherwise just stop iterating, which also cancels the call.
           void iterator.return?.().catch(() => undefined);
@@ -322,7 +322,7 @@ async function runScenario(server: ServerProcess): Promise<Scenario> {
       }),
     );
     const publishing = Array.from({ length: PUBLISHERS }, async (_, p) => {
-      const clients = createMailroomClients({ baseUrl: server.url, protocol: PUBLISHER_PROTOCOLS[p % PUBLISHER_PROTOCOLS.length] as Exclude<Protocol, "grpc-js"> });
+      const clients = testClients({ baseUrl: server.url, protocol: PUBLISHER_PROTOCOLS[p % PUBLISHER_PROTOCOLS.length] as Exclude<Protocol, "grpc-js"> });
       try {
         const published: Published[] = [];
         for (let i = 0; i < EVENTS_PER_PUBLISHER; i++) {

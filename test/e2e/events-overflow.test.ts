@@ -17,7 +17,7 @@ import {
   EventOverflowReason,
   SubscriberOverflowPolicy as Policy,
 } from "../../gen/mailroom/v1/event_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import {
   type Events,
   EventStream,
@@ -59,7 +59,7 @@ describe.each(serverBackends())("EventService overflow policies on the $name bac
      * it reads nothing until the test asks for the next frame.
      */
     async function pausedSubscriber(runId: string, queue: SubscribeInit["queue"]): Promise<EventStream> {
-      const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+      const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
       const stream = new EventStream(clients.events, { scope: runScope(runId), queue });
       onTestFinished(() => {
         stream.close();

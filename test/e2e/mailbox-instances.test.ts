@@ -11,7 +11,8 @@ import { RunDispatchStatus as Status } from "../../gen/mailroom/v1/dispatch_pb.j
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { LiveDeliveryOutcome as Outcome } from "../../gen/mailroom/v1/live_pb.js";
-import { createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { MailroomClients } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import { EVENTS, type JournalDoc } from "../../src/engine/journal/records.js";
 import { MongoStore } from "../../src/store/mongo/store.js";
 import type { Collection } from "../../src/store/port.js";
@@ -52,7 +53,7 @@ function sumReclaimed(lines: ReadonlyArray<Record<string, unknown>>): number {
 }
 
 function clientsFor(one: string, two: string): { one: MailroomClients; two: MailroomClients } {
-  return { one: createMailroomClients({ baseUrl: one, protocol: "grpc" }), two: createMailroomClients({ baseUrl: two, protocol: "connect" }) };
+  return { one: testClients({ baseUrl: one, protocol: "grpc" }), two: testClients({ baseUrl: two, protocol: "connect" }) };
 }
 
 /** The behaviours of two instances sharing one store, however they were started. */

@@ -8,7 +8,7 @@ import { beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { DispatchSignalReason as Reason } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { LiveDeliveryOutcome as Outcome } from "../../gen/mailroom/v1/live_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import {
   ack,
   claimOne,
@@ -155,7 +155,7 @@ describe.each(serverBackends())("MailboxService streams on the $name backend", (
       beforeEach(() => emptyMailbox(producer));
 
       it("a worker loop that only watches signals and claims gets every job, each once", async () => {
-        const worker = createMailroomClients({ baseUrl: server().url, protocol });
+        const worker = testClients({ baseUrl: server().url, protocol });
         onTestFinished(() => worker.close());
         const got: string[] = [];
         /** Claims and acks until nothing is claimable: what a worker does on a signal. */

@@ -1,6 +1,7 @@
 /**
  * `GET /metrics` on the server's port: Prometheus text with every RPC by
- * procedure and code, open streams, and the instance's journal position;
+ * procedure, code and namespace (without authentication every caller is of
+ * namespace `default`), open streams, and the instance's journal position;
  * behind the bearer token when one is set.
  */
 import http2 from "node:http2";
@@ -19,7 +20,7 @@ async function scrape(url: string, headers: Record<string, string> = {}): Promis
   return { status: response.status, body: await response.text(), type: response.headers.get("content-type") };
 }
 
-const calls = (procedure: string, code: string) => `mailroom_rpc_calls_total{procedure="${procedure}",code="${code}"}`;
+const calls = (procedure: string, code: string) => `mailroom_rpc_calls_total{procedure="${procedure}",code="${code}",namespace="default"}`;
 
 describe("GET /metrics", () => {
   const server = useServerProcess();
@@ -45,7 +46,7 @@ describe("GET /metrics", () => {
   it("shows a server stream as open until it ends", async () => {
     const clients = createMailroomClients({ baseUrl: server().url, protocol: "connect" });
     onTestFinished(() => clients.close());
-    const open = 'mailroom_open_streams{procedure="mailroom.v1.EventService/Subscribe"}';
+    const open = 'mailroom_open_streams{procedure="mailroom.v1.EventService/Subscribe",namespace="default"}';
     const abort = new AbortController();
     const stream = clients.events.subscribe({ scope: { case: "all", value: {} } }, { signal: abort.signal })[Symbol.asyncIterator]();
     await stream.next(); // the stream is registered once a frame arrives

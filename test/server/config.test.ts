@@ -41,6 +41,8 @@ describe("every flag has an environment variable of the same name", () => {
     ["--mongodb-uri", "mongodb://db:27017/?replicaSet=rs0", { mongodbUri: "mongodb://db:27017/?replicaSet=rs0" }],
     ["--max-message-bytes", "1024", { maxMessageBytes: 1024 }],
     ["--auth-token", "s3cret", { authToken: "s3cret" }],
+    ["--auth-file", "teams.json", { authFile: "teams.json" }],
+    ["--insecure-no-auth", "true", { insecureNoAuth: true }],
     ["--log-level", "debug", { logLevel: "debug" }],
   ] as const)("%s %s gives the same config as its environment variable", (flag, value, expected) => {
     const option = serverConfigOptions().find((candidate) => flagOf(candidate) === flag);
@@ -70,6 +72,9 @@ describe("defaults", () => {
       tlsCert: undefined,
       tlsKey: undefined,
       authToken: undefined,
+      authFile: undefined,
+      insecureNoAuth: false,
+      maxUnauthenticatedStreams: 16,
       maxMessageBytes: 4 * 1024 * 1024,
       maxDeadlineMs: 300_000,
       maxConcurrentStreams: 256,
@@ -98,6 +103,7 @@ describe("invalid values are refused with a message naming the option", () => {
     [["--auth-token", "has space"], /--auth-token/],
     [["--max-lease-ms", "0"], /--max-lease-ms/],
     [["--store-timeout-ms", "5"], /--store-timeout-ms.*must be an integer from 10/],
+    [["--insecure-no-auth", "maybe"], /--insecure-no-auth.*true or false/],
   ])("%j", (argv, message) => {
     expect(() => parse(argv)).toThrow(message);
   });
@@ -115,6 +121,32 @@ describe("invalid values are refused with a message naming the option", () => {
     [{ tlsCert: "cert.pem" }, /--tls-cert needs --tls-key/],
     [{ tlsKey: "key.pem" }, /--tls-key needs --tls-cert/],
   ])("refuses only one of --tls-cert and --tls-key: %j", (overrides, message) => {
+    expect(() => resolveServerConfig(overrides)).toThrow(message);
+  });
+});
+
+describe("authentication settings", () => {
+  it("--insecure-no-auth alone is a switch, and its variable can say false", () => {
+    expect(parse(["--insecure-no-auth"]).insecureNoAuth).toBe(true);
+    expect(parse([], { MAILROOM_INSECURE_NO_AUTH: "false" }).insecureNoAuth).toBe(false);
+    expect(parse([], { MAILROOM_INSECURE_NO_AUTH: "1" }).insecureNoAuth).toBe(true);
+  });
+
+  it.each(["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"])("serves %s (loopback) without authentication", (host) => {
+    expect(resolveServerConfig({ host }).host).toBe(host);
+  });
+
+  it.each(["0.0.0.0", "::", "10.0.0.5", "mailroom.internal"])("refuses %s (reachable from elsewhere) without authentication or --insecure-no-auth", (host) => {
+    expect(() => resolveServerConfig({ host })).toThrow(/reachable from other machines.*--auth-file.*--insecure-no-auth/);
+    expect(resolveServerConfig({ host, insecureNoAuth: true }).host).toBe(host);
+    expect(resolveServerConfig({ host, authFile: "teams.json" }).host).toBe(host);
+    expect(resolveServerConfig({ host, authToken: "t" }).host).toBe(host);
+  });
+
+  it.each([
+    [{ authToken: "t", authFile: "teams.json" }, /--auth-token and --auth-file: give one/],
+    [{ authFile: "teams.json", insecureNoAuth: true }, /--insecure-no-auth contradicts/],
+  ])("refuses contradictions: %j", (overrides, message) => {
     expect(() => resolveServerConfig(overrides)).toThrow(message);
   });
 });

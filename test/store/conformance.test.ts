@@ -7,7 +7,6 @@
 import { BSON } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  type ChangeEvent,
   type ChangeStream,
   type Collection,
   type Doc,
@@ -16,6 +15,7 @@ import {
   MAX_DOCUMENT_BYTES,
   type Store,
 } from "../../src/store/port.js";
+import { take } from "../support/change-streams.js";
 import { storeBackends } from "../support/stores.js";
 
 interface Item extends Doc {
@@ -36,17 +36,6 @@ interface Item extends Doc {
 function sized(id: string, bytes: number): Item {
   const overhead = BSON.calculateObjectSize({ _id: id, data: new Uint8Array(0) });
   return { _id: id, data: new Uint8Array(bytes - overhead) };
-}
-
-/** Reads the next `count` changes (the test's timeout bounds the wait). */
-async function take<T extends Doc>(iterator: AsyncIterator<ChangeEvent<T>>, count: number): Promise<ChangeEvent<T>[]> {
-  const out: ChangeEvent<T>[] = [];
-  while (out.length < count) {
-    const next = await iterator.next();
-    if (next.done) throw new Error(`change stream ended after ${out.length} of ${count} changes`);
-    out.push(next.value);
-  }
-  return out;
 }
 
 describe.each(storeBackends())("storage port conformance: $name backend", (backend) => {

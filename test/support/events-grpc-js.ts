@@ -6,6 +6,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { loadGrpcJsService } from "./grpc-js-mailbox.js";
+import { grpcJsClientOptions } from "./e2e-auth.js";
 
 const service = loadGrpcJsService("mailroom/v1/event_service.proto", "mailroom.v1.EventService");
 
@@ -31,7 +32,7 @@ export interface GrpcJsEvents {
 
 /** `target` is host:port (cleartext). */
 export function grpcJsEvents(target: string): GrpcJsEvents {
-  const client = new grpc.Client(target, grpc.credentials.createInsecure());
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), grpcJsClientOptions());
   const method = service.Subscribe as grpc.MethodDefinition<object, { frame: GrpcJsFrame | null }>;
   return {
     subscribe: (request) => client.makeServerStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, request),

@@ -15,6 +15,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { join } from "node:path";
 import { type ErrorDetail, ErrorDetailSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { repoRoot } from "./server-process.js";
+import { grpcJsClientOptions } from "./e2e-auth.js";
 
 /** A Mailroom service loaded from proto/, decoded as a client generated in another language would. */
 export function loadGrpcJsService(file: string, name: string): grpc.ServiceDefinition {
@@ -62,7 +63,7 @@ export interface GrpcJsMailbox {
 
 /** `target` is host:port (cleartext). */
 export function grpcJsMailbox(target: string): GrpcJsMailbox {
-  const client = new grpc.Client(target, grpc.credentials.createInsecure());
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), grpcJsClientOptions());
   return {
     call: <Reply>(name: string, request: object) => {
       const method = service[name] as grpc.MethodDefinition<object, Reply> | undefined;

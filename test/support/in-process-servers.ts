@@ -12,6 +12,7 @@ import { type RunningServer, startServer } from "../../src/server/server.js";
 import type { Store } from "../../src/store/port.js";
 import { type CapturedLog, captureLog } from "./log-capture.js";
 import type { StoreBackend } from "./stores.js";
+import { e2eAuth } from "./e2e-auth.js";
 
 export interface InProcessServers {
   servers: RunningServer[];
@@ -36,7 +37,7 @@ export function useInProcessServers(backend: StoreBackend, options: InProcessOpt
     for (let i = 1; i < (options.count ?? 1); i++) stores.push(await backend.reconnect(store));
     const logs = stores.map(() => captureLog(options.logLevel ?? "info"));
     const servers = await Promise.all(
-      stores.map((s, i) => startServer(resolveServerConfig({ port: 0 }), { store: s, logger: logs[i]!.logger, closeStore: false, engine: options.engine })),
+      stores.map((s, i) => startServer(resolveServerConfig({ port: 0, authFile: e2eAuth?.path }), { store: s, logger: logs[i]!.logger, closeStore: false, engine: options.engine })),
     );
     running = { servers, logs };
   });

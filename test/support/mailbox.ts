@@ -19,7 +19,8 @@ import type {
   OpenLiveChannelResponse,
   WatchDispatchSignalsResponse,
 } from "../../gen/mailroom/v1/mailbox_service_pb.js";
-import { type ClientProtocol, createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { ClientProtocol, MailroomClients } from "../../src/client/index.js";
+import { testClients } from "./e2e-auth.js";
 import type { ServerBackend } from "./server-process.js";
 
 export type Mailbox = Client<typeof MailboxService>;
@@ -63,7 +64,7 @@ function forwarding<T extends object>(current: () => T): T {
 export function useClients(url: () => string, protocol: ClientProtocol): MailroomClients {
   let clients: MailroomClients | undefined;
   beforeAll(() => {
-    clients = createMailroomClients({ baseUrl: url(), protocol });
+    clients = testClients({ baseUrl: url(), protocol });
   });
   afterAll(() => clients?.close());
   const current = (): MailroomClients => {

@@ -10,6 +10,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { errorDetailsOf, loadGrpcJsService } from "./grpc-js-mailbox.js";
+import { grpcJsClientOptions } from "./e2e-auth.js";
 
 const service = loadGrpcJsService("mailroom/v1/pool_service.proto", "mailroom.v1.PoolService");
 
@@ -33,7 +34,7 @@ export interface GrpcJsPools {
 
 /** `target` is host:port (cleartext). */
 export function grpcJsPools(target: string): GrpcJsPools {
-  const client = new grpc.Client(target, grpc.credentials.createInsecure());
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), grpcJsClientOptions());
   const call = <Reply>(name: string, request: object) =>
     new Promise<Reply>((resolve, reject) => {
       const method = service[name] as grpc.MethodDefinition<object, Reply>;

@@ -15,6 +15,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, inject } from "vitest";
+import { e2eAuthArgs } from "./e2e-auth.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -104,7 +105,8 @@ function spawnCli(options: StartOptions): ChildProcess {
   const entry = options.entry ?? ["--import", "tsx", "src/cli.ts"];
   // A free port unless the test chooses one (by flag or by environment).
   const port = options.args?.includes("--port") || options.env?.MAILROOM_PORT !== undefined ? [] : ["--port", "0"];
-  const child = spawn(process.execPath, [...entry, "serve", ...port, ...backend.args, ...(options.args ?? [])], {
+  const auth = e2eAuthArgs(options.args ?? [], options.env ?? {});
+  const child = spawn(process.execPath, [...entry, "serve", ...port, ...auth, ...backend.args, ...(options.args ?? [])], {
     cwd: repoRoot,
     env,
     stdio: ["ignore", "pipe", "pipe"],

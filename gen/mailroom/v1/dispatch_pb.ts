@@ -181,8 +181,9 @@ export type RunDispatch = Message<"mailroom.v1.RunDispatch"> & {
   lastError: string;
 
   /**
-   * The token of the current (or, for ACKED and DEAD_LETTER, the final) claim.
-   * Empty while QUEUED.
+   * The token of the claim. It is a secret of the worker that claimed: it
+   * is set only in the responses of Claim and ClaimDispatch, and empty in
+   * every other response, stream and event, whatever the caller's role.
    *
    * @generated from field: string claim_token = 13;
    */

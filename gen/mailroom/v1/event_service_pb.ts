@@ -388,6 +388,7 @@ export const EventService: GenService<{
    * Record an event a run emits (progress, lifecycle, custom). The server
    * assigns event_seq, recorded_at, family and journal_cursor. Idempotent by
    * event_id: a repeat returns the recorded event with deduplicated = true.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.Publish
    */
@@ -401,6 +402,7 @@ export const EventService: GenService<{
    * one CAUGHT_UP frame, then live events with no gap and no duplicate at the
    * seam; HEARTBEAT frames with the current cursor on idle streams. The first
    * frame is sent once the subscription is registered.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.Subscribe
    */
@@ -411,6 +413,7 @@ export const EventService: GenService<{
   },
   /**
    * Paged replay of the journal for a scope and cursor range.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.ListEvents
    */
@@ -428,6 +431,7 @@ export const EventService: GenService<{
    * recorded events with deduplicated = true; one mixing recorded and new
    * event_ids gets ALREADY_EXISTS naming the first recorded one, and
    * nothing is recorded.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.PublishBatch
    */

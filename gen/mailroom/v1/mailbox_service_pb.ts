@@ -1908,6 +1908,7 @@ export const MailboxService: GenService<{
    * Add a dispatch to its thread, stamped with the thread's current epoch.
    * A dedupe_key already used in the thread returns the original dispatch
    * with deduplicated = true and changes nothing.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Enqueue
    */
@@ -1920,6 +1921,7 @@ export const MailboxService: GenService<{
    * Enqueue up to 500 dispatches in one call. The whole batch is validated
    * first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
    * enqueued. Each entry is then deduplicated on its own.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.EnqueueBatch
    */
@@ -1932,6 +1934,7 @@ export const MailboxService: GenService<{
    * Claim up to `limit` claimable dispatches: QUEUED, available_at passed,
    * of their thread's current epoch, in threads with no CLAIMED dispatch;
    * highest priority first, then oldest. At most one per thread.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Claim
    */
@@ -1944,6 +1947,7 @@ export const MailboxService: GenService<{
    * Claim one named dispatch. Not claimable gets FAILED_PRECONDITION with
    * reason DISPATCH_NOT_QUEUED, DISPATCH_NOT_AVAILABLE, THREAD_HAS_CLAIM or
    * DISPATCH_EPOCH_STALE.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ClaimDispatch
    */
@@ -1954,6 +1958,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Complete a claimed dispatch: CLAIMED -> ACKED.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Ack
    */
@@ -1965,6 +1970,7 @@ export const MailboxService: GenService<{
   /**
    * Ack up to 500 dispatches in one call; each entry succeeds or fails on
    * its own.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckBatch
    */
@@ -1975,6 +1981,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Record the run instance a worker started for its claim.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.RecordDispatchStart
    */
@@ -1986,6 +1993,7 @@ export const MailboxService: GenService<{
   /**
    * Record how the run ended (status, termination, response, error). Does
    * not change the dispatch status; Ack, Nack or DeadLetter does.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.RecordRunResult
    */
@@ -1998,6 +2006,7 @@ export const MailboxService: GenService<{
    * Give a claimed dispatch back for retry at retry_at (or after delay):
    * CLAIMED -> QUEUED; CLAIMED -> DEAD_LETTER once attempt_count has reached
    * max_attempts. The error is kept in last_error.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Nack
    */
@@ -2008,6 +2017,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Give up on a claimed dispatch: CLAIMED -> DEAD_LETTER.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.DeadLetter
    */
@@ -2019,6 +2029,7 @@ export const MailboxService: GenService<{
   /**
    * Cancel a QUEUED or CLAIMED dispatch: -> CANCELLED. A dispatch already
    * terminal is returned unchanged (changed = false).
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Cancel
    */
@@ -2032,6 +2043,7 @@ export const MailboxService: GenService<{
    * whether the thread was interrupted meanwhile; a cancelled or superseded
    * dispatch gets FAILED_PRECONDITION with reason DISPATCH_CANCELLED or
    * DISPATCH_SUPERSEDED, so a worker that only heartbeats learns to stop.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ExtendLease
    */
@@ -2044,6 +2056,7 @@ export const MailboxService: GenService<{
    * Interrupt a thread: bump its epoch, supersede its QUEUED dispatches of
    * older epochs, and return the new epoch and the active (CLAIMED) dispatch,
    * which the caller may then cancel, supersede or let finish.
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Interrupt
    */
@@ -2054,6 +2067,7 @@ export const MailboxService: GenService<{
   },
   /**
    * The current epoch of a thread (0 for a thread never seen).
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.GetDispatchEpoch
    */
@@ -2064,6 +2078,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Supersede a claimed dispatch: CLAIMED -> SUPERSEDED, with a reason.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.SupersedeClaimed
    */
@@ -2074,6 +2089,7 @@ export const MailboxService: GenService<{
   },
   /**
    * One dispatch by id.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.GetDispatch
    */
@@ -2084,6 +2100,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Dispatches of a thread (or of all threads), oldest first, by status.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListDispatches
    */
@@ -2094,6 +2111,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Counts of dispatches by status.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.CountDispatches
    */
@@ -2104,6 +2122,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Terminal dispatches, most recently completed first.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListTerminalDispatches
    */
@@ -2115,6 +2134,7 @@ export const MailboxService: GenService<{
   /**
    * Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
    * their attempts are spent). A background sweeper does this too.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.ReclaimExpiredLeases
    */
@@ -2126,6 +2146,7 @@ export const MailboxService: GenService<{
   /**
    * Delete terminal dispatches completed before a time. A retention sweeper
    * does this too. Deleting a dispatch releases its dedupe_key.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.PurgeTerminal
    */
@@ -2136,6 +2157,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Threads that have a dispatch Claim could return now.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListQueuedThreads
    */
@@ -2148,6 +2170,7 @@ export const MailboxService: GenService<{
    * Server stream of signals, one each time a dispatch becomes claimable, so
    * workers never poll. Signals are hints: after (re)connecting, and after
    * the first frame (a heartbeat), call Claim once to pick up earlier work.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.WatchDispatchSignals
    */
@@ -2161,6 +2184,7 @@ export const MailboxService: GenService<{
    * heartbeat: from then on DeliverLive to the target reports DELIVERED.
    * Commands not acked with AckLiveCommand are sent again when a channel for
    * the target is opened again, for up to 10 minutes after they were sent.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.OpenLiveChannel
    */
@@ -2171,6 +2195,7 @@ export const MailboxService: GenService<{
   },
   /**
    * The receiver's receipt for one live command; it is not sent again.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckLiveCommand
    */
@@ -2183,6 +2208,7 @@ export const MailboxService: GenService<{
    * Send a live command to a running run: DELIVERED when a live channel for
    * the target is open on any server instance, NO_SUBSCRIBER otherwise (and
    * then nothing is stored).
+   * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.DeliverLive
    */
@@ -2203,6 +2229,7 @@ export const MailboxService: GenService<{
    * again at 0, an outstanding receipt no longer holds). Receipts are kept
    * until --dispatch-retention-ms after they last changed. Oldest available
    * first; one call looks at up to 2000 queued dispatches.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.PullDispatchSignals
    */
@@ -2213,6 +2240,7 @@ export const MailboxService: GenService<{
   },
   /**
    * Acknowledge a pulled signal: it is not delivered again.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckDispatchSignal
    */
@@ -2224,6 +2252,7 @@ export const MailboxService: GenService<{
   /**
    * Give a pulled signal back: it is delivered again after `delay` (the
    * seed's nack / nack_with_delay), with redelivery_attempts one higher.
+   * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.NackDispatchSignal
    */

@@ -1197,6 +1197,7 @@ export const PoolService: GenService<{
    * Open a pool with a config, or re-open it with the same config. A
    * different config for an existing pool gets FAILED_PRECONDITION
    * (POOL_CONFIG_CONFLICT).
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.PoolService.OpenPool
    */
@@ -1208,6 +1209,7 @@ export const PoolService: GenService<{
   /**
    * The pool's snapshot: members, topics, config, recent messages, pending
    * wakes and cursor.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.GetPool
    */
@@ -1219,6 +1221,7 @@ export const PoolService: GenService<{
   /**
    * Add a run (or update its topics and policies). The first join marks the
    * pool created (event AGENT_POOL_CREATED).
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.JoinRun
    */
@@ -1229,6 +1232,7 @@ export const PoolService: GenService<{
   },
   /**
    * Remove a run. A non-member gets FAILED_PRECONDITION (RUN_NOT_MEMBER).
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.LeaveRun
    */
@@ -1239,6 +1243,7 @@ export const PoolService: GenService<{
   },
   /**
    * The pool's members.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ListMembers
    */
@@ -1251,6 +1256,7 @@ export const PoolService: GenService<{
    * Send a message. A repeated idempotency key returns the first receipt.
    * Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
    * DELIVERED to the sorted, deduplicated recipients.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.Send
    */
@@ -1262,6 +1268,7 @@ export const PoolService: GenService<{
   /**
    * Reply to a message (reply_to). When the original's response contract has
    * its expected replies it becomes RESPONDED.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.Respond
    */
@@ -1274,6 +1281,7 @@ export const PoolService: GenService<{
    * Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
    * NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
    * CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.CancelMessage
    */
@@ -1285,6 +1293,7 @@ export const PoolService: GenService<{
   /**
    * Server stream of the messages delivered to one run (its inbox), after a
    * cursor, then live.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ReceiveMessages
    */
@@ -1296,6 +1305,7 @@ export const PoolService: GenService<{
   /**
    * Register a wake condition for a run. Timeout 0 times out at once; an
    * event after `after` that matches triggers it.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.SuspendUntil
    */
@@ -1306,6 +1316,7 @@ export const PoolService: GenService<{
   },
   /**
    * The current registration of a wake condition.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.PollWake
    */
@@ -1316,6 +1327,7 @@ export const PoolService: GenService<{
   },
   /**
    * Cancel a REGISTERED wake condition; a terminal one is returned unchanged.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.CancelWake
    */
@@ -1327,6 +1339,7 @@ export const PoolService: GenService<{
   /**
    * Server stream that sends the registration as it is, and once more when
    * it leaves REGISTERED, then ends.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.AwaitWake
    */
@@ -1339,6 +1352,7 @@ export const PoolService: GenService<{
    * Server stream of the pool's records after a cursor, then live. A pool's
    * records are kept for the pool's life (journal retention does not apply),
    * so WatchPool from the start replays every record since the pool opened.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.WatchPool
    */
@@ -1354,6 +1368,7 @@ export const PoolService: GenService<{
    * with NOT_FOUND. The pool id may then be opened afresh (with a new,
    * empty history). An unknown pool gets NOT_FOUND (so a retry after a
    * success does too). Events already in the journal stay until retention.
+   * Role: admin.
    *
    * @generated from rpc mailroom.v1.PoolService.DeletePool
    */
@@ -1365,6 +1380,7 @@ export const PoolService: GenService<{
   /**
    * Every message of the pool (whatever its status), oldest first, a page at
    * a time: unlike the snapshot, not limited to the most recent.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ListMessages
    */
@@ -1376,6 +1392,7 @@ export const PoolService: GenService<{
   /**
    * Every wake condition of the pool (whatever its status), oldest first, a
    * page at a time: unlike the snapshot, not limited to REGISTERED ones.
+   * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.ListWakeConditions
    */
@@ -1398,6 +1415,7 @@ export const PoolService: GenService<{
    * overflow notices). The stream ends with FAILED_PRECONDITION
    * RUN_NOT_MEMBER when the subscribing run leaves the pool, and NOT_FOUND
    * when the pool is deleted.
+   * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.SubscribePool
    */

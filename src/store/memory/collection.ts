@@ -230,6 +230,13 @@ function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
   };
 }
 
+/** The same fields in a new object (which V8 lays out compactly again). */
+function compacted(doc: AnyDoc): AnyDoc {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(doc)) out[key] = doc[key];
+  return out as AnyDoc;
+}
+
 /** Whether a query ranges over or sorts by _id (an equality or `$in` is answered by the document map). */
 function needsIdIndex(filter: Record<string, unknown>, sort: SortSpec | undefined): boolean {
   if (sort && Object.keys(sort)[0] === "_id") return true;
@@ -435,7 +442,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
    */
   private modify(target: AnyDoc, update: CompiledUpdate | undefined): AnyDoc {
     if (update === undefined) return target;
-    const next: AnyDoc = { ...target };
+    let next: AnyDoc = { ...target };
     for (const field of update.fields) {
       if (Object.hasOwn(next, field)) next[field] = copyContainers(next[field]);
     }
@@ -444,13 +451,6 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     if (compare(next._id, target._id) !== 0) {
       throw new StoreError(`${this.name}: an update may not change _id`);
     }
-    this.assertFits(next);
-    // Indexes whose key and partial filter read none of the paths written keep their entry.
-    const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
-    this.assertUnique(next, target._id, affected);
-    for (const index of affected) index.remove(target);
-    this.docs.set(idKey(next._id), next);
-    for (const index of affected) index.add(next);
     const updatedFields: Record<string, unknown> = {};
     const removedFields: string[] = [];
     for (const path of changed) {
@@ -458,6 +458,17 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
       if (value === undefined) removedFields.push(path);
       else updatedFields[path] = value;
     }
+    // A deleted property turns an object into a hash table (V8 "dictionary
+    // mode", several times the size): a document that lost a top-level field
+    // is stored as a fresh object with the fields it has left.
+    if (removedFields.some((path) => !path.includes("."))) next = compacted(next);
+    this.assertFits(next);
+    // Indexes whose key and partial filter read none of the paths written keep their entry.
+    const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
+    this.assertUnique(next, target._id, affected);
+    for (const index of affected) index.remove(target);
+    this.docs.set(idKey(next._id), next);
+    for (const index of affected) index.add(next);
     this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription: { updatedFields, removedFields } });
     return next;
   }

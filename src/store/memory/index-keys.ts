@@ -1,22 +1,23 @@
 /**
  * Index keys of the memory backend as single strings whose plain string
- * order (`<`, UTF-16 code units) is MongoDB's index order: BSON's order of
- * types, then of values (numbers by value, strings by their UTF-8 bytes), per
- * field ascending or descending, field after field.
+ * order (`<`) is MongoDB's index order: BSON's order of types, then of values
+ * (numbers by value, strings by their UTF-8 bytes), per field ascending or
+ * descending, field after field.
  *
  * A string per entry instead of an array of values: an index entry costs a
- * fraction of the memory, and comparing two keys is one native string
- * comparison instead of a call per field through a general comparator.
+ * fraction of the memory (every character is a byte, 0 to 255, so V8 keeps
+ * the string one byte per character), and comparing two keys is one native
+ * string comparison instead of a call per field through a comparator.
  *
  * Each field's value is a type tag, then:
- * - a number: 4 code units holding its IEEE 754 bits, made order-preserving
- *   (sign bit flipped for positives, all bits for negatives);
- * - a string: its code units remapped so that code-unit order is code point
- *   order (which is UTF-8 byte order), U+0000 escaped, and a terminator, so
- *   that a string sorts before its extensions;
+ * - a number: the 8 bytes of its IEEE 754 value, big-endian, made
+ *   order-preserving (sign bit flipped for positives, all bits for negatives);
+ * - a string: its UTF-8 bytes (so byte order is UTF-8 order), 0x00 escaped as
+ *   0x00 0x01, then the terminator 0x00 0x00, so that a string sorts before
+ *   its extensions;
  * - other values (rare in indexes): their type's tag and a canonical JSON
  *   text, which orders them consistently though not as BSON would.
- * A descending field's code units are inverted (0xFFFF - c).
+ * A descending field's bytes are inverted (0xFF - b).
  */
 
 /** A key part that sorts below / above every value (range bounds). */
@@ -34,33 +35,33 @@ const TAG_BOOLEAN = 0x80;
 const TAG_DATE = 0x90;
 const TAG_OTHER = 0xa0;
 
-/** Appended to a range's upper bound: above any encoded continuation (tags and inverted tags stay below it). */
-export const TOP = "\uffff";
+/**
+ * Appended to a range's upper bound: above the first character of any field
+ * that may follow (a tag, 0x10 to 0xA0, or an inverted one, 0x5F to 0xEF).
+ */
+export const TOP = "\u00ff";
 
 const f64 = new Float64Array(1);
-const u16 = new Uint16Array(f64.buffer);
+const bytes = new Uint8Array(f64.buffer);
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function encodeNumber(value: number): string {
   // One NaN, lowest of the numbers as in BSON; -0 equals 0.
   f64[0] = Number.isNaN(value) ? Number.NEGATIVE_INFINITY : value === 0 ? 0 : value;
-  let units = LITTLE_ENDIAN ? [u16[3]!, u16[2]!, u16[1]!, u16[0]!] : [u16[0]!, u16[1]!, u16[2]!, u16[3]!];
-  if (units[0]! & 0x8000) units = units.map((u) => 0xffff - u);
-  else units[0] = units[0]! | 0x8000;
-  if (Number.isNaN(value)) units[3] = units[3]! - 1; // just below -Infinity
-  return String.fromCharCode(...units);
+  const big = LITTLE_ENDIAN ? [bytes[7]!, bytes[6]!, bytes[5]!, bytes[4]!, bytes[3]!, bytes[2]!, bytes[1]!, bytes[0]!] : [...bytes];
+  const negative = (big[0]! & 0x80) !== 0;
+  for (let i = 0; i < 8; i++) big[i] = negative ? 0xff - big[i]! : big[i]!;
+  if (!negative) big[0] = big[0]! | 0x80;
+  if (Number.isNaN(value)) big[7] = big[7]! - 1; // just below -Infinity
+  return String.fromCharCode(...big);
 }
 
+const PLAIN_ASCII = /^[\u0001-\u007f]*$/;
+
 function encodeString(value: string): string {
-  let out = "";
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c === 0) out += "\u0000\u0001";
-    else if (c >= 0xd800 && c <= 0xdfff) out += String.fromCharCode(c + 0x2000);
-    else if (c >= 0xe000) out += String.fromCharCode(c - 0x800);
-    else out += value[i];
-  }
-  return `${out}\u0000\u0000`;
+  // ASCII without NUL (most ids) is its own UTF-8.
+  const utf8 = PLAIN_ASCII.test(value) ? value : Buffer.from(value, "utf8").toString("latin1");
+  return `${utf8.includes("\u0000") ? utf8.replaceAll("\u0000", "\u0000\u0001") : utf8}\u0000\u0000`;
 }
 
 function canonical(value: unknown): string {
@@ -92,7 +93,7 @@ export function encodeValue(value: unknown): string {
 
 function invert(encoded: string): string {
   let out = "";
-  for (let i = 0; i < encoded.length; i++) out += String.fromCharCode(0xffff - encoded.charCodeAt(i));
+  for (let i = 0; i < encoded.length; i++) out += String.fromCharCode(0xff - encoded.charCodeAt(i));
   return out;
 }
 

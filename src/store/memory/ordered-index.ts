@@ -2,10 +2,13 @@
  * One index of a memory collection: document ids ordered by the index key
  * (MongoDB's BSON comparison order, per-field direction, `_id` as tie-break),
  * so equality lookups, ranges and sorted scans visit only what they need.
+ * Keys are kept encoded as strings whose plain order is that order
+ * (index-keys.ts): compact, and compared natively.
  */
 import btreeModule from "sorted-btree";
 import { Query } from "mingo";
-import { compare, resolve } from "mingo/util";
+import { resolve } from "mingo/util";
+import { encodeKey, MAX_PART, MIN_PART } from "./index-keys.js";
 import { type DocId, type IndexSpec, indexName } from "../port.js";
 
 // sorted-btree is CommonJS with `exports.default`. Node's ESM loader makes the
@@ -16,8 +19,8 @@ const loaded: unknown = btreeModule;
 const BTree: BTreeClass = typeof loaded === "function" ? (loaded as BTreeClass) : (loaded as { default: BTreeClass }).default;
 
 /** Sentinels that sort below / above every value, for range bounds. */
-export const MIN_KEY = Symbol("MinKey");
-export const MAX_KEY = Symbol("MaxKey");
+export const MIN_KEY = MIN_PART;
+export const MAX_KEY = MAX_PART;
 type KeyPart = unknown;
 
 export interface KeyRange {
@@ -27,12 +30,34 @@ export interface KeyRange {
   high: KeyPart[];
 }
 
-function compareParts(a: KeyPart, b: KeyPart): number {
-  if (a === b) return 0;
-  if (a === MIN_KEY || b === MAX_KEY) return -1;
-  if (a === MAX_KEY || b === MIN_KEY) return 1;
-  // MongoDB indexes a missing field as null.
-  return compare(a ?? null, b ?? null);
+const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The partial filter as a test: a plain equality or `$exists: true` on a
+ * top-level field is checked directly (the shapes the engine uses), anything
+ * else, or a document holding an array or a document there, by mingo.
+ */
+function coverage(partial: Record<string, unknown> | undefined): ((doc: Record<string, unknown>) => boolean) | undefined {
+  if (!partial) return undefined;
+  const query = new Query(partial);
+  const simple = Object.entries(partial).every(([field, required]) =>
+    !field.includes(".") && !field.startsWith("$") &&
+    (required === null || ["string", "number", "boolean"].includes(typeof required) ||
+      (typeof required === "object" && Object.keys(required).length === 1 && (required as { $exists?: unknown }).$exists === true)));
+  if (!simple) return (doc) => query.test(doc);
+  const checks = Object.entries(partial);
+  return (doc) => {
+    for (const [field, required] of checks) {
+      const value = doc[field];
+      if (value !== null && typeof value === "object" && !(value instanceof Date)) return query.test(doc);
+      if (typeof required === "object" && required !== null) {
+        if (value === undefined) return false;
+      } else if (value !== required) {
+        return false;
+      }
+    }
+    return true;
+  };
 }
 
 export class OrderedIndex {
@@ -40,37 +65,32 @@ export class OrderedIndex {
   readonly fields: string[];
   readonly directions: (1 | -1)[];
   readonly unique: boolean;
-  private readonly partial: Query | undefined;
+  private readonly partial: ((doc: Record<string, unknown>) => boolean) | undefined;
   /** The fields the key and partial filter read; undefined when not known (the filter nests operators). */
   private readonly reads: string[] | undefined;
+  /** Directions of a full key: the fields', then the `_id` tie-break (ascending). */
+  private readonly keyDirections: (1 | -1)[];
+  /** Whether every field is top-level (read directly, not by path). */
+  private readonly topLevel: boolean;
+  /** Whether the key's last field is `_id`, which makes it unique. */
+  private readonly endsWithId: boolean;
   /** Set once a document holds an array in an indexed field: the index then only serves uniqueness checks. */
   multikey = false;
+  /** Encoded keys (index-keys.ts: string order is index order) to document ids. */
   private readonly tree;
 
   constructor(readonly spec: IndexSpec) {
     this.name = indexName(spec);
     this.fields = Object.keys(spec.key);
     this.directions = Object.values(spec.key);
+    this.keyDirections = [...this.directions, 1];
+    this.topLevel = this.fields.every((field) => !field.includes("."));
+    this.endsWithId = this.fields[this.fields.length - 1] === "_id";
     this.unique = spec.unique === true;
-    this.partial = spec.partialFilterExpression ? new Query(spec.partialFilterExpression) : undefined;
+    this.partial = coverage(spec.partialFilterExpression);
     const filterFields = Object.keys(spec.partialFilterExpression ?? {});
     this.reads = filterFields.some((f) => f.startsWith("$")) ? undefined : [...this.fields, ...filterFields];
-    this.tree = new BTree<KeyPart[], DocId>(undefined, (a, b) => this.compareKeys(a, b));
-  }
-
-  /** Compares full or partial keys; a shorter key equals any key it prefixes. */
-  private compareKeys(a: KeyPart[], b: KeyPart[]): number {
-    const n = Math.min(a.length, b.length);
-    for (let i = 0; i < n; i++) {
-      const direction = i < this.directions.length ? this.directions[i]! : 1;
-      const c = compareParts(a[i], b[i]);
-      if (c !== 0) {
-        // Sentinels bound ranges in tree order, whatever the field's direction.
-        const sentinel = a[i] === MIN_KEY || a[i] === MAX_KEY || b[i] === MIN_KEY || b[i] === MAX_KEY;
-        return sentinel ? c : c * direction;
-      }
-    }
-    return 0;
+    this.tree = new BTree<string, DocId>(undefined, byString);
   }
 
   /**
@@ -88,24 +108,31 @@ export class OrderedIndex {
   }
 
   covers(doc: object): boolean {
-    return this.partial === undefined || this.partial.test(doc as Record<string, unknown>);
+    return this.partial === undefined || this.partial(doc as Record<string, unknown>);
   }
 
-  /** The index key of a document (without the `_id` tie-break). */
+  /** The index key of a document (without the `_id` tie-break); MongoDB indexes a missing field as null. */
   keyOf(doc: object): KeyPart[] {
     return this.fields.map((field) => {
-      const value = resolve(doc as Record<string, never>, field);
+      const value = this.topLevel ? (doc as Record<string, unknown>)[field] : resolve(doc as Record<string, never>, field);
       if (Array.isArray(value)) this.multikey = true;
       return value ?? null;
     });
   }
 
+  private encoded(doc: { _id: DocId }): string {
+    const key = this.keyOf(doc);
+    // Ending with _id, the key is unique already: no tie-break needed.
+    if (!this.endsWithId) key.push(doc._id);
+    return encodeKey(key, this.keyDirections);
+  }
+
   add(doc: { _id: DocId }): void {
-    if (this.covers(doc)) this.tree.set([...this.keyOf(doc), doc._id], doc._id);
+    if (this.covers(doc)) this.tree.set(this.encoded(doc), doc._id);
   }
 
   remove(doc: { _id: DocId }): void {
-    if (this.covers(doc)) this.tree.delete([...this.keyOf(doc), doc._id]);
+    if (this.covers(doc)) this.tree.delete(this.encoded(doc));
   }
 
   /** The id of another covered document with the same key, if any (unique indexes). */
@@ -113,21 +140,23 @@ export class OrderedIndex {
     if (!this.unique || !this.covers(doc)) return undefined;
     const key = this.keyOf(doc);
     for (const id of this.ids({ low: [...key, MIN_KEY], high: [...key, MAX_KEY] })) {
-      if (compare(id, doc._id) !== 0) return id;
+      if (id !== doc._id) return id;
     }
     return undefined;
   }
 
   /** Ids in the range, in index order (or reversed). */
   *ids(range: KeyRange, reverse = false): Generator<DocId> {
+    const low = encodeKey(range.low, this.keyDirections);
+    const high = encodeKey(range.high, this.keyDirections);
     if (!reverse) {
-      for (const [key, id] of this.tree.entries(range.low)) {
-        if (this.compareKeys(key, range.high) > 0) return;
+      for (const [key, id] of this.tree.entries(low)) {
+        if (key > high) return;
         yield id;
       }
     } else {
-      for (const [key, id] of this.tree.entriesReversed(range.high)) {
-        if (this.compareKeys(key, range.low) < 0) return;
+      for (const [key, id] of this.tree.entriesReversed(high)) {
+        if (key < low) return;
         yield id;
       }
     }

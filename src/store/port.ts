@@ -33,6 +33,16 @@ export interface FindOptions {
   sort?: SortSpec;
   limit?: number;
   skip?: number;
+  /**
+   * The read follows this process's own write (a bulk write read back to see
+   * which updates won) and must see it. Reads are majority reads, and on
+   * MongoDB a majority read is guaranteed to see an earlier majority write of
+   * the same client only in a causally consistent session; this reads the
+   * primary's latest data instead ("local"), which includes that write (a
+   * concurrent write of another client it sees may not be majority-confirmed
+   * yet).
+   */
+  readOwnWrites?: boolean;
 }
 
 export interface FindOneAndUpdateOptions {

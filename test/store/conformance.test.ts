@@ -448,6 +448,14 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect((await items.findOne({ _id: "a" }))?.n).toBe(3);
     });
 
+    it("a read that follows it with readOwnWrites sees every update it applied", async () => {
+      const items = fresh();
+      await items.insertMany(Array.from({ length: 20 }, (_, i) => ({ _id: `d${i}`, n: 0 })));
+      await items.bulkWrite(Array.from({ length: 20 }, (_, i) => ({ updateOne: { filter: { _id: `d${i}`, n: 0 }, update: { $set: { n: i + 1 } } } })));
+      const read = await items.find({ _id: { $in: Array.from({ length: 20 }, (_, i) => `d${i}`) } }, { readOwnWrites: true, sort: { n: 1 } });
+      expect(read.map((d) => d.n)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    });
+
     it("refuses an update document without operators before applying any", async () => {
       const items = fresh();
       await items.insertOne({ _id: "a", n: 1 });

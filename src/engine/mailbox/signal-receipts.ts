@@ -197,7 +197,7 @@ export class SignalReceipts {
       if (offers.length === 0) continue;
       // Unordered: a lost upsert (another pull inserted the receipt first) is a duplicate, the rest go on.
       await this.receipts.bulkWrite(offers.map((offer) => offer.operation));
-      const won = new Map((await this.receipts.find({ _id: { $in: offers.map((o) => o.dispatch._id) } })).map((r) => [r._id, r]));
+      const won = new Map((await this.receipts.find({ _id: { $in: offers.map((o) => o.dispatch._id) } }, { readOwnWrites: true })).map((r) => [r._id, r]));
       for (const offer of offers) {
         if (won.get(offer.dispatch._id)?.receipt !== offer.receipt.token) continue;
         leased.push({

@@ -119,7 +119,7 @@ export class Threads {
       if (lost.length > 0) throw new DuplicateKeyError(THREADS, "_id_");
       break;
     }
-    const threads = await this.threads.find({ _id: { $in: entries.map((e) => e.threadId) } });
+    const threads = await this.threads.find({ _id: { $in: entries.map((e) => e.threadId) } }, { readOwnWrites: true });
     return new Map(threads.map((t) => [t._id, t]));
   }
 

@@ -46,7 +46,7 @@ export async function applyTransitions<T extends Transitionable>(collection: Col
   const result = await collection.bulkWrite(transitions.map(({ filter, update }) => ({ updateOne: { filter, update } })) as BulkUpdate<T>[]);
   const refused = new Map(result.duplicates.map((d) => [d.position, d.index]));
   const ids = [...new Set(transitions.map((t) => idOf(t.filter)))];
-  const docs = new Map((await collection.find({ _id: { $in: ids } } as Filter<T>)).map((doc) => [doc._id, doc]));
+  const docs = new Map((await collection.find({ _id: { $in: ids } } as Filter<T>, { readOwnWrites: true })).map((doc) => [doc._id, doc]));
   return transitions.map((transition, i) => {
     const doc = docs.get(idOf(transition.filter)) ?? null;
     const won = doc?.outbox?.some((entry) => entry.event_id === transition.eventId) ?? false;

@@ -196,11 +196,13 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   }
 }
 
-function findOptions(options: FindOptions): { sort?: Record<string, 1 | -1>; limit?: number; skip?: number } {
+function findOptions(options: FindOptions): { sort?: Record<string, 1 | -1>; limit?: number; skip?: number; readConcern?: { level: "local" } } {
   return {
     ...(options.sort ? { sort: options.sort } : {}),
     ...(options.limit ? { limit: options.limit } : {}),
     ...(options.skip ? { skip: options.skip } : {}),
+    // The client reads the primary; "local" there includes this client's acknowledged writes.
+    ...(options.readOwnWrites ? { readConcern: { level: "local" as const } } : {}),
   };
 }
 

@@ -4,7 +4,6 @@
  * token. Like MongoDB's oplog it forgets the oldest changes once full; a
  * cursor that must resume before them fails with ChangeStreamHistoryLostError.
  */
-import { Query } from "mingo";
 import {
   type ChangeEvent,
   type ChangeStream,
@@ -15,6 +14,7 @@ import {
   StoreError,
   type WatchOptions,
 } from "../port.js";
+import { compileFilter } from "./bson-order.js";
 import type { ChangeSink } from "./collection.js";
 
 /** A change as MongoDB's change stream documents it (what `$match` stages see). */
@@ -98,7 +98,7 @@ export class ChangeLog implements ChangeSink {
 class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
   private position: number;
   private readonly closed = new AbortController();
-  private readonly matcher: Query | undefined;
+  private readonly matcher: { test(doc: object): boolean } | undefined;
   private readonly collections: Set<string> | undefined;
 
   constructor(
@@ -109,7 +109,7 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
   ) {
     this.position = start;
     this.collections = options.collections ? new Set(options.collections) : undefined;
-    this.matcher = options.match?.length ? new Query({ $and: options.match.map((stage) => stage) }) : undefined;
+    this.matcher = options.match?.length ? compileFilter({ $and: options.match.map((stage) => stage) }) : undefined;
   }
 
   get resumeToken(): ResumeToken {
@@ -141,7 +141,7 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
 
   private accepts(change: ChangeDocument): boolean {
     if (this.collections && !this.collections.has(change.ns.coll)) return false;
-    return this.matcher ? this.matcher.test(change as unknown as Record<string, unknown>) : true;
+    return this.matcher ? this.matcher.test(change) : true;
   }
 
   private toEvent(entry: Entry): ChangeEvent<T> {

@@ -4,11 +4,6 @@
  * is applied synchronously, so each call is atomic with respect to every
  * other call, like a single-document write in MongoDB.
  */
-import { Query } from "mingo";
-import { Context } from "mingo/core";
-import * as queryOperators from "mingo/operators/query";
-import * as updateOperators from "mingo/operators/update";
-import { Query as QueryBase } from "mingo/query";
 import { compare, resolve, setValue } from "mingo/util";
 import { v7 as uuidv7 } from "uuid";
 import {
@@ -27,6 +22,7 @@ import {
   type UpdateResult,
   indexName,
 } from "../port.js";
+import { compareValues, compileFilter, UPDATE_OPERATOR_FUNCTIONS } from "./bson-order.js";
 import { OrderedIndex } from "./ordered-index.js";
 import { plan } from "./planner.js";
 
@@ -111,20 +107,19 @@ function copyContainers<T>(value: T): T {
   return out as T;
 }
 
-type UpdateOperator = (expr: Record<string, unknown>) => (doc: Record<string, unknown>) => string[];
-
 /**
- * mingo's update operators (its public `mingo/operators/update` module), used
- * one by one: the semantics stay mingo's. mingo's `update()` builds a new
- * operator context for every call (copying its operator tables), which cost
- * more than everything else a write does; each operator function here runs
- * with mingo's own prebuilt default options instead ("copy" clone mode: the
+ * mingo's update operators (its public `mingo/operators/update` module, with
+ * `$min`/`$max` ordering strings as MongoDB does), used one by one: the
+ * semantics stay mingo's. mingo's `update()` builds a new operator context
+ * for every call (copying its operator tables), which cost more than
+ * everything else a write does; each operator function here runs with
+ * mingo's own prebuilt default options instead ("copy" clone mode: the
  * values it writes are the store's own copies, see `compileUpdate`). What
  * `update()` checks across operators before applying any (paths that
  * conflict) is checked in `compileUpdate`; each operator checks its own paths
  * (no `$`-prefixed or `_id` paths) and arguments.
  */
-const OPERATOR_FUNCTIONS = updateOperators as unknown as Record<string, UpdateOperator>;
+const OPERATOR_FUNCTIONS = UPDATE_OPERATOR_FUNCTIONS;
 
 /** Throws when two paths of one update overlap (`a` and `a` or `a.b`), as MongoDB and mingo's `update()` do. */
 function assertNoConflicts(paths: string[]): void {
@@ -175,27 +170,6 @@ function compileUpdate(given: Modifier): CompiledUpdate | undefined {
   };
 }
 
-/**
- * Filters are compiled with query operators only (building a mingo Query
- * copies its context's operator tables, and the expression operators are most
- * of mingo's); filters that evaluate expressions get mingo's full context.
- */
-const QUERY_CONTEXT = Context.init({ query: queryOperators });
-const EXPRESSION_KEYS = new Set(["$expr", "$where", "$function", "$jsonSchema"]);
-
-function needsExpressions(value: unknown): boolean {
-  if (value === null || typeof value !== "object" || value instanceof Uint8Array || value instanceof Date) return false;
-  if (Array.isArray(value)) return value.some(needsExpressions);
-  for (const key of Object.keys(value)) {
-    if (EXPRESSION_KEYS.has(key) || needsExpressions((value as Record<string, unknown>)[key])) return true;
-  }
-  return false;
-}
-
-function compileFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
-  return needsExpressions(filter) ? new Query(filter) : new QueryBase(filter, { context: QUERY_CONTEXT });
-}
-
 /** Same key (fields, order and directions), uniqueness and partial filter. */
 function sameIndex(a: IndexSpec, b: IndexSpec): boolean {
   return JSON.stringify(Object.entries(a.key)) === JSON.stringify(Object.entries(b.key)) &&
@@ -207,7 +181,7 @@ function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
   const fields = Object.entries(sort);
   return (a, b) => {
     for (const [field, direction] of fields) {
-      const c = compare(resolve(a, field) ?? null, resolve(b, field) ?? null);
+      const c = compareValues(resolve(a, field) ?? null, resolve(b, field) ?? null);
       if (c !== 0) return c * direction;
     }
     return 0;

@@ -1,12 +1,12 @@
 /**
  * One index of a memory collection: document ids ordered by the index key
- * (MongoDB's BSON comparison order, per-field direction, `_id` as tie-break),
+ * (MongoDB's BSON comparison order, strings by UTF-8 bytes, per-field direction, `_id` as tie-break),
  * so equality lookups, ranges and sorted scans visit only what they need.
  */
 import btreeModule from "sorted-btree";
-import { Query } from "mingo";
 import { compare, resolve } from "mingo/util";
 import { type DocId, type IndexSpec, indexName } from "../port.js";
+import { compareValues, compileFilter } from "./bson-order.js";
 
 // sorted-btree is CommonJS with `exports.default`. Node's ESM loader makes the
 // default import `module.exports` (the class is its `default`); bundlers that
@@ -32,7 +32,7 @@ function compareParts(a: KeyPart, b: KeyPart): number {
   if (a === MIN_KEY || b === MAX_KEY) return -1;
   if (a === MAX_KEY || b === MIN_KEY) return 1;
   // MongoDB indexes a missing field as null.
-  return compare(a ?? null, b ?? null);
+  return compareValues(a ?? null, b ?? null);
 }
 
 export class OrderedIndex {
@@ -40,7 +40,7 @@ export class OrderedIndex {
   readonly fields: string[];
   readonly directions: (1 | -1)[];
   readonly unique: boolean;
-  private readonly partial: Query | undefined;
+  private readonly partial: { test(doc: object): boolean } | undefined;
   /** The fields the key and partial filter read; undefined when not known (the filter nests operators). */
   private readonly reads: string[] | undefined;
   /** Set once a document holds an array in an indexed field: the index then only serves uniqueness checks. */
@@ -52,7 +52,7 @@ export class OrderedIndex {
     this.fields = Object.keys(spec.key);
     this.directions = Object.values(spec.key);
     this.unique = spec.unique === true;
-    this.partial = spec.partialFilterExpression ? new Query(spec.partialFilterExpression) : undefined;
+    this.partial = spec.partialFilterExpression ? compileFilter(spec.partialFilterExpression) : undefined;
     const filterFields = Object.keys(spec.partialFilterExpression ?? {});
     this.reads = filterFields.some((f) => f.startsWith("$")) ? undefined : [...this.fields, ...filterFields];
     this.tree = new BTree<KeyPart[], DocId>(undefined, (a, b) => this.compareKeys(a, b));
@@ -88,7 +88,7 @@ export class OrderedIndex {
   }
 
   covers(doc: object): boolean {
-    return this.partial === undefined || this.partial.test(doc as Record<string, unknown>);
+    return this.partial === undefined || this.partial.test(doc);
   }
 
   /** The index key of a document (without the `_id` tie-break). */

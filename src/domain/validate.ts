@@ -4,6 +4,7 @@
  */
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidField } from "./errors.js";
+import { hasLoneSurrogate } from "./order.js";
 
 const encoder = new TextEncoder();
 export const MAX_ID_BYTES = 256;
@@ -28,13 +29,23 @@ export function optionalId(field: string, value: string): string | undefined {
 function checkId(field: string, value: string): string {
   if (byteLength(value) > MAX_ID_BYTES) throw invalidField(field, `must be at most ${MAX_ID_BYTES} bytes`);
   if (CONTROL.test(value)) throw invalidField(field, "must not contain control characters");
+  return wellFormed(field, value);
+}
+
+/**
+ * A lone surrogate (possible in JSON's "\ud800") has no UTF-8 form: MongoDB
+ * would store U+FFFD instead, so two different ids would become one, and
+ * a binary reply could not carry it back.
+ */
+function wellFormed(field: string, value: string): string {
+  if (hasLoneSurrogate(value)) throw invalidField(field, "must be well-formed Unicode (it holds a lone surrogate)");
   return value;
 }
 
 /** Free text up to a size. */
 export function boundedText(field: string, value: string, maxBytes: number): string {
   if (byteLength(value) > maxBytes) throw invalidField(field, `must be at most ${maxBytes} bytes (got ${byteLength(value)})`);
-  return value;
+  return wellFormed(field, value);
 }
 
 export function requirePresent<T>(field: string, value: T | undefined): T {

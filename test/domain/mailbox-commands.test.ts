@@ -54,6 +54,9 @@ describe("enqueue requests", () => {
     ["max_attempts 0", { threadId: "t", maxAttempts: 0 }, "dispatch.max_attempts"],
     ["a thread id of 257 bytes", { threadId: "x".repeat(257) }, "dispatch.thread_id"],
     ["a control character in an id", { threadId: "t", dedupeKey: "a\nb" }, "dispatch.dedupe_key"],
+    // MongoDB stores a lone surrogate as U+FFFD: "t\uD800" and "t\uDBFF" would be one thread there.
+    ["a lone surrogate in an id", { threadId: "t\uD800" }, "dispatch.thread_id"],
+    ["a lone surrogate in text", { threadId: "t", payload: { data: new Uint8Array(), mediaType: "text/\uDC00" } }, "dispatch.payload.media_type"],
     ["a negative delay", { threadId: "t", schedule: { case: "delay" as const, value: durationFromMs(-5) } }, "dispatch.delay"],
     ["an oversized payload", { threadId: "t", payload: { data: new Uint8Array(256 * 1024 + 1), mediaType: "application/octet-stream" } }, "dispatch.payload.data"],
   ])("refuse %s, naming the field", (_name, fields, field) => {

@@ -17,6 +17,7 @@ import {
 } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import {
   MAX_PAGE_SIZE,
+  MAX_PAGE_TOKEN_BYTES,
   parseAckBatch,
   parseClaim,
   parseClaimRef,
@@ -32,7 +33,7 @@ import {
 } from "../domain/dispatch/commands.js";
 import { statusToProto } from "../domain/dispatch/state.js";
 import { MailroomError, invalidField, underField } from "../domain/errors.js";
-import { durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
+import { boundedText, durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
 import type { EnqueueOutcome } from "../engine/mailbox/mailbox.js";
 import { toRunDispatch } from "../engine/mailbox/records.js";
@@ -187,7 +188,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async listQueuedThreads(request) {
       const size = pageSize("page_size", request.pageSize, 100, MAX_PAGE_SIZE);
-      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : request.pageToken);
+      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES));
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 

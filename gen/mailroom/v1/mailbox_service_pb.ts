@@ -1141,8 +1141,10 @@ export type ListDispatchesRequest = Message<"mailroom.v1.ListDispatchesRequest">
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token; a token from another query
-   * gets INVALID_ARGUMENT.
+   * From a previous response's next_page_token (at most 1024 bytes); the
+   * page starts strictly after the last dispatch of the previous one. A token
+   * this server did not issue, or one from another query (other thread_id or
+   * statuses), gets INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 4;
    */
@@ -1163,7 +1165,9 @@ export const ListDispatchesRequestSchema: GenMessage<ListDispatchesRequest> = /*
  */
 export type ListDispatchesResponse = Message<"mailroom.v1.ListDispatchesResponse"> & {
   /**
-   * Oldest first (created_at, then dispatch_id).
+   * Oldest first (created_at, then dispatch_id in UTF-8 byte order): a total
+   * order, so paging returns every dispatch that exists throughout exactly
+   * once, however many share a created_at.
    *
    * @generated from field: repeated mailroom.v1.RunDispatch dispatches = 1;
    */
@@ -1261,7 +1265,10 @@ export type ListTerminalDispatchesRequest = Message<"mailroom.v1.ListTerminalDis
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token.
+   * From a previous response's next_page_token (at most 1024 bytes); the
+   * page starts strictly after the last dispatch of the previous one. A token
+   * this server did not issue, or one for another thread_id, gets
+   * INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 3;
    */
@@ -1282,7 +1289,8 @@ export const ListTerminalDispatchesRequestSchema: GenMessage<ListTerminalDispatc
  */
 export type ListTerminalDispatchesResponse = Message<"mailroom.v1.ListTerminalDispatchesResponse"> & {
   /**
-   * Most recently completed first (completed_at, then dispatch_id).
+   * Most recently completed first (completed_at, then dispatch_id in UTF-8
+   * byte order, both descending).
    *
    * @generated from field: repeated mailroom.v1.RunDispatch dispatches = 1;
    */
@@ -1408,7 +1416,8 @@ export type ListQueuedThreadsRequest = Message<"mailroom.v1.ListQueuedThreadsReq
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token.
+   * From a previous response's next_page_token (at most 1024 bytes); a token
+   * this server did not issue gets INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 2;
    */
@@ -1429,14 +1438,17 @@ export const ListQueuedThreadsRequestSchema: GenMessage<ListQueuedThreadsRequest
  */
 export type ListQueuedThreadsResponse = Message<"mailroom.v1.ListQueuedThreadsResponse"> & {
   /**
-   * Thread ids in ascending order.
+   * Thread ids in ascending order (UTF-8 byte order). Each call looks at a
+   * bounded number of threads, so a page may hold fewer than page_size ids
+   * (even none) while next_page_token is set.
    *
    * @generated from field: repeated string thread_ids = 1;
    */
   threadIds: string[];
 
   /**
-   * Pass as page_token for the next page; empty on the last page.
+   * Pass as page_token for the next page (it resumes after the last thread
+   * looked at); empty on the last page.
    *
    * @generated from field: string next_page_token = 2;
    */

@@ -57,6 +57,7 @@ export const MAX_ERROR_BYTES = 64 * 1024;
 export const MAX_REASON_BYTES = 4096;
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
+export const MAX_PAGE_TOKEN_BYTES = 1024;
 export const MAX_INTERRUPT_DETAILS = 1000;
 
 /** When a dispatch becomes claimable: an instant, or a delay from the server's now. */
@@ -205,7 +206,7 @@ export function parseList(request: Pick<ListDispatchesRequest, "threadId" | "pag
     threadId: optionalId("thread_id", request.threadId),
     statuses: parseStatuses("statuses", request.statuses ?? []),
     pageSize: pageSize("page_size", request.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-    pageToken: request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, 1024),
+    pageToken: request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES),
   };
 }
 

@@ -66,6 +66,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     grpc: true,
     grpcWeb: true,
     connect: true,
+    // Nothing a request carries beyond the contract is kept (it would be
+    // stored and served back, past every limit): binary requests are read
+    // without unknown fields, JSON requests that have any are refused.
+    binaryOptions: { readUnknownFields: false },
+    jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,

@@ -11,6 +11,7 @@ import { type HealthMonitor, healthService } from "./health.js";
 import { eventService } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
 import { poolService } from "./pool-service.js";
+import { withRequestChecks } from "./request-checks.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
 export const mailroomServiceNames: readonly string[] = [MailboxService.typeName, PoolService.typeName, EventService.typeName];
@@ -23,8 +24,8 @@ export interface RouteDeps {
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(Health, healthService(deps.health));
-    router.service(MailboxService, mailboxService(deps.engine));
-    router.service(PoolService, poolService(deps.engine));
-    router.service(EventService, eventService(deps.engine));
+    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine)));
+    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine)));
+    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine)));
   };
 }

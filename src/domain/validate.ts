@@ -92,6 +92,22 @@ export function timestampToMs(field: string, timestamp: Timestamp): number {
   return seconds * 1000 + Math.floor(timestamp.nanos / 1_000_000);
 }
 
+/** The earliest instant any request field may name: the Unix epoch. */
+export const EARLIEST_INSTANT = "1970-01-01T00:00:00Z";
+
+/**
+ * An instant from the Unix epoch to `maxAheadMs` after the server's clock
+ * (`now`): what a schedule or an expiry may name. Anything later (year 9999)
+ * is a mistake, and before 1970 no clock runs.
+ */
+export function instantUpTo(field: string, timestamp: Timestamp, now: number, maxAheadMs: number): number {
+  const ms = timestampToMs(field, timestamp);
+  if (ms < 0 || ms > now + maxAheadMs) {
+    throw invalidField(field, `must be from ${EARLIEST_INSTANT} to ${describeMs(maxAheadMs)} after the server's clock (got ${new Date(ms).toISOString()})`);
+  }
+  return ms;
+}
+
 export function describeMs(ms: number): string {
   if (ms % 86_400_000 === 0 && ms >= 86_400_000) return `${ms / 86_400_000}d`;
   if (ms % 3_600_000 === 0 && ms >= 3_600_000) return `${ms / 3_600_000}h`;
@@ -116,6 +132,19 @@ export function boundedMap(field: string, map: Readonly<Record<string, string>>,
     boundedText(`${field}[${JSON.stringify(key)}]`, key, maxBytes);
     boundedText(`${field}[${JSON.stringify(key)}]`, value, maxBytes);
   }
+}
+
+/** A ContentRef as the contract bounds it: uri at most 2048 bytes, media type and digest at most 256. */
+export function contentRef(field: string, ref: { uri: string; mediaType: string; digest: string }): void {
+  boundedText(`${field}.uri`, ref.uri, 2048);
+  boundedText(`${field}.media_type`, ref.mediaType, 256);
+  boundedText(`${field}.digest`, ref.digest, 256);
+}
+
+/** Inline bytes with their media type: data at most `maxBytes`, media type at most 256 bytes. */
+export function inlinePayload(field: string, payload: { data: Uint8Array; mediaType: string }, maxBytes: number): void {
+  if (payload.data.length > maxBytes) throw invalidField(`${field}.data`, `must be at most ${maxBytes} bytes (got ${payload.data.length})`);
+  boundedText(`${field}.media_type`, payload.mediaType, 256);
 }
 
 export const DEFAULT_HEARTBEAT_MS = 15_000;

@@ -5,7 +5,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
-import { LiveRunCommandSchema, type LiveRunTarget } from "../../gen/mailroom/v1/live_pb.js";
 import {
   AckBatchResponseSchema,
   AckResultSchema,
@@ -31,8 +30,9 @@ import {
   parseRunResult,
   parseStatuses,
 } from "../domain/dispatch/commands.js";
+import { parseLiveCommand, parseLiveTarget } from "../domain/dispatch/live-commands.js";
 import { statusToProto } from "../domain/dispatch/state.js";
-import { MailroomError, invalidField, underField } from "../domain/errors.js";
+import { MailroomError, underField } from "../domain/errors.js";
 import { boundedText, durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
 import type { EnqueueOutcome } from "../engine/mailbox/mailbox.js";
@@ -45,14 +45,6 @@ import { heartbeatStream } from "./streams.js";
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
 const SIGNAL_BUFFER = 10_000;
 
-function target(field: string, value: LiveRunTarget | undefined): LiveRunTarget {
-  const present = requirePresent(field, value);
-  requireId(`${field}.thread_id`, present.threadId);
-  requireId(`${field}.run_id`, present.runId);
-  optionalId(`${field}.dispatch_id`, present.dispatchId);
-  return present;
-}
-
 function enqueued(outcome: EnqueueOutcome, i: number) {
   if ("error" in outcome) return create(EnqueueResultSchema, { error: itemError(underField(outcome.error, `dispatches[${i}]`)) });
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
@@ -64,13 +56,13 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
   return {
     async enqueue(request) {
-      const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits)]);
+      const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now())]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 
     async enqueueBatch(request) {
-      const outcomes = await mailbox.enqueue(parseEnqueueBatch(request.dispatches, limits));
+      const outcomes = await mailbox.enqueue(parseEnqueueBatch(request.dispatches, limits, engine.clock.now()));
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
 
@@ -113,7 +105,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async nack(request) {
       const ref = parseClaimRef(request);
-      const dispatch = await mailbox.nack(ref, parseRetry(request.retry, limits), parseErrorText("error", request.error));
+      const dispatch = await mailbox.nack(ref, parseRetry(request.retry, limits, engine.clock.now()), parseErrorText("error", request.error));
       return { dispatch: toRunDispatch(dispatch) };
     },
 
@@ -214,7 +206,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async *openLiveChannel(request, context) {
-      const wanted = target("target", request.target);
+      const wanted = parseLiveTarget("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       const channel = await live.open(wanted);
       try {
@@ -234,11 +226,8 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async deliverLive(request) {
-      const wanted = target("target", request.target);
-      const command = requirePresent("command", request.command);
-      if (command.body.case === undefined) throw invalidField("command.body", "is required: one of messages, cancel, decisions");
-      optionalId("command.command_id", command.commandId);
-      const outcome = await live.deliver(wanted, create(LiveRunCommandSchema, command));
+      const wanted = parseLiveTarget("target", request.target);
+      const outcome = await live.deliver(wanted, parseLiveCommand("command", request.command));
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
   };

@@ -50,12 +50,12 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
 
     async send(request) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.send(poolId, parseMessage("message", request.message, poolId, false));
+      return engine.messages.send(poolId, parseMessage("message", request.message, poolId, false, engine.clock.now()));
     },
 
     async respond(request) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.respond(poolId, parseMessage("reply", request.reply, poolId, true), request.reply?.to !== undefined);
+      return engine.messages.respond(poolId, parseMessage("reply", request.reply, poolId, true, engine.clock.now()), request.reply?.to !== undefined);
     },
 
     async cancelMessage(request) {

@@ -200,7 +200,7 @@ describe.each(storeBackends())("wake conditions: $name backend", (backend) => {
         fromRunId: "worker",
         to: { target: { case: "runId", value: "sleeper" } },
         responseContract: { expectedResponses: 1, timeout: { seconds: 5n } },
-      }), POOL, false);
+      }), POOL, false, harness.clock.now());
       const { receipt } = await one.messages.send(POOL, out);
       harness.clock.advance(4_999);
       await Promise.all([one.poolBackground.runDue(), two.poolBackground.runDue()]);

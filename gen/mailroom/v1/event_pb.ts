@@ -194,7 +194,9 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   payloadSchemaVersion: number;
 
   /**
-   * When it happened, by the producer's clock; unset = recorded_at.
+   * When it happened, by the producer's clock; unset = recorded_at. In
+   * Publish from 1970-01-01T00:00:00Z to 24 hours after the server's clock
+   * (INVALID_ARGUMENT outside).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 8;
    */
@@ -320,14 +322,14 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   tags: string[];
 
   /**
-   * Who produced it.
+   * Who produced it; unset in Publish = {SOURCE_KIND_RUN, run_id}.
    *
    * @generated from field: mailroom.v1.SourceRef source = 26;
    */
   source?: SourceRef | undefined;
 
   /**
-   * Where it was headed.
+   * Where it was headed, if stated.
    *
    * @generated from field: mailroom.v1.DestinationRef destination = 27;
    */
@@ -370,14 +372,16 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   deliverySemantics: EventDeliverySemantics;
 
   /**
-   * How sensitive its content is.
+   * How sensitive its content is; a value PrivacyClass does not define gets
+   * INVALID_ARGUMENT.
    *
    * @generated from field: mailroom.v1.PrivacyClass privacy = 33;
    */
   privacy: PrivacyClass;
 
   /**
-   * Whether content was captured.
+   * Whether content was captured; a value ContentCaptureMode does not define
+   * gets INVALID_ARGUMENT.
    *
    * @generated from field: mailroom.v1.ContentCaptureMode content_capture = 34;
    */

@@ -78,7 +78,9 @@ export type NewDispatch = Message<"mailroom.v1.NewDispatch"> & {
    */
   schedule: {
     /**
-     * An absolute instant (in the past = now).
+     * An absolute instant (in the past = now), from 1970-01-01T00:00:00Z to
+     * 365 days after the server's clock (INVALID_ARGUMENT outside, e.g. year
+     * 9999).
      *
      * @generated from field: google.protobuf.Timestamp available_at = 7;
      */
@@ -667,7 +669,8 @@ export type NackRequest = Message<"mailroom.v1.NackRequest"> & {
    */
   retry: {
     /**
-     * An absolute instant.
+     * An absolute instant (in the past = now), from 1970-01-01T00:00:00Z to
+     * 365 days after the server's clock (INVALID_ARGUMENT outside).
      *
      * @generated from field: google.protobuf.Timestamp retry_at = 3;
      */
@@ -1648,8 +1651,10 @@ export type DeliverLiveRequest = Message<"mailroom.v1.DeliverLiveRequest"> & {
   target?: LiveRunTarget | undefined;
 
   /**
-   * The command; exactly one body required. command_id empty = generated;
-   * its target field is ignored (the request's target is used).
+   * The command; exactly one body required, bounded as live.proto states
+   * (INVALID_ARGUMENT naming the field). command_id empty = generated; its
+   * target and sent_at fields are ignored (the request's target and the
+   * server's clock are used).
    *
    * @generated from field: mailroom.v1.LiveRunCommand command = 2;
    */

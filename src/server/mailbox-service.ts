@@ -39,6 +39,7 @@ import type { EnqueueOutcome } from "../engine/mailbox/mailbox.js";
 import { toRunDispatch } from "../engine/mailbox/records.js";
 import { PushQueue } from "../engine/push-queue.js";
 import type { WorkSignal } from "../engine/mailbox/work-signals.js";
+import { DispatchAnswers, type DispatchText } from "./dispatch-answers.js";
 import { itemError } from "./errors.js";
 import { heartbeatStream } from "./streams.js";
 
@@ -50,19 +51,30 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
 }
 
-export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxService> {
+export function mailboxService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof MailboxService> {
   const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
+  const answers = new DispatchAnswers(maxMessageBytes, limits);
+
+  /** Before a change adds text to a dispatch: refuses it when the dispatch could then not be served back. */
+  async function checkChange(dispatchId: string, text: DispatchText, field: string): Promise<void> {
+    if (answers.changesAlwaysFit) return;
+    answers.checkChange(await queries.get(dispatchId), text, field);
+  }
 
   return {
     async enqueue(request) {
-      const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now())]);
+      const command = parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now());
+      answers.checkEnqueue([command], () => "dispatch", false);
+      const [outcome] = await mailbox.enqueue([command]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 
     async enqueueBatch(request) {
-      const outcomes = await mailbox.enqueue(parseEnqueueBatch(request.dispatches, limits, engine.clock.now()));
+      const commands = parseEnqueueBatch(request.dispatches, limits, engine.clock.now());
+      answers.checkEnqueue(commands, (i) => `dispatches[${i}]`, true);
+      const outcomes = await mailbox.enqueue(commands);
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
 
@@ -83,6 +95,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async ackBatch(request) {
       const refs = parseAckBatch(request.claims, limits);
+      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queries.getMany(refs.map((ref) => ref.dispatchId)));
       const results = await mailbox.ackMany(refs);
       return create(AckBatchResponseSchema, {
         results: results.map((result, i) =>
@@ -95,27 +108,38 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async recordDispatchStart(request) {
       const instance = requireId("dispatch_instance_id", request.dispatchInstanceId);
+      await checkChange(request.dispatchId, { dispatchInstanceId: instance }, "dispatch_instance_id");
       return { dispatch: toRunDispatch(await mailbox.recordStart(parseClaimRef(request), instance)) };
     },
 
     async recordRunResult(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, parseRunResult(request.result))) };
+      const result = parseRunResult(request.result);
+      await checkChange(ref.dispatchId, { runResponse: result.response, runError: result.error, terminationDetail: result.termination?.detail }, "result");
+      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, result)) };
     },
 
     async nack(request) {
       const ref = parseClaimRef(request);
-      const dispatch = await mailbox.nack(ref, parseRetry(request.retry, limits, engine.clock.now()), parseErrorText("error", request.error));
+      const error = parseErrorText("error", request.error);
+      const retry = parseRetry(request.retry, limits, engine.clock.now());
+      await checkChange(ref.dispatchId, { lastError: error }, "error");
+      const dispatch = await mailbox.nack(ref, retry, error);
       return { dispatch: toRunDispatch(dispatch) };
     },
 
     async deadLetter(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, parseErrorText("error", request.error))) };
+      const error = parseErrorText("error", request.error);
+      await checkChange(ref.dispatchId, { lastError: error }, "error");
+      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, error)) };
     },
 
     async cancel(request) {
-      const outcome = await mailbox.cancel(requireId("dispatch_id", request.dispatchId), parseReason("reason", request.reason));
+      const dispatchId = requireId("dispatch_id", request.dispatchId);
+      const reason = parseReason("reason", request.reason);
+      await checkChange(dispatchId, { lastError: reason }, "reason");
+      const outcome = await mailbox.cancel(dispatchId, reason);
       return { dispatch: toRunDispatch(outcome.dispatch), changed: outcome.changed };
     },
 
@@ -128,12 +152,14 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async interrupt(request) {
       const outcome = await mailbox.interrupt(requireId("thread_id", request.threadId), request.detailed);
-      return {
+      const answer = {
         newDispatchEpoch: BigInt(outcome.newEpoch),
         activeDispatch: outcome.active ? toRunDispatch(outcome.active) : undefined,
         supersededCount: BigInt(outcome.supersededCount),
-        supersededDispatches: outcome.superseded.map(toRunDispatch),
       };
+      // The interrupt is done: its details take only what fits beside the rest of the answer.
+      const { dispatches, truncated } = answers.supersededThatFit(answer, outcome.superseded.map(toRunDispatch));
+      return { ...answer, supersededDispatches: dispatches, supersededDispatchesTruncated: truncated || dispatches.length < outcome.supersededCount };
     },
 
     async getDispatchEpoch(request) {
@@ -142,7 +168,9 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async supersedeClaimed(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, parseReason("reason", request.reason))) };
+      const reason = parseReason("reason", request.reason);
+      await checkChange(ref.dispatchId, { lastError: reason }, "reason");
+      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, reason)) };
     },
 
     async getDispatch(request) {
@@ -150,7 +178,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async listDispatches(request) {
-      const page = await queries.list(parseList(request));
+      const page = await queries.list(parseList(request), answers.listBudget());
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -163,13 +191,14 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     },
 
     async listTerminalDispatches(request) {
-      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }));
+      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget());
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
     async reclaimExpiredLeases(request) {
       const limit = request.limit === 0 ? 100 : intInRange("limit", request.limit, 1, 1000);
-      return { dispatches: (await mailbox.reclaimExpired(limit)).map(toRunDispatch) };
+      // Reclaimed dispatches are answered: no more than surely fit (the rest are left to the next call or the sweeper).
+      return { dispatches: (await mailbox.reclaimExpired(answers.surelyFitting(limit))).map(toRunDispatch) };
     },
 
     async purgeTerminal(request) {
@@ -227,7 +256,9 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async deliverLive(request) {
       const wanted = parseLiveTarget("target", request.target);
-      const outcome = await live.deliver(wanted, parseLiveCommand("command", request.command));
+      const command = parseLiveCommand("command", request.command);
+      answers.checkLiveCommand(command, wanted);
+      const outcome = await live.deliver(wanted, command);
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
   };

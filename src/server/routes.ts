@@ -19,13 +19,15 @@ export const mailroomServiceNames: readonly string[] = [MailboxService.typeName,
 export interface RouteDeps {
   health: HealthMonitor;
   engine: Engine;
+  /** The largest message the server sends (--max-message-bytes): what is stored must fit in an answer. */
+  maxMessageBytes: number;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(Health, healthService(deps.health));
-    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine)));
-    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine)));
-    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine)));
+    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine, deps.maxMessageBytes)));
+    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine, deps.maxMessageBytes)));
+    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine, deps.maxMessageBytes)));
   };
 }

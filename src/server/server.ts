@@ -19,6 +19,9 @@ import { StartupError } from "./startup-error.js";
 
 export { StartupError };
 
+/** Below this, the server's own records may not fit in an answer (it says so at start). */
+const ROOMY_MESSAGE_BYTES = 16 * 1024;
+
 export interface ServerDeps {
   /** Closed by `close()` unless `closeStore` is false. */
   store: Store;
@@ -58,11 +61,18 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
     events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },
   });
+  if (config.maxMessageBytes < ROOMY_MESSAGE_BYTES) {
+    logger.warn(
+      { max_message_bytes: config.maxMessageBytes },
+      `--max-message-bytes ${config.maxMessageBytes} leaves little room: writes whose records would not fit in an answer are refused, ` +
+        `and records the server writes itself (journal events, about 1-4 KiB in JSON) may not fit either; ${ROOMY_MESSAGE_BYTES} or more is recommended`,
+    );
+  }
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
   const metrics = new ServerMetrics(engine);
   const connectHandler = connectNodeAdapter({
-    routes: routes({ health, engine }),
+    routes: routes({ health, engine, maxMessageBytes: config.maxMessageBytes }),
     grpc: true,
     grpcWeb: true,
     connect: true,

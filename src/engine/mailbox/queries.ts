@@ -4,11 +4,14 @@
  *
  * Pages are keyset pages: the token holds the last key returned (and which
  * query it belongs to), so a page never repeats or skips a dispatch when
- * others are added meanwhile.
+ * others are added meanwhile. A page holds at most `pageSize` entries and,
+ * given a byte budget, only as many as fit in it (at least one).
  */
+import { createHash } from "node:crypto";
 import type { Clock } from "../../domain/clock.js";
 import type { ListQuery } from "../../domain/dispatch/commands.js";
 import { ALL_STATUSES, type DispatchStatus, TERMINAL_STATUSES } from "../../domain/dispatch/state.js";
+import { countThatFit } from "../../domain/answer-size.js";
 import { EntityKind, invalidField, notFound } from "../../domain/errors.js";
 import { hasLoneSurrogate } from "../../domain/order.js";
 import type { Collection, Filter } from "../../store/port.js";
@@ -16,7 +19,7 @@ import { type DispatchDoc } from "./records.js";
 import type { Threads } from "./threads.js";
 
 interface PageKey {
-  /** Which query the token belongs to. */
+  /** Which query the token belongs to (a digest of it, so a token stays short whatever the query's thread id). */
   q: string;
   /** The sort value of the last entry returned (0 where the order is by id alone). */
   v: number;
@@ -28,6 +31,11 @@ const NOT_OURS = "is not a token this server issued";
 
 function encodeToken(key: PageKey): string {
   return Buffer.from(JSON.stringify(key)).toString("base64url");
+}
+
+/** The longest next_page_token a listing issues after a dispatch with this id (answers are sized with it). */
+export function pageTokenAfter(dispatchId: string): string {
+  return encodeToken({ q: queryDigest(""), v: Number.MAX_SAFE_INTEGER, id: dispatchId });
 }
 
 /** The key a token holds; INVALID_ARGUMENT `page_token` for anything this server could not have issued. */
@@ -64,6 +72,17 @@ export interface Page<T> {
   nextPageToken?: string;
 }
 
+/** How many bytes a page may hold, and what each entry takes of them. */
+export interface PageBudget<T> {
+  maxBytes: number;
+  sizeOf: (item: T) => number;
+}
+
+/** The query a token belongs to, in a few bytes. */
+function queryDigest(query: string): string {
+  return createHash("sha256").update(query).digest("base64url").slice(0, 16);
+}
+
 export class MailboxQueries {
   constructor(
     private readonly dispatches: Collection<DispatchDoc>,
@@ -77,21 +96,26 @@ export class MailboxQueries {
     return doc;
   }
 
+  /** Those of these ids that exist, in no particular order. */
+  async getMany(dispatchIds: readonly string[]): Promise<DispatchDoc[]> {
+    return this.dispatches.find({ _id: { $in: [...dispatchIds] } });
+  }
+
   /** Oldest first: (created_at, dispatch_id). */
-  async list(query: ListQuery): Promise<Page<DispatchDoc>> {
-    const fingerprint = `list|${query.threadId ?? ""}|${(query.statuses ?? []).join(",")}`;
+  async list(query: ListQuery, budget?: PageBudget<DispatchDoc>): Promise<Page<DispatchDoc>> {
+    const fingerprint = queryDigest(`list|${query.threadId ?? ""}|${(query.statuses ?? []).join(",")}`);
     const filter: Filter<DispatchDoc> = {
       ...(query.threadId ? { thread_id: query.threadId } : {}),
       ...(query.statuses ? { status: { $in: query.statuses } } : {}),
     };
-    return this.page(filter, "created_at", 1, query.pageSize, decodeToken(query.pageToken, fingerprint), fingerprint);
+    return this.page(filter, "created_at", 1, query.pageSize, decodeToken(query.pageToken, fingerprint), fingerprint, budget);
   }
 
   /** Most recently completed first: (completed_at, dispatch_id) descending. */
-  async listTerminal(query: ListQuery): Promise<Page<DispatchDoc>> {
-    const fingerprint = `terminal|${query.threadId ?? ""}`;
+  async listTerminal(query: ListQuery, budget?: PageBudget<DispatchDoc>): Promise<Page<DispatchDoc>> {
+    const fingerprint = queryDigest(`terminal|${query.threadId ?? ""}`);
     const filter: Filter<DispatchDoc> = { ...(query.threadId ? { thread_id: query.threadId } : {}), terminal: true };
-    return this.page(filter, "completed_at", -1, query.pageSize, decodeToken(query.pageToken, fingerprint), fingerprint);
+    return this.page(filter, "completed_at", -1, query.pageSize, decodeToken(query.pageToken, fingerprint), fingerprint, budget);
   }
 
   async count(threadId: string | undefined, statuses: DispatchStatus[] | undefined): Promise<Array<{ status: DispatchStatus; count: number }>> {
@@ -116,7 +140,7 @@ export class MailboxQueries {
    * token, which resumes after the last thread looked at.
    */
   async queuedThreads(pageSize: number, pageToken: string | undefined): Promise<Page<string>> {
-    const fingerprint = "queued-threads";
+    const fingerprint = queryDigest("queued-threads");
     const now = this.clock.now();
     const ready: string[] = [];
     let cursor = decodeToken(pageToken, fingerprint)?.id;
@@ -135,12 +159,22 @@ export class MailboxQueries {
   }
 
   /** One page in the order (field, _id): a single bounded query starting strictly after the token's key. */
-  private async page(filter: Filter<DispatchDoc>, field: "created_at" | "completed_at", direction: 1 | -1, size: number, from: PageKey | undefined, fingerprint: string): Promise<Page<DispatchDoc>> {
+  private async page(
+    filter: Filter<DispatchDoc>,
+    field: "created_at" | "completed_at",
+    direction: 1 | -1,
+    size: number,
+    from: PageKey | undefined,
+    fingerprint: string,
+    budget: PageBudget<DispatchDoc> | undefined,
+  ): Promise<Page<DispatchDoc>> {
     const sort = { [field]: direction, _id: direction } as Record<string, 1 | -1>;
     const query = { ...filter, ...(from ? after(field, direction, from) : {}) } as Filter<DispatchDoc>;
     const found = await this.dispatches.find(query, { sort, limit: size + 1 });
-    const page = found.slice(0, size);
+    const firstPage = found.slice(0, size);
+    const page = budget ? firstPage.slice(0, countThatFit(firstPage, budget.maxBytes, budget.sizeOf, true)) : firstPage;
     const last = page[page.length - 1];
-    return { items: page, nextPageToken: found.length > size && last ? encodeToken({ q: fingerprint, v: last[field] as number, id: last._id }) : undefined };
+    return { items: page, nextPageToken: found.length > page.length && last ? encodeToken({ q: fingerprint, v: last[field] as number, id: last._id }) : undefined };
   }
 }
+

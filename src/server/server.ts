@@ -6,6 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
+import { MemoryStore } from "../store/memory/store.js";
 import type { Store } from "../store/port.js";
 import { Engine, type EngineOptions } from "../engine/engine.js";
 import { requestGate } from "./request-gate.js";
@@ -54,6 +55,7 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
   const { store, logger } = deps;
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
+  if (store instanceof MemoryStore) store.limitTo(config.memoryStoreMaxBytes);
   const engine = await Engine.start(store, {
     log: logger,
     ...deps.engine,

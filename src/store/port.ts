@@ -170,6 +170,20 @@ export class DuplicateKeyError extends StoreError {
 /** The change stream cannot resume: its position is no longer retained (MongoDB code 286). */
 export class ChangeStreamHistoryLostError extends StoreError {}
 
+/**
+ * The store has no room for the write (the memory backend, past its
+ * configured size); nothing was written. Retrying helps only once data was
+ * deleted (retention does that) or the limit raised.
+ */
+export class StoreFullError extends StoreError {
+  constructor(
+    readonly maxBytes: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The store could not be reached or timed out; the operation may be retried. */
 export class StoreUnavailableError extends StoreError {}
 

@@ -76,6 +76,7 @@ describe("defaults", () => {
       maxLeaseMs: 3_600_000,
       dispatchRetentionMs: 7 * 86_400_000,
       eventRetentionMs: 7 * 86_400_000,
+      memoryStoreMaxBytes: 512 * 1024 * 1024,
     } satisfies ServerConfig);
     expect(defaultServerConfig()).toEqual(parse([]));
   });
@@ -95,6 +96,7 @@ describe("invalid values are refused with a message naming the option", () => {
     [["--mongodb-database", "a.b"], /--mongodb-database.*database name/],
     [["--auth-token", "has space"], /--auth-token/],
     [["--max-lease-ms", "0"], /--max-lease-ms/],
+    [["--memory-store-max-bytes", "1000"], /--memory-store-max-bytes.*must be an integer from 1048576/],
   ])("%j", (argv, message) => {
     expect(() => parse(argv)).toThrow(message);
   });

@@ -23,6 +23,7 @@ import {
   indexName,
 } from "../port.js";
 import { compareValues, compileFilter, UPDATE_OPERATOR_FUNCTIONS } from "./bson-order.js";
+import { approxBytes, MemoryBudget } from "./budget.js";
 import { OrderedIndex } from "./ordered-index.js";
 import { plan } from "./planner.js";
 
@@ -43,7 +44,15 @@ export interface ChangeSink {
     documentKey: { _id: DocId };
     fullDocument?: AnyDoc;
     updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
+    /** Approximate bytes the change holds (its document or its update description). */
+    bytes: number;
   }): void;
+}
+
+/** The approximate bytes a top-level field takes in a document (0 when absent). */
+function fieldBytes(doc: AnyDoc, field: string): number {
+  const value = doc[field];
+  return value === undefined ? 0 : 2 + field.length + approxBytes(value);
 }
 
 const UPDATE_OPERATORS = new Set([
@@ -190,12 +199,15 @@ function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
 
 export class MemoryCollection<T extends Doc> implements Collection<T> {
   private readonly docs = new Map<string, AnyDoc>();
+  /** Approximate bytes of each stored document (what it holds of the budget). */
+  private readonly sizes = new Map<string, number>();
   private readonly indexes = new Map<string, OrderedIndex>();
   lastQuery: QueryStats = { plan: "scan", docsExamined: 0 };
 
   constructor(
     readonly name: string,
     private readonly changes: ChangeSink,
+    private readonly budget: MemoryBudget = new MemoryBudget(),
   ) {
     // Like MongoDB's implicit _id index: ranges and sorts on _id walk it.
     // (Uniqueness of _id is kept by the document map itself.)
@@ -232,13 +244,18 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
+    const owned = docs.map((doc) => this.owned(doc as unknown as AnyDoc));
+    const sizes = owned.map((doc) => approxBytes(doc));
+    // Room for all of them, or none is inserted.
+    this.budget.take(sizes.reduce((a, b) => a + b, 0), Math.max(...sizes));
     const duplicates: InsertManyResult["duplicates"] = [];
     let insertedCount = 0;
-    docs.forEach((doc, position) => {
+    owned.forEach((doc, position) => {
       try {
-        this.insert(doc as unknown as AnyDoc);
+        this.store(doc, sizes[position]!);
         insertedCount++;
       } catch (error) {
+        this.budget.take(-sizes[position]!);
         if (!(error instanceof DuplicateKeyError)) throw error;
         duplicates.push({ position, index: error.index });
       }
@@ -318,20 +335,41 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   // ---- internals -------------------------------------------------------
 
   private insert(input: AnyDoc): AnyDoc {
+    const doc = this.owned(input);
+    const size = approxBytes(doc);
+    this.budget.take(size, size);
+    try {
+      return this.store(doc, size);
+    } catch (error) {
+      this.budget.take(-size);
+      throw error;
+    }
+  }
+
+  /** The store's own copy of a document to insert. */
+  private owned(input: AnyDoc): AnyDoc {
     if (input._id === undefined || input._id === null) throw new StoreError(`${this.name}: documents need an _id`);
-    const doc = ownCopy(input);
+    return ownCopy(input);
+  }
+
+  /** Stores a new document whose `size` the budget already holds. */
+  private store(doc: AnyDoc, size: number): AnyDoc {
     if (this.docs.has(idKey(doc._id))) throw new DuplicateKeyError(this.name, "_id_");
     this.assertUnique(doc);
     this.docs.set(idKey(doc._id), doc);
+    this.sizes.set(idKey(doc._id), size);
     for (const index of this.indexes.values()) index.add(doc);
-    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc });
+    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc, bytes: size });
     return doc;
   }
 
   private remove(doc: AnyDoc): void {
-    this.docs.delete(idKey(doc._id));
+    const key = idKey(doc._id);
+    this.docs.delete(key);
+    this.budget.take(-(this.sizes.get(key) ?? 0));
+    this.sizes.delete(key);
     for (const index of this.indexes.values()) index.remove(doc);
-    this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id } });
+    this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id }, bytes: 0 });
   }
 
   /**
@@ -356,8 +394,14 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     // Indexes whose key and partial filter read none of the paths written keep their entry.
     const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
     this.assertUnique(next, target._id, affected);
+    // Only the top-level fields the update may write can change the document's size.
+    let grow = 0;
+    for (const field of update.fields) grow += fieldBytes(next, field) - fieldBytes(target, field);
+    this.budget.take(grow);
+    const key = idKey(next._id);
+    this.sizes.set(key, (this.sizes.get(key) ?? 0) + grow);
     for (const index of affected) index.remove(target);
-    this.docs.set(idKey(next._id), next);
+    this.docs.set(key, next);
     for (const index of affected) index.add(next);
     const updatedFields: Record<string, unknown> = {};
     const removedFields: string[] = [];
@@ -366,7 +410,8 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
       if (value === undefined) removedFields.push(path);
       else updatedFields[path] = value;
     }
-    this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription: { updatedFields, removedFields } });
+    const updateDescription = { updatedFields, removedFields };
+    this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription, bytes: approxBytes(updateDescription) });
     return next;
   }
 

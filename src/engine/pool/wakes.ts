@@ -25,7 +25,7 @@ import type { Clock } from "../../domain/clock.js";
 import { EntityKind, ErrorReason, MailroomError, notFound } from "../../domain/errors.js";
 import { type FilterSpec, fromPlainFilter, toPlainFilter } from "../../domain/events/filter.js";
 import { observableRuns } from "../../domain/pool/pool.js";
-import { canWake, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
+import { canWake, MAX_REGISTERED_WAKES_PER_POOL, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
 import { checkJournalCursor } from "../events/events.js";
 import type { Journal } from "../journal/journal.js";
@@ -68,6 +68,13 @@ export class Wakes {
     if (repeat) return { registration: await this.registration(repeat), deduplicated: true };
     const pool = await this.pools.get(poolId);
     const member = this.pools.memberOf(pool, request.condition.runId);
+    // A bound, not a reservation: registrations racing past the count may exceed it by as many as race.
+    if ((await this.wakes.countDocuments({ pool_id: poolId, status: "REGISTERED" })) >= MAX_REGISTERED_WAKES_PER_POOL) {
+      throw new MailroomError("resource_exhausted", `agent pool ${JSON.stringify(poolId)} has ${MAX_REGISTERED_WAKES_PER_POOL} registered wake conditions, its limit; cancel some or wait for them to settle`, {
+        reason: ErrorReason.LIMIT_EXCEEDED,
+        metadata: { limit: "registered wake conditions per pool" },
+      });
+    }
     const config = configFromDoc(pool.config);
     const filter = scopeWakeFilter(request.filter, observableRuns(pool.members.map(memberFromDoc), config), config);
     const now = this.clock.now();

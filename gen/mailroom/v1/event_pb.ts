@@ -351,14 +351,16 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   journalCursor?: JournalCursor | undefined;
 
   /**
-   * State of the subject before, e.g. "RUN_DISPATCH_STATUS_QUEUED".
+   * State of the subject before, e.g. "RUN_DISPATCH_STATUS_QUEUED"; at most
+   * 256 bytes.
    *
    * @generated from field: string state_before = 30;
    */
   stateBefore: string;
 
   /**
-   * State of the subject after, e.g. "RUN_DISPATCH_STATUS_CLAIMED".
+   * State of the subject after, e.g. "RUN_DISPATCH_STATUS_CLAIMED"; at most
+   * 256 bytes.
    *
    * @generated from field: string state_after = 31;
    */
@@ -388,14 +390,14 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   contentCapture: ContentCaptureMode;
 
   /**
-   * The redaction policy applied, if any.
+   * The redaction policy applied, if any (identifier rules apply).
    *
    * @generated from field: string redaction_policy_id = 35;
    */
   redactionPolicyId: string;
 
   /**
-   * Fingerprint of the runtime package that produced it.
+   * Fingerprint of the runtime package that produced it; at most 256 bytes.
    *
    * @generated from field: string runtime_fingerprint = 36;
    */
@@ -486,7 +488,8 @@ export const AgentEventSchema: GenMessage<AgentEvent> = /*@__PURE__*/
 /**
  * Which events match. Within a list any entry matches (OR); across lists
  * every non-empty list must match (AND); an empty list matches everything.
- * At most 100 entries per list (INVALID_ARGUMENT above).
+ * At most 100 entries per list (INVALID_ARGUMENT above); ids follow the
+ * identifier rules, custom kinds and tags are 1 to 128 bytes.
  *
  * @generated from message mailroom.v1.EventFilter
  */

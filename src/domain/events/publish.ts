@@ -71,9 +71,10 @@ export function parsePublish(input: AgentEvent | undefined, now: number): AgentE
     ["attempt_id", envelope.attemptId], ["message_id", envelope.messageId], ["context_item_id", envelope.contextItemId],
     ["trace_id", envelope.traceId], ["span_id", envelope.spanId], ["parent_event_id", envelope.parentEventId], ["caused_by", envelope.causedBy],
     ["thread_id", envelope.threadId], ["dispatch_id", envelope.dispatchId], ["pool_id", envelope.poolId], ["wake_condition_id", envelope.wakeConditionId],
+    ["redaction_policy_id", envelope.redactionPolicyId],
   ];
   for (const [name, value] of ids) optionalId(`event.envelope.${name}`, value);
-  for (const [name, value] of [["state_before", envelope.stateBefore], ["state_after", envelope.stateAfter], ["redaction_policy_id", envelope.redactionPolicyId], ["runtime_fingerprint", envelope.runtimeFingerprint]] as const) {
+  for (const [name, value] of [["state_before", envelope.stateBefore], ["state_after", envelope.stateAfter], ["runtime_fingerprint", envelope.runtimeFingerprint]] as const) {
     boundedText(`event.envelope.${name}`, value, MAX_TEXT);
   }
   if (envelope.subjectRef) entityRef("event.envelope.subject_ref", envelope.subjectRef);

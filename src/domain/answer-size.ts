@@ -8,7 +8,8 @@
  * binary format and JSON (Connect, or gRPC with a JSON codec), which is
  * larger (field names, base64 bytes, quoted 64-bit numbers).
  */
-import { type DescMessage, type MessageShape, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { type DescField, type DescMessage, type MessageShape, ScalarType, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { isReflectMessage, reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { ErrorReason, MailroomError } from "./errors.js";
 import { byteLength } from "./validate.js";
 
@@ -25,28 +26,81 @@ const JSON_FACTOR = 48;
 const JSON_SLACK = 256;
 
 export function encodedSize<D extends DescMessage>(schema: D, message: MessageShape<D>, format: WireFormat): number {
-  return format === "binary" ? toBinary(schema, message).length : byteLength(toJsonString(schema, message));
+  return format === "binary" ? toBinary(schema, message).length : jsonSize(schema, message);
+}
+
+/** Bytes fields at least this large are sized arithmetically in JSON, not encoded. */
+const LARGE_BYTES = 1024;
+
+/**
+ * The size of the message in protobuf JSON. Large bytes fields (payloads)
+ * are not base64-encoded to be measured: their JSON is 4 bytes for every 3
+ * (padded), plus their key; the rest of the message is encoded without them
+ * (and restored before returning).
+ */
+function jsonSize<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
+  const set: Array<{ at: ReflectMessage; field: DescField; value: Uint8Array }> = [];
+  setAsideLargeBytes(reflect(schema, message), set);
+  try {
+    let size = byteLength(toJsonString(schema, message));
+    for (const { field, value } of set) size += field.jsonName.length + 6 + 4 * Math.ceil(value.length / 3);
+    return size;
+  } finally {
+    for (const { at, field, value } of set) at.set(field, value);
+  }
+}
+
+function setAsideLargeBytes(message: ReflectMessage, set: Array<{ at: ReflectMessage; field: DescField; value: Uint8Array }>): void {
+  for (const field of message.fields) {
+    if (!message.isSet(field)) continue;
+    if (field.fieldKind === "scalar" && field.scalar === ScalarType.BYTES) {
+      const value = message.get(field) as Uint8Array;
+      if (value.length >= LARGE_BYTES) {
+        set.push({ at: message, field, value });
+        message.set(field, new Uint8Array(0));
+      }
+    } else if (field.fieldKind === "message") {
+      setAsideLargeBytes(message.get(field), set);
+    } else if (field.fieldKind === "list" && field.listKind === "message") {
+      for (const item of message.get(field)) if (isReflectMessage(item)) setAsideLargeBytes(item, set);
+    }
+  }
 }
 
 export class AnswerLimit {
   constructor(readonly maxBytes: number) {}
 
-  /** The larger of the message's sizes in the two encodings, or just the binary one when JSON surely fits too. */
-  servedSize<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
-    const binary = encodedSize(schema, message, "binary");
-    if (binary * JSON_FACTOR + JSON_SLACK <= this.maxBytes) return binary;
-    return Math.max(binary, encodedSize(schema, message, "json"));
+  /** The message's size in one encoding, exactly (for answers whose encoding is known: the call's). */
+  sizeIn<D extends DescMessage>(schema: D, message: MessageShape<D>, format: WireFormat): number {
+    return encodedSize(schema, message, format);
   }
 
-  /** Whether the message, served in either encoding, fits. */
+  /** The larger of the message's two sizes, exactly (for what any reader may be served). */
+  largestSize<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
+    return Math.max(encodedSize(schema, message, "binary"), encodedSize(schema, message, "json"));
+  }
+
+  /**
+   * Whether the message, plus `extra` bytes of answer around it, fits in
+   * both encodings; its JSON is measured only when it might not. Returns the
+   * size that decided (the larger one when measured).
+   */
+  measure<D extends DescMessage>(schema: D, message: MessageShape<D>, extra = 0): { fits: boolean; size: number } {
+    const binary = encodedSize(schema, message, "binary") + extra;
+    if (binary * JSON_FACTOR + JSON_SLACK <= this.maxBytes) return { fits: true, size: binary };
+    const size = Math.max(binary, encodedSize(schema, message, "json") + extra);
+    return { fits: size <= this.maxBytes, size };
+  }
+
+  /** Whether the message fits in both encodings. */
   fits<D extends DescMessage>(schema: D, message: MessageShape<D>): boolean {
-    return this.servedSize(schema, message) <= this.maxBytes;
+    return this.measure(schema, message).fits;
   }
 
-  /** RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) unless the message fits; `what` says what the answer would hold. */
-  require<D extends DescMessage>(schema: D, message: MessageShape<D>, what: string, field?: string): void {
-    const size = this.servedSize(schema, message);
-    if (size > this.maxBytes) throw this.exceeded(what, size, field);
+  /** RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) unless the message (plus `extra` bytes around it) fits; `what` says what the answer would hold. */
+  require<D extends DescMessage>(schema: D, message: MessageShape<D>, what: string, field?: string, extra = 0): void {
+    const { fits, size } = this.measure(schema, message, extra);
+    if (!fits) throw this.exceeded(what, size, field);
   }
 
   exceeded(what: string, size: number, field?: string): MailroomError {

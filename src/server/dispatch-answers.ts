@@ -20,7 +20,7 @@ import {
   OpenLiveChannelResponseSchema,
 } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { type LiveRunCommand, LiveRunCommandSchema, type LiveRunTarget } from "../../gen/mailroom/v1/live_pb.js";
-import { AnswerLimit, countThatFit } from "../domain/answer-size.js";
+import { AnswerLimit, countThatFit, type WireFormat } from "../domain/answer-size.js";
 import { type EnqueueCommand, MAX_ERROR_BYTES, MAX_REASON_BYTES, type MailboxLimits } from "../domain/dispatch/commands.js";
 import { MAX_ID_BYTES } from "../domain/validate.js";
 import { pageTokenAfter } from "../engine/mailbox/queries.js";
@@ -86,9 +86,16 @@ export class DispatchAnswers {
   private readonly anyDispatchFits: boolean;
   /** The largest a listed dispatch can be (for the answers that take only what fits). */
   private readonly widestListed: number;
+  /** What the largest single-dispatch answer adds to its dispatch (see aloneSize). */
+  private readonly aloneOverhead: number;
 
   constructor(maxMessageBytes: number, limits: MailboxLimits) {
     this.limit = new AnswerLimit(maxMessageBytes);
+    const empty = create(RunDispatchSchema);
+    this.aloneOverhead = ENTRY_FRAMING + Math.max(
+      this.limit.largestSize(ExtendLeaseResponseSchema, create(ExtendLeaseResponseSchema, { dispatch: empty, interrupted: true, threadEpoch: WIDEST_EPOCH })),
+      this.limit.largestSize(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { dispatches: [empty], nextPageToken: pageTokenAfter("") })),
+    );
     const largest = asServed({
       dispatchId: WIDEST_ID,
       threadId: WIDEST_ID,
@@ -104,16 +111,17 @@ export class DispatchAnswers {
       termination: { kind: 1, detail: "x".repeat(MAX_REASON_BYTES) },
       payload: { data: new Uint8Array(limits.maxPayloadBytes), mediaType: WIDEST_ID },
     });
-    this.anyDispatchFits = this.aloneFits(largest);
-    this.widestListed = this.limit.servedSize(RunDispatchSchema, largest) + ENTRY_FRAMING;
+    this.anyDispatchFits = this.limit.measure(RunDispatchSchema, largest, this.aloneOverhead + pageTokenAfter(WIDEST_ID).length).fits;
+    this.widestListed = this.limit.largestSize(RunDispatchSchema, largest) + ENTRY_FRAMING;
   }
 
   /**
    * Refuses commands whose dispatch could not be served back (RESOURCE_EXHAUSTED
    * naming the entry's payload, or the entry), and a batch whose answer would
-   * not fit; `field(i)` names entry i ("dispatch", "dispatches[3]").
+   * not fit in the call's encoding (`batch`, undefined for Enqueue); `field(i)`
+   * names entry i ("dispatch", "dispatches[3]").
    */
-  checkEnqueue(commands: readonly EnqueueCommand[], field: (i: number) => string, batch: boolean): void {
+  checkEnqueue(commands: readonly EnqueueCommand[], field: (i: number) => string, batch?: WireFormat): void {
     const results = commands.map((command, i) => {
       const served = asServed({
         ...(command.dispatchId ? { dispatchId: command.dispatchId } : {}),
@@ -125,13 +133,12 @@ export class DispatchAnswers {
         maxAttempts: command.maxAttempts,
         payload: command.payload,
       });
-      const size = this.aloneSize(served);
-      if (size > this.limit.maxBytes) {
-        throw this.limit.exceeded(`the dispatch of ${field(i)}, served back with its server-set fields`, size, command.payload ? `${field(i)}.payload.data` : field(i));
-      }
+      this.requireAlone(served, `the dispatch of ${field(i)}, served back with its server-set fields`, command.payload ? `${field(i)}.payload.data` : field(i));
       return { dispatch: served, deduplicated: false };
     });
-    if (batch) this.limit.require(EnqueueBatchResponseSchema, create(EnqueueBatchResponseSchema, { results }), "the EnqueueBatch answer (every dispatch, as stored); enqueue fewer at once,", "dispatches");
+    if (batch === undefined) return;
+    const size = this.limit.sizeIn(EnqueueBatchResponseSchema, create(EnqueueBatchResponseSchema, { results }), batch);
+    if (size > this.limit.maxBytes) throw this.limit.exceeded("the EnqueueBatch answer (every dispatch, as stored); enqueue fewer at once,", size, "dispatches");
   }
 
   /** Whether a change that adds `text` can go ahead without looking at the dispatch first. */
@@ -141,9 +148,7 @@ export class DispatchAnswers {
 
   /** Refuses a change whose dispatch, with `text`, could not be served back; `field` names the request field adding the text. */
   checkChange(current: DispatchDoc, text: DispatchText, field: string): void {
-    const changed = withText(asServed(toRunDispatch(current)), text);
-    const size = this.aloneSize(changed);
-    if (size > this.limit.maxBytes) throw this.limit.exceeded(`the dispatch with this ${field}, served back`, size, field);
+    this.requireAlone(withText(asServed(toRunDispatch(current)), text), `the dispatch with this ${field}, served back`, field);
   }
 
   /** Whether `count` acked dispatches surely fit in one AckBatch answer (else look at them with checkAckBatch). */
@@ -151,13 +156,14 @@ export class DispatchAnswers {
     return count * (this.widestListed + ENTRY_FRAMING + MAX_ID_BYTES) + 64 <= this.limit.maxBytes;
   }
 
-  /** Refuses an AckBatch whose answer, holding these dispatches acked, would not fit. */
-  checkAckBatch(dispatches: readonly DispatchDoc[]): void {
+  /** Refuses an AckBatch whose answer, holding these dispatches acked, would not fit in the call's encoding. */
+  checkAckBatch(dispatches: readonly DispatchDoc[], format: WireFormat): void {
     const results = dispatches.map((doc) => create(AckResultSchema, {
       dispatchId: doc._id,
       dispatch: asServed(toRunDispatch(doc)),
     }));
-    this.limit.require(AckBatchResponseSchema, create(AckBatchResponseSchema, { results }), "the AckBatch answer (every dispatch, acked); ack fewer at once,", "claims");
+    const size = this.limit.sizeIn(AckBatchResponseSchema, create(AckBatchResponseSchema, { results }), format);
+    if (size > this.limit.maxBytes) throw this.limit.exceeded("the AckBatch answer (every dispatch, acked); ack fewer at once,", size, "claims");
   }
 
   /** How many dispatches surely fit in one answer (ReclaimExpiredLeases), at least one and at most `wanted`. */
@@ -167,9 +173,9 @@ export class DispatchAnswers {
   }
 
   /** The superseded dispatches Interrupt can answer with: the first ones, as many as fit beside the rest of its answer. */
-  supersededThatFit(base: MessageInitShape<typeof InterruptResponseSchema>, superseded: readonly RunDispatch[]): { dispatches: RunDispatch[]; truncated: boolean } {
-    const room = this.limit.maxBytes - this.limit.servedSize(InterruptResponseSchema, create(InterruptResponseSchema, { ...base, supersededDispatchesTruncated: true }));
-    const kept = superseded.slice(0, countThatFit(superseded, room, (dispatch) => this.limit.servedSize(RunDispatchSchema, dispatch) + ENTRY_FRAMING));
+  supersededThatFit(base: MessageInitShape<typeof InterruptResponseSchema>, superseded: readonly RunDispatch[], format: WireFormat): { dispatches: RunDispatch[]; truncated: boolean } {
+    const room = this.limit.maxBytes - this.limit.sizeIn(InterruptResponseSchema, create(InterruptResponseSchema, { ...base, supersededDispatchesTruncated: true }), format);
+    const kept = superseded.slice(0, countThatFit(superseded, room, (dispatch) => this.limit.sizeIn(RunDispatchSchema, dispatch, format) + ENTRY_FRAMING));
     return { dispatches: kept, truncated: kept.length < superseded.length };
   }
 
@@ -180,24 +186,23 @@ export class DispatchAnswers {
     this.limit.require(OpenLiveChannelResponseSchema, frame, "the command, as a live channel delivers it", "command");
   }
 
-  /** A list page's budget: its bytes, and each dispatch's share of them. */
-  listBudget(): { maxBytes: number; sizeOf: (doc: DispatchDoc) => number } {
-    const overhead = this.limit.servedSize(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { nextPageToken: pageTokenAfter(WIDEST_ID) }));
+  /** A list page's budget in the call's encoding: its bytes, and each dispatch's share of them. */
+  listBudget(format: WireFormat): { maxBytes: number; sizeOf: (doc: DispatchDoc) => number } {
+    const overhead = this.limit.sizeIn(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { nextPageToken: pageTokenAfter(WIDEST_ID) }), format);
     return {
       maxBytes: this.limit.maxBytes - overhead,
-      sizeOf: (doc) => this.limit.servedSize(RunDispatchSchema, toRunDispatch(doc)) + ENTRY_FRAMING,
+      sizeOf: (doc) => this.limit.sizeIn(RunDispatchSchema, toRunDispatch(doc), format) + ENTRY_FRAMING,
     };
   }
 
-  /** The larger of a dispatch's single answers: alone with the most beside it (ExtendLease), or alone on a list page with a next token. */
-  private aloneSize(dispatch: RunDispatch): number {
-    return Math.max(
-      this.limit.servedSize(ExtendLeaseResponseSchema, create(ExtendLeaseResponseSchema, { dispatch, interrupted: true, threadEpoch: WIDEST_EPOCH })),
-      this.limit.servedSize(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { dispatches: [dispatch], nextPageToken: pageTokenAfter(dispatch.dispatchId) })),
-    );
-  }
-
-  private aloneFits(dispatch: RunDispatch): boolean {
-    return this.aloneSize(dispatch) <= this.limit.maxBytes;
+  /**
+   * Refuses a dispatch whose single answers would not fit: alone with the
+   * most beside it (ExtendLease), or alone on a list page with the longest
+   * next token (the dispatch sized once, the answers' own fields added).
+   */
+  private requireAlone(dispatch: RunDispatch, what: string, field: string): void {
+    // The next token names the dispatch: longer ids make it longer.
+    const token = pageTokenAfter(dispatch.dispatchId).length - pageTokenAfter("").length;
+    this.limit.require(RunDispatchSchema, dispatch, what, field, this.aloneOverhead + token);
   }
 }

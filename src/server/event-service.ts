@@ -9,7 +9,7 @@ import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
 import { EventAnswers } from "./event-answers.js";
-import { eventFrame, subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import { eventFrame, formatOf, subscriptionFrame, wireFormatOf } from "./event-frames.js";
 
 export function eventService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof EventService> {
   const answers = new EventAnswers(maxMessageBytes);
@@ -36,12 +36,12 @@ export function eventService(engine: Engine, maxMessageBytes: number): ServiceIm
       }
     },
 
-    async listEvents(request) {
+    async listEvents(request, context) {
       const command = parseListEvents(request);
       const page = await engine.events.list(command);
       const frames = page.events.map((doc) => eventFrame(doc, command.scope, command.filter.payloadAccess));
       // A page holds only what fits in one answer; the next one starts after its last event.
-      const fit = answers.framesThatFit(frames);
+      const fit = answers.framesThatFit(frames, formatOf(context));
       if (fit < frames.length) return { frames: frames.slice(0, fit), nextCursor: cursor(command.scope, page.events[fit - 1]!._id), endOfRange: false };
       return { frames, nextCursor: cursor(command.scope, page.next), endOfRange: page.end };
     },

@@ -41,6 +41,7 @@ import { PushQueue } from "../engine/push-queue.js";
 import type { WorkSignal } from "../engine/mailbox/work-signals.js";
 import { DispatchAnswers, type DispatchText } from "./dispatch-answers.js";
 import { itemError } from "./errors.js";
+import { formatOf } from "./event-frames.js";
 import { heartbeatStream } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
@@ -65,15 +66,15 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
   return {
     async enqueue(request) {
       const command = parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now());
-      answers.checkEnqueue([command], () => "dispatch", false);
+      answers.checkEnqueue([command], () => "dispatch");
       const [outcome] = await mailbox.enqueue([command]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 
-    async enqueueBatch(request) {
+    async enqueueBatch(request, context) {
       const commands = parseEnqueueBatch(request.dispatches, limits, engine.clock.now());
-      answers.checkEnqueue(commands, (i) => `dispatches[${i}]`, true);
+      answers.checkEnqueue(commands, (i) => `dispatches[${i}]`, formatOf(context));
       const outcomes = await mailbox.enqueue(commands);
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
@@ -93,9 +94,9 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
       return { dispatch: toRunDispatch(await mailbox.ack(parseClaimRef(request))) };
     },
 
-    async ackBatch(request) {
+    async ackBatch(request, context) {
       const refs = parseAckBatch(request.claims, limits);
-      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queries.getMany(refs.map((ref) => ref.dispatchId)));
+      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queries.getMany(refs.map((ref) => ref.dispatchId)), formatOf(context));
       const results = await mailbox.ackMany(refs);
       return create(AckBatchResponseSchema, {
         results: results.map((result, i) =>
@@ -150,7 +151,7 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
       return { dispatch: toRunDispatch(outcome.dispatch), interrupted: outcome.interrupted, threadEpoch: BigInt(outcome.threadEpoch) };
     },
 
-    async interrupt(request) {
+    async interrupt(request, context) {
       const outcome = await mailbox.interrupt(requireId("thread_id", request.threadId), request.detailed);
       const answer = {
         newDispatchEpoch: BigInt(outcome.newEpoch),
@@ -158,7 +159,7 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
         supersededCount: BigInt(outcome.supersededCount),
       };
       // The interrupt is done: its details take only what fits beside the rest of the answer.
-      const { dispatches, truncated } = answers.supersededThatFit(answer, outcome.superseded.map(toRunDispatch));
+      const { dispatches, truncated } = answers.supersededThatFit(answer, outcome.superseded.map(toRunDispatch), formatOf(context));
       return { ...answer, supersededDispatches: dispatches, supersededDispatchesTruncated: truncated || dispatches.length < outcome.supersededCount };
     },
 
@@ -177,8 +178,8 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
       return { dispatch: toRunDispatch(await queries.get(requireId("dispatch_id", request.dispatchId))) };
     },
 
-    async listDispatches(request) {
-      const page = await queries.list(parseList(request), answers.listBudget());
+    async listDispatches(request, context) {
+      const page = await queries.list(parseList(request), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -190,8 +191,8 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
       };
     },
 
-    async listTerminalDispatches(request) {
-      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget());
+    async listTerminalDispatches(request, context) {
+      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 

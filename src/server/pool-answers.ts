@@ -23,7 +23,7 @@ import {
   WakeRegistrationStatus,
 } from "../../gen/mailroom/v1/pool_pb.js";
 import { ListMembersResponseSchema, ReceiveMessagesResponseSchema, WatchPoolResponseSchema } from "../../gen/mailroom/v1/pool_service_pb.js";
-import { AnswerLimit, countThatFit } from "../domain/answer-size.js";
+import { AnswerLimit, countThatFit, type WireFormat } from "../domain/answer-size.js";
 import { MAX_MEMBERS } from "../domain/pool/pool.js";
 import { MAX_ID_BYTES } from "../domain/validate.js";
 
@@ -39,12 +39,12 @@ export class PoolAnswers {
 
   constructor(maxMessageBytes: number) {
     this.limit = new AnswerLimit(maxMessageBytes);
-    this.deliveryOverhead = this.messageFrameSize(create(RunMessageSchema), Array.from({ length: MAX_MEMBERS }, () => WIDEST_ID)) + ENTRY_FRAMING;
+    this.deliveryOverhead = 2 * ENTRY_FRAMING + this.messageFrameSize(create(RunMessageSchema), Array.from({ length: MAX_MEMBERS }, () => WIDEST_ID));
   }
 
   /** Whether the message's frames fit whoever receives it (else call checkMessage with the pool's members). */
   messageAlwaysFits(message: RunMessage): boolean {
-    return this.deliveryOverhead + this.limit.servedSize(RunMessageSchema, message) <= this.limit.maxBytes;
+    return this.limit.measure(RunMessageSchema, message, this.deliveryOverhead).fits;
   }
 
   /** Refuses a message whose frames, with a receipt naming every member, would not fit; `field` is the request's ("message", "reply"). */
@@ -71,13 +71,13 @@ export class PoolAnswers {
     this.limit.require(WatchPoolResponseSchema, create(WatchPoolResponseSchema, { frame: { case: "record", value: { poolId: WIDEST_ID, cursor: WIDEST_SEQ, recordedAt: LATEST, record: { case: "wake", value: wake } } } }), "the wake condition, as WatchPool records it", "condition");
   }
 
-  /** The snapshot with only the messages, then wakes, that fit (the `*_truncated` flags say so). */
-  fitSnapshot(snapshot: AgentPoolSnapshot): AgentPoolSnapshot {
-    if (this.limit.fits(AgentPoolSnapshotSchema, snapshot)) return snapshot;
+  /** The snapshot with only the messages, then wakes, that fit in the call's encoding (the `*_truncated` flags say so). */
+  fitSnapshot(snapshot: AgentPoolSnapshot, format: WireFormat): AgentPoolSnapshot {
+    if (this.limit.sizeIn(AgentPoolSnapshotSchema, snapshot, format) <= this.limit.maxBytes) return snapshot;
     const trimmed = create(AgentPoolSnapshotSchema, { ...snapshot, messages: [], wakes: [], messagesTruncated: true, wakesTruncated: true });
-    let room = this.limit.maxBytes - this.limit.servedSize(AgentPoolSnapshotSchema, trimmed);
-    const messageSize = (m: StoredMessage) => this.limit.servedSize(StoredMessageSchema, m) + ENTRY_FRAMING;
-    const wakeSize = (w: StoredWake) => this.limit.servedSize(StoredWakeSchema, w) + ENTRY_FRAMING;
+    let room = this.limit.maxBytes - this.limit.sizeIn(AgentPoolSnapshotSchema, trimmed, format);
+    const messageSize = (m: StoredMessage) => this.limit.sizeIn(StoredMessageSchema, m, format) + ENTRY_FRAMING;
+    const wakeSize = (w: StoredWake) => this.limit.sizeIn(StoredWakeSchema, w, format) + ENTRY_FRAMING;
     // The most recent messages are what a snapshot is for: keep from the newest end.
     const newestFirst = [...snapshot.messages].reverse();
     trimmed.messages = newestFirst.slice(0, countThatFit(newestFirst, room, messageSize)).reverse();
@@ -92,6 +92,6 @@ export class PoolAnswers {
     const receipt = { messageId: message.messageId || WIDEST_ID, status: MessageStatus.RESPONDED, deliveredTo: [...recipients], journalCursor: { eventSeq: WIDEST_SEQ }, responseCount: 1000 };
     const inbox = create(ReceiveMessagesResponseSchema, { frame: { case: "message", value: { cursor: WIDEST_SEQ, message, receipt } } });
     const record = create(WatchPoolResponseSchema, { frame: { case: "record", value: { poolId: WIDEST_ID, cursor: WIDEST_SEQ, recordedAt: LATEST, record: { case: "message", value: { message, receipt } } } } });
-    return Math.max(this.limit.servedSize(ReceiveMessagesResponseSchema, inbox), this.limit.servedSize(WatchPoolResponseSchema, record));
+    return Math.max(this.limit.largestSize(ReceiveMessagesResponseSchema, inbox), this.limit.largestSize(WatchPoolResponseSchema, record));
   }
 }

@@ -19,6 +19,7 @@ import type { Subscription } from "../engine/events/subscription.js";
 import type { EventDoc } from "../engine/journal/records.js";
 import { memberToDoc, memberToProto, poolRecordAt } from "../engine/pool/records.js";
 import { PushQueue } from "../engine/push-queue.js";
+import { formatOf } from "./event-frames.js";
 import { PoolAnswers } from "./pool-answers.js";
 import { heartbeat } from "./streams.js";
 
@@ -37,13 +38,13 @@ export function poolService(engine: Engine, maxMessageBytes: number): ServiceImp
   }
 
   return {
-    async openPool(request) {
+    async openPool(request, context) {
       const { pool, opened } = await engine.pools.open(parsePoolId(request.poolId), parseConfig(request.config));
-      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(pool._id, parseMaxMessages(0))), opened };
+      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
     },
 
-    async getPool(request) {
-      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages))) };
+    async getPool(request, context) {
+      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)), formatOf(context)) };
     },
 
     async joinRun(request) {

@@ -126,6 +126,21 @@ describe("with --max-message-bytes 16384, answers holding many records take only
       expect(seen.sort()).toEqual(results.map((r) => r.dispatch!.dispatchId).sort());
     });
 
+    it("pages of many small dispatches are sized in the answer's own encoding (JSON is several times binary)", async () => {
+      const { mailbox } = clients();
+      const thread = uid("small-pages");
+      const results = [];
+      for (let i = 0; i < 6; i++) results.push(...(await mailbox.enqueueBatch({ dispatches: Array.from({ length: 10 }, () => ({ threadId: thread, payload: payload(100) })) })).results);
+      const seen: string[] = [];
+      let pageToken = "";
+      do {
+        const page = await mailbox.listDispatches({ threadId: thread, pageSize: 1000, pageToken });
+        seen.push(...page.dispatches.map((d) => d.dispatchId));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "" && seen.length <= 60);
+      expect(seen.sort()).toEqual(results.map((r) => r.dispatch!.dispatchId).sort());
+    });
+
     it("a detailed Interrupt answers the superseded dispatches that fit and says the list is truncated", async () => {
       const { mailbox } = clients();
       const thread = uid("interrupt");

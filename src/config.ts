@@ -37,6 +37,7 @@ export interface ServerConfig {
   maxLeaseMs: number;
   dispatchRetentionMs: number;
   eventRetentionMs: number;
+  memoryStoreMaxBytes: number;
 }
 
 /** A value that no setting accepts; the message names the rule it broke. */
@@ -276,6 +277,15 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     defaultText: "604800000 (7 days)",
     meaning: "Journal events are deleted this long after they were recorded; a cursor older than that gets OUT_OF_RANGE (CURSOR_EXPIRED).",
     parse: integer(1, Number.MAX_SAFE_INTEGER),
+  },
+  memoryStoreMaxBytes: {
+    value: "<bytes>",
+    default: 512 * 1024 * 1024,
+    defaultText: "536870912 (512 MiB)",
+    meaning:
+      "Memory backend only: the most its documents may take (approximately, as BSON). New documents stop at 15/16 of it, " +
+      "the rest is kept for updates and small records; a write past it gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED). Its change log keeps at most an eighth of it (up to 64 MiB).",
+    parse: integer(1024 * 1024, Number.MAX_SAFE_INTEGER),
   },
   logLevel: {
     value: "<level>",

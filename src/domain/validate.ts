@@ -4,6 +4,7 @@
  */
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidField } from "./errors.js";
+import { hasLoneSurrogate } from "./order.js";
 
 const encoder = new TextEncoder();
 export const MAX_ID_BYTES = 256;
@@ -28,13 +29,23 @@ export function optionalId(field: string, value: string): string | undefined {
 function checkId(field: string, value: string): string {
   if (byteLength(value) > MAX_ID_BYTES) throw invalidField(field, `must be at most ${MAX_ID_BYTES} bytes`);
   if (CONTROL.test(value)) throw invalidField(field, "must not contain control characters");
+  return wellFormed(field, value);
+}
+
+/**
+ * A lone surrogate (possible in JSON's "\ud800") has no UTF-8 form: MongoDB
+ * would store U+FFFD instead, so two different ids would become one, and
+ * a binary reply could not carry it back.
+ */
+function wellFormed(field: string, value: string): string {
+  if (hasLoneSurrogate(value)) throw invalidField(field, "must be well-formed Unicode (it holds a lone surrogate)");
   return value;
 }
 
 /** Free text up to a size. */
 export function boundedText(field: string, value: string, maxBytes: number): string {
   if (byteLength(value) > maxBytes) throw invalidField(field, `must be at most ${maxBytes} bytes (got ${byteLength(value)})`);
-  return value;
+  return wellFormed(field, value);
 }
 
 export function requirePresent<T>(field: string, value: T | undefined): T {
@@ -81,6 +92,22 @@ export function timestampToMs(field: string, timestamp: Timestamp): number {
   return seconds * 1000 + Math.floor(timestamp.nanos / 1_000_000);
 }
 
+/** The earliest instant any request field may name: the Unix epoch. */
+export const EARLIEST_INSTANT = "1970-01-01T00:00:00Z";
+
+/**
+ * An instant from the Unix epoch to `maxAheadMs` after the server's clock
+ * (`now`): what a schedule or an expiry may name. Anything later (year 9999)
+ * is a mistake, and before 1970 no clock runs.
+ */
+export function instantUpTo(field: string, timestamp: Timestamp, now: number, maxAheadMs: number): number {
+  const ms = timestampToMs(field, timestamp);
+  if (ms < 0 || ms > now + maxAheadMs) {
+    throw invalidField(field, `must be from ${EARLIEST_INSTANT} to ${describeMs(maxAheadMs)} after the server's clock (got ${new Date(ms).toISOString()})`);
+  }
+  return ms;
+}
+
 export function describeMs(ms: number): string {
   if (ms % 86_400_000 === 0 && ms >= 86_400_000) return `${ms / 86_400_000}d`;
   if (ms % 3_600_000 === 0 && ms >= 3_600_000) return `${ms / 3_600_000}h`;
@@ -105,6 +132,19 @@ export function boundedMap(field: string, map: Readonly<Record<string, string>>,
     boundedText(`${field}[${JSON.stringify(key)}]`, key, maxBytes);
     boundedText(`${field}[${JSON.stringify(key)}]`, value, maxBytes);
   }
+}
+
+/** A ContentRef as the contract bounds it: uri at most 2048 bytes, media type and digest at most 256. */
+export function contentRef(field: string, ref: { uri: string; mediaType: string; digest: string }): void {
+  boundedText(`${field}.uri`, ref.uri, 2048);
+  boundedText(`${field}.media_type`, ref.mediaType, 256);
+  boundedText(`${field}.digest`, ref.digest, 256);
+}
+
+/** Inline bytes with their media type: data at most `maxBytes`, media type at most 256 bytes. */
+export function inlinePayload(field: string, payload: { data: Uint8Array; mediaType: string }, maxBytes: number): void {
+  if (payload.data.length > maxBytes) throw invalidField(`${field}.data`, `must be at most ${maxBytes} bytes (got ${payload.data.length})`);
+  boundedText(`${field}.media_type`, payload.mediaType, 256);
 }
 
 export const DEFAULT_HEARTBEAT_MS = 15_000;

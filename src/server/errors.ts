@@ -11,7 +11,7 @@ import { EntityRefSchema } from "../../gen/mailroom/v1/common_pb.js";
 import { type ErrorDetail, ErrorDetailSchema, ErrorReason, type ItemError, ItemErrorSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { type ErrorCode, type ErrorDetails, MailroomError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
-import { StoreUnavailableError } from "../store/port.js";
+import { StoreFullError, StoreUnavailableError } from "../store/port.js";
 
 const codes: Record<ErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -54,6 +54,14 @@ export function shuttingDownError(): ConnectError {
 export function toConnectError(error: unknown, logger: Logger): ConnectError {
   if (error instanceof MailroomError) return errorWithDetail(codes[error.code], error.message, error.details);
   if (error instanceof ConnectError) return error;
+  if (error instanceof StoreFullError) {
+    logger.warn({ max_bytes: error.maxBytes }, "the in-memory store is full; a write was refused");
+    return errorWithDetail(
+      Code.ResourceExhausted,
+      `the in-memory store is full (--memory-store-max-bytes ${error.maxBytes}); nothing was written. Retention deletes terminal dispatches and old journal events; or raise the limit`,
+      { reason: ErrorReason.LIMIT_EXCEEDED, metadata: { limit: "memory_store_max_bytes", max_bytes: String(error.maxBytes) } },
+    );
+  }
   if (error instanceof StoreUnavailableError) {
     logger.warn({ error }, "store unavailable");
     return errorWithDetail(Code.Unavailable, "the store is temporarily unavailable; retry the request", {

@@ -14,6 +14,7 @@ import {
   JournalCursorSchema,
   type PayloadAccessMode,
 } from "../../gen/mailroom/v1/event_pb.js";
+import type { WireFormat } from "../domain/answer-size.js";
 import { progressSummary, withPayloadAccess } from "../domain/events/payload.js";
 import { cursor, type Scope } from "../domain/events/scope.js";
 import type { OverflowNotice } from "../domain/events/subscriber-queue.js";
@@ -72,12 +73,17 @@ function encodedEventField(doc: EventDoc, access: PayloadAccessMode): Uint8Array
 }
 
 /** How a stream's frames are serialized: the protobuf binary format, or JSON. */
-export type WireFormat = "binary" | "json";
+export type { WireFormat };
 
 /** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
 export function wireFormatOf(contentType: string | null): WireFormat {
   // Connect matches content types case-insensitively (`application/connect+JSON` is a JSON call).
   return contentType?.toLowerCase().includes("json") ? "json" : "binary";
+}
+
+/** The encoding of a call's answers, from its request headers. */
+export function formatOf(context: { requestHeader: Headers }): WireFormat {
+  return wireFormatOf(context.requestHeader.get("content-type"));
 }
 
 /**

@@ -9,12 +9,16 @@ import { parsePublish } from "../domain/events/publish.js";
 import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
-import { eventFrame, subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import { EventAnswers } from "./event-answers.js";
+import { eventFrame, formatOf, subscriptionFrame, wireFormatOf } from "./event-frames.js";
 
-export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
+export function eventService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof EventService> {
+  const answers = new EventAnswers(maxMessageBytes);
   return {
     async publish(request) {
-      return engine.events.publish(parsePublish(request.event, engine.clock.now()));
+      const event = parsePublish(request.event, engine.clock.now());
+      answers.checkPublish(event);
+      return engine.events.publish(event);
     },
 
     async publishBatch(request) {
@@ -37,14 +41,14 @@ export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
       }
     },
 
-    async listEvents(request) {
+    async listEvents(request, context) {
       const command = parseListEvents(request);
       const page = await engine.events.list(command);
-      return {
-        frames: page.events.map((doc) => eventFrame(doc, command.scope, command.filter.payloadAccess)),
-        nextCursor: cursor(command.scope, page.next),
-        endOfRange: page.end,
-      };
+      const frames = page.events.map((doc) => eventFrame(doc, command.scope, command.filter.payloadAccess));
+      // A page holds only what fits in one answer; the next one starts after its last event.
+      const fit = answers.framesThatFit(frames, formatOf(context));
+      if (fit < frames.length) return { frames: frames.slice(0, fit), nextCursor: cursor(command.scope, page.events[fit - 1]!._id), endOfRange: false };
+      return { frames, nextCursor: cursor(command.scope, page.next), endOfRange: page.end };
     },
   };
 }

@@ -6,7 +6,6 @@ import { create } from "@bufbuild/protobuf";
 import { type Duration, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
-import { LiveRunCommandSchema } from "../../gen/mailroom/v1/live_pb.js";
 import {
   AckBatchResponseSchema,
   AckResultSchema,
@@ -19,6 +18,7 @@ import {
 } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import {
   MAX_PAGE_SIZE,
+  MAX_PAGE_TOKEN_BYTES,
   parseAckBatch,
   parseClaim,
   parseClaimRef,
@@ -36,13 +36,15 @@ import { parseLiveCommand, parseLiveTarget } from "../domain/dispatch/live-comma
 import { parseAck, parseNack, parsePull } from "../domain/dispatch/signal-receipts.js";
 import { statusToProto } from "../domain/dispatch/state.js";
 import { MailroomError, invalidField, underField } from "../domain/errors.js";
-import { durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
+import { boundedText, durationInRange, heartbeatInterval, intInRange, optionalId, pageSize, requireId, requirePresent, timestampToMs } from "../domain/validate.js";
 import type { Engine } from "../engine/engine.js";
 import type { EnqueueOutcome } from "../engine/mailbox/mailbox.js";
 import { toRunDispatch } from "../engine/mailbox/records.js";
 import { PushQueue } from "../engine/push-queue.js";
 import type { WorkSignal } from "../engine/mailbox/work-signals.js";
+import { DispatchAnswers, type DispatchText } from "./dispatch-answers.js";
 import { itemError } from "./errors.js";
+import { formatOf } from "./event-frames.js";
 import { heartbeatStream } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
@@ -53,19 +55,30 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
 }
 
-export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxService> {
+export function mailboxService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof MailboxService> {
   const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
+  const answers = new DispatchAnswers(maxMessageBytes, limits);
+
+  /** Before a change adds text to a dispatch: refuses it when the dispatch could then not be served back. */
+  async function checkChange(dispatchId: string, text: DispatchText, field: string): Promise<void> {
+    if (answers.changesAlwaysFit) return;
+    answers.checkChange(await queries.get(dispatchId), text, field);
+  }
 
   return {
     async enqueue(request) {
-      const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits)]);
+      const command = parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now());
+      answers.checkEnqueue([command], () => "dispatch");
+      const [outcome] = await mailbox.enqueue([command]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 
-    async enqueueBatch(request) {
-      const outcomes = await mailbox.enqueue(parseEnqueueBatch(request.dispatches, limits));
+    async enqueueBatch(request, context) {
+      const commands = parseEnqueueBatch(request.dispatches, limits, engine.clock.now());
+      answers.checkEnqueue(commands, (i) => `dispatches[${i}]`, formatOf(context));
+      const outcomes = await mailbox.enqueue(commands);
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
 
@@ -84,8 +97,9 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       return { dispatch: toRunDispatch(await mailbox.ack(parseClaimRef(request))) };
     },
 
-    async ackBatch(request) {
+    async ackBatch(request, context) {
       const refs = parseAckBatch(request.claims, limits);
+      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queries.getMany(refs.map((ref) => ref.dispatchId)), formatOf(context));
       const results = await mailbox.ackMany(refs);
       return create(AckBatchResponseSchema, {
         results: results.map((result, i) =>
@@ -98,27 +112,38 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async recordDispatchStart(request) {
       const instance = requireId("dispatch_instance_id", request.dispatchInstanceId);
+      await checkChange(request.dispatchId, { dispatchInstanceId: instance }, "dispatch_instance_id");
       return { dispatch: toRunDispatch(await mailbox.recordStart(parseClaimRef(request), instance)) };
     },
 
     async recordRunResult(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, parseRunResult(request.result))) };
+      const result = parseRunResult(request.result);
+      await checkChange(ref.dispatchId, { runResponse: result.response, runError: result.error, terminationDetail: result.termination?.detail }, "result");
+      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, result)) };
     },
 
     async nack(request) {
       const ref = parseClaimRef(request);
-      const dispatch = await mailbox.nack(ref, parseRetry(request.retry, limits), parseErrorText("error", request.error));
+      const error = parseErrorText("error", request.error);
+      const retry = parseRetry(request.retry, limits, engine.clock.now());
+      await checkChange(ref.dispatchId, { lastError: error }, "error");
+      const dispatch = await mailbox.nack(ref, retry, error);
       return { dispatch: toRunDispatch(dispatch) };
     },
 
     async deadLetter(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, parseErrorText("error", request.error))) };
+      const error = parseErrorText("error", request.error);
+      await checkChange(ref.dispatchId, { lastError: error }, "error");
+      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, error)) };
     },
 
     async cancel(request) {
-      const outcome = await mailbox.cancel(requireId("dispatch_id", request.dispatchId), parseReason("reason", request.reason));
+      const dispatchId = requireId("dispatch_id", request.dispatchId);
+      const reason = parseReason("reason", request.reason);
+      await checkChange(dispatchId, { lastError: reason }, "reason");
+      const outcome = await mailbox.cancel(dispatchId, reason);
       return { dispatch: toRunDispatch(outcome.dispatch), changed: outcome.changed };
     },
 
@@ -128,14 +153,16 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       return { dispatch: toRunDispatch(outcome.dispatch), interrupted: outcome.interrupted, threadEpoch: BigInt(outcome.threadEpoch) };
     },
 
-    async interrupt(request) {
+    async interrupt(request, context) {
       const outcome = await mailbox.interrupt(requireId("thread_id", request.threadId), request.detailed);
-      return {
+      const answer = {
         newDispatchEpoch: BigInt(outcome.newEpoch),
         activeDispatch: outcome.active ? toRunDispatch(outcome.active) : undefined,
         supersededCount: BigInt(outcome.supersededCount),
-        supersededDispatches: outcome.superseded.map(toRunDispatch),
       };
+      // The interrupt is done: its details take only what fits beside the rest of the answer.
+      const { dispatches, truncated } = answers.supersededThatFit(answer, outcome.superseded.map(toRunDispatch), formatOf(context));
+      return { ...answer, supersededDispatches: dispatches, supersededDispatchesTruncated: truncated || dispatches.length < outcome.supersededCount };
     },
 
     async getDispatchEpoch(request) {
@@ -144,15 +171,17 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async supersedeClaimed(request) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, parseReason("reason", request.reason))) };
+      const reason = parseReason("reason", request.reason);
+      await checkChange(ref.dispatchId, { lastError: reason }, "reason");
+      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, reason)) };
     },
 
     async getDispatch(request) {
       return { dispatch: toRunDispatch(await queries.get(requireId("dispatch_id", request.dispatchId))) };
     },
 
-    async listDispatches(request) {
-      const page = await queries.list(parseList(request));
+    async listDispatches(request, context) {
+      const page = await queries.list(parseList(request), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -164,14 +193,15 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       };
     },
 
-    async listTerminalDispatches(request) {
-      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }));
+    async listTerminalDispatches(request, context) {
+      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
     async reclaimExpiredLeases(request) {
       const limit = request.limit === 0 ? 100 : intInRange("limit", request.limit, 1, 1000);
-      return { dispatches: (await mailbox.reclaimExpired(limit)).map(toRunDispatch) };
+      // Reclaimed dispatches are answered: no more than surely fit (the rest are left to the next call or the sweeper).
+      return { dispatches: (await mailbox.reclaimExpired(answers.surelyFitting(limit))).map(toRunDispatch) };
     },
 
     async purgeTerminal(request) {
@@ -182,7 +212,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
 
     async listQueuedThreads(request) {
       const size = pageSize("page_size", request.pageSize, 100, MAX_PAGE_SIZE);
-      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : request.pageToken);
+      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES));
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -230,7 +260,8 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     async deliverLive(request) {
       const wanted = parseLiveTarget("target", request.target);
       const command = parseLiveCommand("command", request.command);
-      const outcome = await live.deliver(wanted, create(LiveRunCommandSchema, command));
+      answers.checkLiveCommand(command, wanted);
+      const outcome = await live.deliver(wanted, command);
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
 

@@ -5,9 +5,9 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
+import { type AgentPoolMember, type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
 import { InboxMessageSchema, type PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
-import { parseMessage } from "../domain/pool/messages.js";
+import { type OutgoingMessage, parseMessage } from "../domain/pool/messages.js";
 import { parsePoolList } from "../domain/pool/pages.js";
 import { parseConfig, parseMember } from "../domain/pool/pool.js";
 import { parseMaxMessages, parsePoolId, parsePoolStream, type PoolStreamCommand } from "../domain/pool/requests.js";
@@ -18,22 +18,41 @@ import type { Engine } from "../engine/engine.js";
 import type { PoolRecordStream } from "../engine/pool/record-stream.js";
 import { memberToDoc, memberToProto, poolRecordOf } from "../engine/pool/records.js";
 import { PushQueue } from "../engine/push-queue.js";
-import { subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import { formatOf, subscriptionFrame } from "./event-frames.js";
+import { PoolAnswers } from "./pool-answers.js";
 import { heartbeat } from "./streams.js";
 
-export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
+export function poolService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof PoolService> {
+  const answers = new PoolAnswers(maxMessageBytes);
+
+  /** The pool's members, as ListMembers answers them (NOT_FOUND for an unknown pool). */
+  async function members(poolId: string): Promise<AgentPoolMember[]> {
+    await engine.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+    return (await engine.pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m)));
+  }
+
+  /** Before storing a message: refuses it when its delivery frames could not be served (see PoolAnswers). */
+  async function checkMessage(poolId: string, outgoing: OutgoingMessage, field: string): Promise<OutgoingMessage> {
+    if (!answers.messageAlwaysFits(outgoing.message)) answers.checkMessage(outgoing.message, (await members(poolId)).map((m) => m.runId), field);
+    return outgoing;
+  }
+
   return {
-    async openPool(request) {
+    async openPool(request, context) {
       const { pool, opened } = await engine.pools.open(parsePoolId(request.poolId), parseConfig(request.config));
-      return { snapshot: await engine.pools.snapshot(pool._id, parseMaxMessages(0)), opened };
+      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
     },
 
-    async getPool(request) {
-      return { snapshot: await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)) };
+    async getPool(request, context) {
+      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)), formatOf(context)) };
     },
 
     async joinRun(request) {
-      const joined = await engine.pools.join(parsePoolId(request.poolId), parseMember("member", request.member));
+      const poolId = parsePoolId(request.poolId);
+      const member = parseMember("member", request.member);
+      const joining = memberToProto(memberToDoc(member));
+      answers.checkMembers([...(await members(poolId)).filter((m) => m.runId !== member.runId), joining]);
+      const joined = await engine.pools.join(poolId, member);
       return { member: memberToProto(memberToDoc(joined.member)), poolCreated: joined.poolCreated, cursor: BigInt(joined.seq) };
     },
 
@@ -44,19 +63,19 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
     },
 
     async listMembers(request) {
-      const poolId = parsePoolId(request.poolId);
-      await engine.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
-      return { members: (await engine.pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m))) };
+      return { members: await members(parsePoolId(request.poolId)) };
     },
 
     async send(request) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.send(poolId, parseMessage("message", request.message, poolId, false));
+      const outgoing = await checkMessage(poolId, parseMessage("message", request.message, poolId, false, engine.clock.now()), "message");
+      return engine.messages.send(poolId, outgoing);
     },
 
     async respond(request) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.respond(poolId, parseMessage("reply", request.reply, poolId, true), request.reply?.to !== undefined);
+      const outgoing = await checkMessage(poolId, parseMessage("reply", request.reply, poolId, true, engine.clock.now()), "reply");
+      return engine.messages.respond(poolId, outgoing, request.reply?.to !== undefined);
     },
 
     async cancelMessage(request) {
@@ -86,7 +105,9 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
 
     async suspendUntil(request) {
       const poolId = parsePoolId(request.poolId);
-      return engine.wakes.suspend(poolId, parseWakeCondition(request.runId, request.condition));
+      const wake = parseWakeCondition(request.runId, request.condition);
+      answers.checkWake(wake.condition);
+      return engine.wakes.suspend(poolId, wake);
     },
 
     async pollWake(request) {
@@ -139,7 +160,7 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const command = parseSubscribePool(request);
       // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
       const subscription = await engine.poolSubscriptions.open(command);
-      const wire = wireFormatOf(context.requestHeader.get("content-type"));
+      const wire = formatOf(context);
       try {
         for (;;) {
           const frame = await subscription.next(command.heartbeatMs, context.signal);

@@ -5,37 +5,36 @@
  * request rate and stream limits (RESOURCE_EXHAUSTED); then the principal
  * goes into the context for the handlers. A refused call is never read.
  *
- * One correction too: connect-es (2.2) reports a request body whose protobuf
- * bytes do not decode as INTERNAL ("parse binary: ..."), because its binary
- * serialization is shared with the client side and hard-codes that code. A
- * malformed request is the caller's error, INVALID_ARGUMENT, as connect-go and
- * grpc-go report it. Every protocol handler aborts the call's context with the
- * error before it writes the error's code to the wire, so an abort listener
- * can correct the code first. test/e2e/protocol.test.ts pins this for gRPC,
- * gRPC-Web and Connect; if a connect-es upgrade changes the order, it fails.
+ * One correction too, of decode failures (see decode-errors.ts): every
+ * protocol handler aborts the call's context with the error before it writes
+ * the error to the wire, so an abort listener can correct it first.
+ * test/e2e/protocol.test.ts and test/e2e/strict-json.test.ts pin this for
+ * gRPC, gRPC-Web and Connect; if a connect-es upgrade changes the order, they
+ * fail.
  */
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import type { Principal } from "../domain/auth/principal.js";
 import { METRICS_ROLE, missingRole, type Requirement, requiredRole, type Role } from "../domain/auth/roles.js";
 import type { Authenticator } from "./auth.js";
+import { decodeFailure } from "./decode-errors.js";
 import { errorWithDetail } from "./errors.js";
 import type { NamespaceLimiter } from "./namespace-limits.js";
 import { principalKey } from "./principal.js";
 import type { StreamCredentials } from "./stream-credentials.js";
 
-const PARSE_FAILURE = "parse binary:";
-
-function correctParseFailures(context: HandlerContext): void {
+function correctDecodeFailures(context: HandlerContext): void {
   context.signal.addEventListener(
     "abort",
     () => {
       const reason: unknown = context.signal.reason;
-      if (reason instanceof ConnectError && reason.code === Code.Internal && reason.rawMessage.startsWith(PARSE_FAILURE)) {
-        const mutable = reason as { code: Code; rawMessage: string };
-        mutable.code = Code.InvalidArgument;
-        mutable.rawMessage = `the request body is not a valid ${context.method.input.typeName} message (${reason.rawMessage})`;
-      }
+      const corrected = decodeFailure(reason, context.method.input);
+      if (!corrected || !(reason instanceof ConnectError)) return;
+      const mutable = reason as { code: ConnectError["code"]; rawMessage: string; message: string; details: ConnectError["details"] };
+      mutable.code = corrected.code;
+      mutable.rawMessage = corrected.rawMessage;
+      mutable.message = corrected.message;
+      mutable.details = corrected.details;
     },
     { once: true },
   );
@@ -68,7 +67,7 @@ export interface GateDeps {
 
 export function requestGate({ auth, limiter, streams }: GateDeps): (context: HandlerContext) => Promise<void> {
   return async (context) => {
-    correctParseFailures(context);
+    correctDecodeFailures(context);
     const procedure = `${context.service.typeName}/${context.method.name}`;
     const required = requiredRole(procedure);
     const authorization = context.requestHeader.get("authorization");

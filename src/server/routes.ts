@@ -14,6 +14,7 @@ import { eventService } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
 import { poolService } from "./pool-service.js";
 import { DescriptorIndex, reflectionServices, reflectionV1, reflectionV1alpha } from "./reflection.js";
+import { withRequestChecks } from "./request-checks.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
 export const mailroomServiceNames: readonly string[] = [MailboxService.typeName, PoolService.typeName, EventService.typeName];
@@ -21,14 +22,16 @@ export const mailroomServiceNames: readonly string[] = [MailboxService.typeName,
 export interface RouteDeps {
   health: HealthMonitor;
   engine: Engine;
+  /** The largest message the server sends (--max-message-bytes): what is stored must fit in an answer. */
+  maxMessageBytes: number;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(Health, healthService(deps.health));
-    router.service(MailboxService, mailboxService(deps.engine));
-    router.service(PoolService, poolService(deps.engine));
-    router.service(EventService, eventService(deps.engine));
+    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine, deps.maxMessageBytes)));
+    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine, deps.maxMessageBytes)));
+    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine, deps.maxMessageBytes)));
     const reflection = new DescriptorIndex([Health, MailboxService, PoolService, EventService, ...reflectionServices]);
     router.service(ServerReflectionV1, reflectionV1(reflection));
     router.service(ServerReflectionV1alpha, reflectionV1alpha(reflection));

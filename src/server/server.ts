@@ -6,6 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
+import { MemoryStore } from "../store/memory/store.js";
 import type { Store } from "../store/port.js";
 import { CountingStore, StoreOperationCounts } from "../store/counting.js";
 import { Engine, type EngineOptions } from "../engine/engine.js";
@@ -23,6 +24,9 @@ import { mailroomServiceNames, routes } from "./routes.js";
 import { StartupError } from "./startup-error.js";
 
 export { StartupError };
+
+/** Below this, the server's own records may not fit in an answer (it says so at start). */
+const ROOMY_MESSAGE_BYTES = 16 * 1024;
 
 export interface ServerDeps {
   /** Closed by `close()` unless `closeStore` is false. */
@@ -64,6 +68,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const storeOperations = new StoreOperationCounts();
   const store = new CountingStore(deps.store, storeOperations);
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
+  if (store instanceof MemoryStore) store.limitTo(config.memoryStoreMaxBytes);
   const auth = await Authenticator.start(authSourceOf(config));
   const engine = await Engine.start(store, {
     log: logger,
@@ -74,15 +79,27 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
     events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },
   });
+  if (config.maxMessageBytes < ROOMY_MESSAGE_BYTES) {
+    logger.warn(
+      { max_message_bytes: config.maxMessageBytes },
+      `--max-message-bytes ${config.maxMessageBytes} leaves little room: writes whose records would not fit in an answer are refused, ` +
+        `and records the server writes itself (journal events, about 1-4 KiB in JSON) may not fit either; ${ROOMY_MESSAGE_BYTES} or more is recommended`,
+    );
+  }
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
   const metrics = new ServerMetrics(engine, (principal) => auth.namespaceLabel(principal), storeOperations);
   const streams = new StreamCredentials();
   const connectHandler = connectNodeAdapter({
-    routes: routes({ health, engine }),
+    routes: routes({ health, engine, maxMessageBytes: config.maxMessageBytes }),
     grpc: true,
     grpcWeb: true,
     connect: true,
+    // Nothing a request carries beyond the contract is kept (it would be
+    // stored and served back, past every limit): binary requests are read
+    // without unknown fields, JSON requests that have any are refused.
+    binaryOptions: { readUnknownFields: false },
+    jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,

@@ -215,6 +215,20 @@ export class ChangeStreamHistoryLostError extends StoreError {}
 export class ChangeStreamInvalidatedError extends StoreError {}
 
 /**
+ * The store has no room for the write (the memory backend, past its
+ * configured size); nothing was written. Retrying helps only once data was
+ * deleted (retention does that) or the limit raised.
+ */
+export class StoreFullError extends StoreError {
+  constructor(
+    readonly maxBytes: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
  * The store could not be reached, or did not answer (or confirm a write with
  * a majority) within its time bound; the operation may or may not have been
  * applied, and may be retried.

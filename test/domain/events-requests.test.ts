@@ -50,6 +50,10 @@ describe("publish", () => {
     ["CUSTOM without its custom_kind", { runId: "r", kind: EventKind.CUSTOM }, "event.envelope.custom_kind"],
     ["a custom_kind on another kind", { runId: "r", kind: EventKind.RUN_STARTED, customKind: "x" }, "event.envelope.custom_kind"],
     ["33 tags", { runId: "r", kind: EventKind.RUN_STARTED, tags: Array.from({ length: 33 }, (_, i) => `t${i}`) }, "event.envelope.tags"],
+    ["a source id of 1 MiB", { runId: "r", kind: EventKind.RUN_STARTED, source: { kind: 3, id: "s".repeat(1 << 20) } }, "event.envelope.source.id"],
+    ["a source id with NUL and terminal escapes", { runId: "r", kind: EventKind.RUN_STARTED, source: { kind: 3, id: "run\u0000\u001b[31m" } }, "event.envelope.source.id"],
+    ["a destination id with a control character", { runId: "r", kind: EventKind.RUN_STARTED, destination: { kind: 1, id: "a\nb" } }, "event.envelope.destination.id"],
+    ["an occurred_at in year 9999", { runId: "r", kind: EventKind.RUN_STARTED, occurredAt: { seconds: 253_370_764_800n, nanos: 0 } }, "event.envelope.occurred_at"],
   ])("refuses %s, naming the field", (_name, envelope, field) => {
     const error = refusal(() => parsePublish(event(envelope), 0));
     expect([error.code, error.details.field]).toEqual(["invalid_argument", field]);

@@ -21,6 +21,7 @@ import {
 import { ErrorReason, MailroomError } from "../../src/domain/errors.js";
 
 const limits = DEFAULT_MAILBOX_LIMITS;
+const NOW = Date.UTC(2030, 0, 1);
 
 function refusedField(run: () => unknown): string | undefined {
   try {
@@ -38,14 +39,14 @@ function refusedField(run: () => unknown): string | undefined {
 
 describe("enqueue requests", () => {
   it("fill in the defaults: priority 128, 5 attempts, available now", () => {
-    const command = parseNewDispatch("dispatch", create(NewDispatchSchema, { threadId: "t1" }), limits);
+    const command = parseNewDispatch("dispatch", create(NewDispatchSchema, { threadId: "t1" }), limits, NOW);
     expect(command).toMatchObject({ threadId: "t1", priority: 128, maxAttempts: 5, schedule: undefined });
   });
 
   it("keep a priority of 0 (proto3 optional presence) and an absolute or relative schedule", () => {
-    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", priority: 0 }), limits).priority).toBe(0);
-    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", schedule: { case: "delay", value: durationFromMs(1500) } }), limits).schedule).toEqual({ delayMs: 1500 });
-    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", schedule: { case: "availableAt", value: timestampFromMs(5000) } }), limits).schedule).toEqual({ at: 5000 });
+    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", priority: 0 }), limits, NOW).priority).toBe(0);
+    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", schedule: { case: "delay", value: durationFromMs(1500) } }), limits, NOW).schedule).toEqual({ delayMs: 1500 });
+    expect(parseNewDispatch("d", create(NewDispatchSchema, { threadId: "t", schedule: { case: "availableAt", value: timestampFromMs(5000) } }), limits, NOW).schedule).toEqual({ at: 5000 });
   });
 
   it.each([
@@ -54,21 +55,27 @@ describe("enqueue requests", () => {
     ["max_attempts 0", { threadId: "t", maxAttempts: 0 }, "dispatch.max_attempts"],
     ["a thread id of 257 bytes", { threadId: "x".repeat(257) }, "dispatch.thread_id"],
     ["a control character in an id", { threadId: "t", dedupeKey: "a\nb" }, "dispatch.dedupe_key"],
+    // MongoDB stores a lone surrogate as U+FFFD: "t\uD800" and "t\uDBFF" would be one thread there.
+    ["a lone surrogate in an id", { threadId: "t\uD800" }, "dispatch.thread_id"],
+    ["a lone surrogate in text", { threadId: "t", payload: { data: new Uint8Array(), mediaType: "text/\uDC00" } }, "dispatch.payload.media_type"],
+    ["an available_at in year 9999", { threadId: "t", schedule: { case: "availableAt" as const, value: timestampFromMs(Date.UTC(9999, 0, 1)) } }, "dispatch.available_at"],
+    ["an available_at more than a year ahead", { threadId: "t", schedule: { case: "availableAt" as const, value: timestampFromMs(NOW + 366 * 86_400_000) } }, "dispatch.available_at"],
+    ["an available_at before 1970", { threadId: "t", schedule: { case: "availableAt" as const, value: timestampFromMs(-1000) } }, "dispatch.available_at"],
     ["a negative delay", { threadId: "t", schedule: { case: "delay" as const, value: durationFromMs(-5) } }, "dispatch.delay"],
     ["an oversized payload", { threadId: "t", payload: { data: new Uint8Array(256 * 1024 + 1), mediaType: "application/octet-stream" } }, "dispatch.payload.data"],
   ])("refuse %s, naming the field", (_name, fields, field) => {
-    expect(refusedField(() => parseNewDispatch("dispatch", create(NewDispatchSchema, fields), limits))).toBe(field);
+    expect(refusedField(() => parseNewDispatch("dispatch", create(NewDispatchSchema, fields), limits, NOW))).toBe(field);
   });
 
   it("refuse a missing dispatch", () => {
-    expect(refusedField(() => parseNewDispatch("dispatch", undefined, limits))).toBe("dispatch");
+    expect(refusedField(() => parseNewDispatch("dispatch", undefined, limits, NOW))).toBe("dispatch");
   });
 
   it("validate a whole batch first, naming the entry", () => {
     const batch = [create(NewDispatchSchema, { threadId: "a" }), create(NewDispatchSchema, { threadId: "b", priority: 999 })];
-    expect(refusedField(() => parseEnqueueBatch(batch, limits))).toBe("dispatches[1].priority");
-    expect(refusedField(() => parseEnqueueBatch([], limits))).toBe("dispatches");
-    expect(refusedField(() => parseEnqueueBatch(Array.from({ length: 501 }, () => create(NewDispatchSchema, { threadId: "t" })), limits))).toBe("dispatches");
+    expect(refusedField(() => parseEnqueueBatch(batch, limits, NOW))).toBe("dispatches[1].priority");
+    expect(refusedField(() => parseEnqueueBatch([], limits, NOW))).toBe("dispatches");
+    expect(refusedField(() => parseEnqueueBatch(Array.from({ length: 501 }, () => create(NewDispatchSchema, { threadId: "t" })), limits, NOW))).toBe("dispatches");
   });
 });
 

@@ -97,47 +97,47 @@ describe("a message", () => {
   const message = (fields: Record<string, unknown>) => create(RunMessageSchema, { fromRunId: "r1", to: { target: { case: "runId", value: "r2" } }, ...fields });
 
   it("gets an id and uses it as its idempotency key when none is given", () => {
-    const out = parseMessage("message", message({}), "p", false);
+    const out = parseMessage("message", message({}), "p", false, 0);
     expect(out.message.messageId).not.toBe("");
     expect(out.message.idempotencyKey).toBe(out.message.messageId);
   });
 
   it("refuses an inline body over the limit, naming the field", () => {
-    const error = refusal(() => parseMessage("message", message({ body: { data: new Uint8Array(MAX_BODY_BYTES + 1), mediaType: "text/plain" } }), "p", false));
+    const error = refusal(() => parseMessage("message", message({ body: { data: new Uint8Array(MAX_BODY_BYTES + 1), mediaType: "text/plain" } }), "p", false, 0));
     expect([error.code, error.details.field]).toEqual(["invalid_argument", "message.body.data"]);
   });
 
   it("Send refuses reply_to; Respond requires it and may leave `to` unset", () => {
-    expect(refusal(() => parseMessage("message", message({ replyTo: "m0" }), "p", false)).details.field).toBe("message.reply_to");
-    expect(refusal(() => parseMessage("reply", message({}), "p", true)).details.field).toBe("reply.reply_to");
-    expect(parseMessage("reply", create(RunMessageSchema, { fromRunId: "r2", replyTo: "m0" }), "p", true).message.replyTo).toBe("m0");
+    expect(refusal(() => parseMessage("message", message({ replyTo: "m0" }), "p", false, 0)).details.field).toBe("message.reply_to");
+    expect(refusal(() => parseMessage("reply", message({}), "p", true, 0)).details.field).toBe("reply.reply_to");
+    expect(parseMessage("reply", create(RunMessageSchema, { fromRunId: "r2", replyTo: "m0" }), "p", true, 0).message.replyTo).toBe("m0");
   });
 
   it("a response contract needs 1 to 1000 expected responses", () => {
-    expect(refusal(() => parseMessage("message", message({ responseContract: { expectedResponses: 0 } }), "p", false)).details.field).toBe("message.response_contract.expected_responses");
+    expect(refusal(() => parseMessage("message", message({ responseContract: { expectedResponses: 0 } }), "p", false, 0)).details.field).toBe("message.response_contract.expected_responses");
   });
 
   it("refuses more than 64 related refs on its address, naming the field", () => {
     const relatedRefs = Array.from({ length: 65 }, (_, i) => ({ kind: EntityKind.RUN, id: `r${i}` }));
-    const error = refusal(() => parseMessage("message", message({ to: { target: { case: "runId", value: "r2" }, relatedRefs } }), "p", false));
+    const error = refusal(() => parseMessage("message", message({ to: { target: { case: "runId", value: "r2" }, relatedRefs } }), "p", false, 0));
     expect([error.code, error.details.field]).toEqual(["invalid_argument", "message.to.related_refs"]);
   });
 
   it("refuses a related ref without a kind or an id, naming the field", () => {
     const to = (ref: Record<string, unknown>) => ({ target: { case: "runId", value: "r2" }, relatedRefs: [{ kind: EntityKind.RUN, id: "ok" }, ref] });
-    expect(refusal(() => parseMessage("message", message({ to: to({ kind: EntityKind.RUN, id: "" }) }), "p", false)).details.field).toBe("message.to.related_refs[1].id");
-    expect(refusal(() => parseMessage("message", message({ to: to({ id: "x" }) }), "p", false)).details.field).toBe("message.to.related_refs[1].kind");
+    expect(refusal(() => parseMessage("message", message({ to: to({ kind: EntityKind.RUN, id: "" }) }), "p", false, 0)).details.field).toBe("message.to.related_refs[1].id");
+    expect(refusal(() => parseMessage("message", message({ to: to({ id: "x" }) }), "p", false, 0)).details.field).toBe("message.to.related_refs[1].kind");
   });
 
   it("refuses a destination ref id over 256 bytes, naming the field", () => {
     const to = { target: { case: "runId", value: "r2" }, destinationRef: { kind: 1, id: "d".repeat(257) } };
-    expect(refusal(() => parseMessage("message", message({ to }), "p", false)).details.field).toBe("message.to.destination_ref.id");
+    expect(refusal(() => parseMessage("message", message({ to }), "p", false, 0)).details.field).toBe("message.to.destination_ref.id");
   });
 
   it("refuses a correlation key or value over 256 bytes, naming the field", () => {
     const long = "k".repeat(257);
-    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { [long]: "v" } } }), "p", false)).details.field).toMatch(/^message\.correlation\.keys/);
-    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { k: long } } }), "p", false)).details.field).toMatch(/^message\.correlation\.keys/);
+    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { [long]: "v" } } }), "p", false, 0)).details.field).toMatch(/^message\.correlation\.keys/);
+    expect(refusal(() => parseMessage("message", message({ correlation: { keys: { k: long } } }), "p", false, 0)).details.field).toMatch(/^message\.correlation\.keys/);
   });
 });
 

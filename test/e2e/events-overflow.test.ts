@@ -6,6 +6,13 @@
  * pauses a subscriber right after CAUGHT_UP, publishes, waits until the
  * server has handed every event to its subscriptions (observed through a
  * second subscription, never by sleeping), then resumes reading.
+ *
+ * On a busy machine: where a test bounds what got through, the publisher
+ * sends a few events at a time, so the server's writer (which sends what the
+ * paused client's connection still takes) gets its turn between them, and
+ * the queue overflows because the connection is full, not because the server
+ * fell behind; and each test does a few thousand round trips, with a hang
+ * guard to match, not a speed limit.
  */
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -35,9 +42,17 @@ import {
 import { isolated, refusal, uid, useClients } from "../support/mailbox.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
 
-/** The issue's slow subscriber sees 100,000 events; 20,000 keeps this test to a few seconds and still overflows a 100-frame queue 200 times over. */
-const SLOW_EVENTS = 10_000;
+/**
+ * The issue's slow subscriber sees 100,000 events; 3,000 (about 1.4 MB) still
+ * overflow a paused connection (it takes a few hundred small frames) and a
+ * 100-frame queue many times over, in a fraction of the time.
+ */
+const SLOW_EVENTS = 3_000;
 const CAPACITY = 100;
+/** Publishes in flight at once: few enough that the server's writer is never outrun between two of its turns. */
+const PUBLISHERS = 4;
+/** Each test publishes thousands of events over the network: a generous guard against a hang, not a speed limit. */
+const HANG_GUARD_MS = 180_000;
 
 /** The i-th event of a slow run: every 1,000th terminal, every 1,000th (offset 500) a non-progress RUN_STARTED, the rest progress. */
 function kindOf(i: number): EventKind {
@@ -48,7 +63,7 @@ function kindOf(i: number): EventKind {
 
 const runScope = (runId: string) => ({ case: "runId" as const, value: runId });
 
-describe.each(serverBackends())("EventService overflow policies on the $name backend", (backend) => {
+describe.each(serverBackends())("EventService overflow policies on the $name backend", { timeout: HANG_GUARD_MS }, (backend) => {
   describe.skipIf(!backend.available)("one server process", () => {
     const server = useServerProcess({ backend: isolated(backend) });
     const { events: publisher } = useClients(() => server().url, "connect");
@@ -73,9 +88,10 @@ describe.each(serverBackends())("EventService overflow policies on the $name bac
      * Publishes `count` events of `runId` (kinds by `kindOf`, the last one
      * terminal and published after all the others) while `paused` reads
      * nothing, and waits until the server has handed all of them to it.
+     * `concurrency` publishes are in flight at once.
      */
-    async function publishWhilePaused(events: Events, runId: string, count: number): Promise<EventEnvelope[]> {
-      const published = await publishMany(events, count - 1, (i) => ({ runId, kind: kindOf(i) }));
+    async function publishWhilePaused(events: Events, runId: string, count: number, concurrency?: number): Promise<EventEnvelope[]> {
+      const published = await publishMany(events, count - 1, (i) => ({ runId, kind: kindOf(i) }), concurrency);
       published.push(await publish(events, { runId, kind: TERMINAL }, "last"));
       await handedToSubscribers(events, runId, seqOf(published.at(-1)!));
       return [...published].sort((a, b) => seqOf(a) - seqOf(b));
@@ -89,7 +105,8 @@ describe.each(serverBackends())("EventService overflow policies on the $name bac
           const runId = uid("slow-run");
           const slow = await pausedSubscriber(runId, { capacity: CAPACITY, overflow: Policy.DROP_PROGRESS });
 
-          const published = await publishWhilePaused(publisher, runId, SLOW_EVENTS);
+          // Few publishers: the queue must overflow because the connection is full (see `Bounded` below).
+          const published = await publishWhilePaused(publisher, runId, SLOW_EVENTS, PUBLISHERS);
           const last = seqOf(published.at(-1)!);
           const frames = await slow.framesThrough(last, "the last event, after resuming");
 

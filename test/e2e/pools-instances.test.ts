@@ -50,9 +50,8 @@ function behavesAsOnePoolService(instances: () => TwoInstances): void {
     const { one, two } = instances();
     const { poolId, runs } = await poolWith(one.pools, { waiter: {} });
     const { registration } = await suspend(one.pools, poolId, runs.waiter.runId, { filter: { kinds: [EventKind.RUN_COMPLETED] }, timeout: ms(200) });
-    const begun = Date.now();
+    // Fired by its persisted deadline: AwaitWake on the other instance ends with it (how soon is bench/'s concern, not a test's).
     expect((await awaitWake(two.pools, poolId, registration.conditionId)).map((r) => r.status)).toEqual([Wake.REGISTERED, Wake.TIMED_OUT]);
-    expect(Date.now() - begun).toBeLessThan(5_000);
     const records = await recordsOnBoth(poolId);
     expect(records.two).toEqual(records.one);
     expect(records.one.filter(timedOutWake)).toHaveLength(1);

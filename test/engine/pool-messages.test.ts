@@ -6,6 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MessageStatus, RunMessageSchema, WakeConditionSchema, WakeRegistrationStatus as WakeStatus } from "../../gen/mailroom/v1/pool_pb.js";
+import { ManualClock } from "../../src/domain/clock.js";
 import { parsePublish } from "../../src/domain/events/publish.js";
 import { parseMessage } from "../../src/domain/pool/messages.js";
 import { parseConfig, parseMember } from "../../src/domain/pool/pool.js";
@@ -23,7 +24,7 @@ async function join(engine: Engine, runId: string): Promise<void> {
 }
 
 function message(fields: Record<string, unknown>, reply = false) {
-  return parseMessage(reply ? "reply" : "message", create(RunMessageSchema, fields), POOL, reply);
+  return parseMessage(reply ? "reply" : "message", create(RunMessageSchema, fields), POOL, reply, new ManualClock().now());
 }
 
 describe.each(storeBackends())("response contracts: $name backend", (backend) => {

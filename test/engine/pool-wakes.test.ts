@@ -232,7 +232,7 @@ describe.each(storeBackends({ faults: true }))("wake conditions: $name backend",
         fromRunId: "worker",
         to: { target: { case: "runId", value: "sleeper" } },
         responseContract: { expectedResponses: 1, timeout: { seconds: 5n } },
-      }), POOL, false);
+      }), POOL, false, harness.clock.now());
       const { receipt } = await one.messages.send(POOL, out);
       harness.clock.advance(4_999);
       await Promise.all([one.poolBackground.runDue(), two.poolBackground.runDue()]);

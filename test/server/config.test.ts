@@ -83,6 +83,7 @@ describe("defaults", () => {
       maxLeaseMs: 3_600_000,
       dispatchRetentionMs: 7 * 86_400_000,
       eventRetentionMs: 7 * 86_400_000,
+      memoryStoreMaxBytes: 512 * 1024 * 1024,
     } satisfies ServerConfig);
     expect(defaultServerConfig()).toEqual(parse([]));
   });
@@ -104,6 +105,7 @@ describe("invalid values are refused with a message naming the option", () => {
     [["--max-lease-ms", "0"], /--max-lease-ms/],
     [["--store-timeout-ms", "5"], /--store-timeout-ms.*must be an integer from 10/],
     [["--insecure-no-auth", "maybe"], /--insecure-no-auth.*true or false/],
+    [["--memory-store-max-bytes", "1000"], /--memory-store-max-bytes.*must be an integer from 1048576/],
   ])("%j", (argv, message) => {
     expect(() => parse(argv)).toThrow(message);
   });

@@ -93,6 +93,26 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
       expect(await items.findOneAndUpdate({ _id: "p\u0000m2" }, { $set: { n: 1 } })).toMatchObject({ _id: "p\u0000m2", n: 1 });
     });
 
+    it("orders strings by their UTF-8 bytes as BSON does: U+FF01 before U+1F600 (JavaScript's < says the opposite)", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, key: 1 }, name: "group_key" }]);
+      const [fullwidth, emoji, plain] = ["\uFF01", "\u{1F600}", "a"];
+      for (const id of [emoji, plain, fullwidth]) await items.insertOne({ _id: id, group: "g", key: id, status: id });
+      const ids = (docs: Item[]) => docs.map((d) => d._id);
+      // _id index, a secondary index walked by the planner, and an in-memory sort on an unindexed field.
+      expect(ids(await items.find({}, { sort: { _id: 1 } }))).toEqual([plain, fullwidth, emoji]);
+      expect(ids(await items.find({ group: "g" }, { sort: { key: -1 } }))).toEqual([emoji, fullwidth, plain]);
+      expect(ids(await items.find({}, { sort: { status: 1 } }))).toEqual([plain, fullwidth, emoji]);
+      // Range conditions, on _id and through an index range.
+      expect(ids(await items.find({ _id: { $gt: fullwidth } }))).toEqual([emoji]);
+      expect(ids(await items.find({ group: "g", key: { $lt: emoji } }, { sort: { key: 1 } }))).toEqual([plain, fullwidth]);
+      expect(ids(await items.find({ $or: [{ status: { $gte: emoji } }] }))).toEqual([emoji]);
+      // $min and $max compare the same way.
+      await items.updateOne({ _id: plain }, { $set: { key: emoji } });
+      expect((await items.findOneAndUpdate({ _id: plain }, { $min: { key: fullwidth } }))!.key).toBe(fullwidth);
+      expect((await items.findOneAndUpdate({ _id: plain }, { $max: { key: emoji } }))!.key).toBe(emoji);
+    });
+
     it("returns copies: changing a returned document changes nothing stored", async () => {
       const items = fresh();
       await items.insertOne({ _id: "a", nested: { a: 1 } });

@@ -8,7 +8,8 @@ import { Query } from "mingo";
 import { compare, resolve } from "mingo/util";
 import { describe, expect, it } from "vitest";
 import { MemoryStore } from "../../src/store/memory/store.js";
-import { ChangeStreamHistoryLostError, type Doc, StoreError } from "../../src/store/port.js";
+import { approxBytes } from "../../src/store/memory/budget.js";
+import { ChangeStreamHistoryLostError, type Doc, StoreError, StoreFullError } from "../../src/store/port.js";
 
 interface Job extends Doc {
   _id: string;
@@ -202,5 +203,76 @@ describe("memory backend: updates", () => {
     await expect(items.updateOne({ _id: "a" }, { status: "x" } as never)).rejects.toBeInstanceOf(StoreError);
     await expect(items.updateOne({ _id: "a" }, [{ $set: { status: "x" } }] as never)).rejects.toBeInstanceOf(StoreError);
     expect((await items.findOne({ _id: "a" }))!.status).toBe("queued");
+  });
+});
+
+describe("memory backend: bounded by its configured size", () => {
+  const doc = (id: string, bytes: number) => ({ _id: id, data: new Uint8Array(bytes) });
+
+  it("refuses a write past the limit with StoreFullError, stores nothing of it, and has room again after a delete", async () => {
+    const store = new MemoryStore({ maxBytes: 64 * 1024 });
+    const items = store.collection<Doc & { data: Uint8Array }>("items");
+    for (let i = 0; i < 5; i++) await items.insertOne(doc(`d${i}`, 10_000));
+    await expect(items.insertOne(doc("big", 20_000))).rejects.toBeInstanceOf(StoreFullError);
+    expect(await items.findOne({ _id: "big" })).toBeNull();
+    await items.deleteOne({ _id: "d0" });
+    await items.deleteOne({ _id: "d1" });
+    await items.insertOne(doc("big", 20_000));
+  });
+
+  it("inserts a batch whole or not at all", async () => {
+    const store = new MemoryStore({ maxBytes: 64 * 1024 });
+    const items = store.collection<Doc & { data: Uint8Array }>("items");
+    await expect(items.insertMany([doc("a", 22_000), doc("b", 22_000), doc("c", 22_000)])).rejects.toBeInstanceOf(StoreFullError);
+    expect(await items.countDocuments({})).toBe(0);
+  });
+
+  it("keeps the last sixteenth for updates and small documents, not for new large ones", async () => {
+    const store = new MemoryStore({ maxBytes: 160_000 });
+    const items = store.collection<Doc & { data?: Uint8Array; note?: string }>("items");
+    for (let i = 0; i < 7; i++) await items.insertOne(doc(`d${i}`, 20_000));
+    // 140 KB held: a new 10 KB document would pass 15/16 of 160 KB; an update of the same size or a small document does not.
+    await expect(items.insertOne(doc("large", 10_000))).rejects.toBeInstanceOf(StoreFullError);
+    await items.updateOne({ _id: "d0" }, { $set: { note: "x".repeat(10_000) } });
+    await items.insertOne({ _id: "small", note: "tombstone-sized" });
+    await expect(items.updateOne({ _id: "d1" }, { $set: { note: "x".repeat(20_000) } })).rejects.toBeInstanceOf(StoreFullError);
+    expect((await items.findOne({ _id: "d1" }))!.note).toBeUndefined();
+  });
+
+  it("accounts every write: what it holds is what its documents take, whatever was inserted, updated and deleted", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.constantFrom("insert", "update", "unset", "delete"), fc.integer({ min: 0, max: 9 }), fc.string({ maxLength: 50 })), { maxLength: 60 }),
+        async (ops) => {
+          const store = new MemoryStore();
+          const items = store.collection<Doc & { note?: string; tags?: string[] }>("items");
+          for (const [op, n, text] of ops) {
+            const _id = `k${n}`;
+            if (op === "insert") await items.insertOne({ _id, note: text, tags: [text] }).catch(() => undefined);
+            if (op === "update") await items.updateOne({ _id }, { $set: { note: text }, $push: { tags: text } });
+            if (op === "unset") await items.updateOne({ _id }, { $unset: { note: "" } });
+            if (op === "delete") await items.deleteOne({ _id });
+          }
+          const stored = await items.find({});
+          expect(store.usedBytes).toBe(stored.reduce((sum, d) => sum + approxBytes(d), 0));
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("keeps its change log within an eighth of the limit: resuming before what it forgot fails as history lost", async () => {
+    const store = new MemoryStore({ maxBytes: 8 * 1024 * 1024 });
+    const items = store.collection<Doc & { data: Uint8Array }>("items");
+    const stream = await store.watch();
+    const token = stream.resumeToken!;
+    await stream.close();
+    // 2 MiB of changes, well under the 50,000-entry bound but past 1 MiB of bytes.
+    for (let i = 0; i < 20; i++) {
+      await items.insertOne(doc(`d${i}`, 100_000));
+      await items.deleteOne({ _id: `d${i}` });
+    }
+    const resumed = await store.watch({ resumeAfter: token });
+    await expect(resumed[Symbol.asyncIterator]().next()).rejects.toBeInstanceOf(ChangeStreamHistoryLostError);
   });
 });

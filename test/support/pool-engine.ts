@@ -29,7 +29,7 @@ export function join(engine: Engine, poolId: string, runId: string, fields: Para
 /** Sends from one member to another run (by run id). */
 export function sendTo(engine: Engine, poolId: string, from: string, to: string, fields: Record<string, unknown> = {}) {
   const message = create(RunMessageSchema, { fromRunId: from, to: { target: { case: "runId", value: to } }, ...fields });
-  return engine.messages.send(poolId, parseMessage("message", message, poolId, false));
+  return engine.messages.send(poolId, parseMessage("message", message, poolId, false, engine.clock.now()));
 }
 
 export function suspend(engine: Engine, poolId: string, runId: string, fields: Record<string, unknown> = {}) {

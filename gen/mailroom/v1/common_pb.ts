@@ -56,7 +56,8 @@ export type SourceRef = Message<"mailroom.v1.SourceRef"> & {
   kind: SourceKind;
 
   /**
-   * Producer name; at most 256 bytes.
+   * Producer name; identifier rules apply when set (INVALID_ARGUMENT: at
+   * most 256 bytes, no control characters).
    *
    * @generated from field: string id = 2;
    */
@@ -84,7 +85,8 @@ export type DestinationRef = Message<"mailroom.v1.DestinationRef"> & {
   kind: DestinationKind;
 
   /**
-   * Destination id; at most 256 bytes.
+   * Destination id; identifier rules apply when set (INVALID_ARGUMENT: at
+   * most 256 bytes, no control characters).
    *
    * @generated from field: string id = 2;
    */

@@ -51,14 +51,16 @@ export const TerminationReasonSchema: GenMessage<TerminationReason> = /*@__PURE_
  */
 export type RunDispatchResult = Message<"mailroom.v1.RunDispatchResult"> & {
   /**
-   * The run's status. Must not be RUN_STATUS_UNSPECIFIED (INVALID_ARGUMENT).
+   * The run's status: a value RunStatus defines other than
+   * RUN_STATUS_UNSPECIFIED (INVALID_ARGUMENT otherwise).
    *
    * @generated from field: mailroom.v1.RunStatus run_status = 1;
    */
   runStatus: RunStatus;
 
   /**
-   * Why it stopped, if it did.
+   * Why it stopped, if it did; its kind must be a value TerminationKind
+   * defines (INVALID_ARGUMENT otherwise).
    *
    * @generated from field: mailroom.v1.TerminationReason termination = 2;
    */

@@ -28,8 +28,9 @@ export type ErrorDetail = Message<"mailroom.v1.ErrorDetail"> & {
   reason: ErrorReason;
 
   /**
-   * For INVALID_ARGUMENT: the offending field as a path from the request
-   * message, e.g. "dispatch.priority" or "claims[3].claim_token".
+   * For INVALID_ARGUMENT (and LIMIT_EXCEEDED caused by one field): the
+   * offending field as a path from the request message, e.g.
+   * "dispatch.priority" or "claims[3].claim_token".
    *
    * @generated from field: string field = 2;
    */
@@ -293,7 +294,10 @@ export enum ErrorReason {
   SUBSCRIBER_OVERFLOW = 53,
 
   /**
-   * RESOURCE_EXHAUSTED: a server limit was reached (metadata "limit").
+   * RESOURCE_EXHAUSTED: a server limit was reached (metadata "limit" names
+   * it, e.g. "members per pool", "max_message_bytes" with "answer_bytes",
+   * "memory_store_max_bytes", "registered wake conditions per pool"; `field`
+   * names the request field that made it so, when one did).
    *
    * @generated from enum value: ERROR_REASON_LIMIT_EXCEEDED = 70;
    */

@@ -194,7 +194,9 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   payloadSchemaVersion: number;
 
   /**
-   * When it happened, by the producer's clock; unset = recorded_at.
+   * When it happened, by the producer's clock; unset = recorded_at. In
+   * Publish from 1970-01-01T00:00:00Z to 24 hours after the server's clock
+   * (INVALID_ARGUMENT outside).
    *
    * @generated from field: google.protobuf.Timestamp occurred_at = 8;
    */
@@ -320,14 +322,14 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   tags: string[];
 
   /**
-   * Who produced it.
+   * Who produced it; unset in Publish = {SOURCE_KIND_RUN, run_id}.
    *
    * @generated from field: mailroom.v1.SourceRef source = 26;
    */
   source?: SourceRef | undefined;
 
   /**
-   * Where it was headed.
+   * Where it was headed, if stated.
    *
    * @generated from field: mailroom.v1.DestinationRef destination = 27;
    */
@@ -349,14 +351,16 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   journalCursor?: JournalCursor | undefined;
 
   /**
-   * State of the subject before, e.g. "RUN_DISPATCH_STATUS_QUEUED".
+   * State of the subject before, e.g. "RUN_DISPATCH_STATUS_QUEUED"; at most
+   * 256 bytes.
    *
    * @generated from field: string state_before = 30;
    */
   stateBefore: string;
 
   /**
-   * State of the subject after, e.g. "RUN_DISPATCH_STATUS_CLAIMED".
+   * State of the subject after, e.g. "RUN_DISPATCH_STATUS_CLAIMED"; at most
+   * 256 bytes.
    *
    * @generated from field: string state_after = 31;
    */
@@ -370,28 +374,30 @@ export type EventEnvelope = Message<"mailroom.v1.EventEnvelope"> & {
   deliverySemantics: EventDeliverySemantics;
 
   /**
-   * How sensitive its content is.
+   * How sensitive its content is; a value PrivacyClass does not define gets
+   * INVALID_ARGUMENT.
    *
    * @generated from field: mailroom.v1.PrivacyClass privacy = 33;
    */
   privacy: PrivacyClass;
 
   /**
-   * Whether content was captured.
+   * Whether content was captured; a value ContentCaptureMode does not define
+   * gets INVALID_ARGUMENT.
    *
    * @generated from field: mailroom.v1.ContentCaptureMode content_capture = 34;
    */
   contentCapture: ContentCaptureMode;
 
   /**
-   * The redaction policy applied, if any.
+   * The redaction policy applied, if any (identifier rules apply).
    *
    * @generated from field: string redaction_policy_id = 35;
    */
   redactionPolicyId: string;
 
   /**
-   * Fingerprint of the runtime package that produced it.
+   * Fingerprint of the runtime package that produced it; at most 256 bytes.
    *
    * @generated from field: string runtime_fingerprint = 36;
    */
@@ -482,7 +488,8 @@ export const AgentEventSchema: GenMessage<AgentEvent> = /*@__PURE__*/
 /**
  * Which events match. Within a list any entry matches (OR); across lists
  * every non-empty list must match (AND); an empty list matches everything.
- * At most 100 entries per list (INVALID_ARGUMENT above).
+ * At most 100 entries per list (INVALID_ARGUMENT above); ids follow the
+ * identifier rules, custom kinds and tags are 1 to 128 bytes.
  *
  * @generated from message mailroom.v1.EventFilter
  */

@@ -388,6 +388,14 @@ export const EventService: GenService<{
    * Record an event a run emits (progress, lifecycle, custom). The server
    * assigns event_seq, recorded_at, family and journal_cursor. Idempotent by
    * event_id: a repeat returns the recorded event with deduplicated = true.
+   * An event that could not be delivered in a frame of its own within the
+   * server's largest message (--max-message-bytes; in the protobuf binary
+   * format or in JSON, with the fields the server fills in, a cursor scoped
+   * to its run or agent and an overflow notice) gets RESOURCE_EXHAUSTED with
+   * reason LIMIT_EXCEEDED (field "event.full.data" when it has a payload)
+   * and is not journaled: every journaled event stays deliverable.
+   * RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: it is the server's configured
+   * message size that the event exceeds, not a limit of the contract.
    * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.Publish
@@ -412,7 +420,9 @@ export const EventService: GenService<{
     output: typeof SubscribeResponseSchema;
   },
   /**
-   * Paged replay of the journal for a scope and cursor range.
+   * Paged replay of the journal for a scope and cursor range. A page holds
+   * at most page_size events, and only as many as fit in one answer (at
+   * least one); next_cursor continues after the last.
    * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.ListEvents

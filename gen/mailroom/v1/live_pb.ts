@@ -141,14 +141,14 @@ export const LiveCancelSchema: GenMessage<LiveCancel> = /*@__PURE__*/
  */
 export type ToolCallDecision = Message<"mailroom.v1.ToolCallDecision"> & {
   /**
-   * The tool call decided on; required.
+   * The tool call decided on; required (identifier rules apply).
    *
    * @generated from field: string tool_call_id = 1;
    */
   toolCallId: string;
 
   /**
-   * The decision.
+   * The decision; required (UNSPECIFIED gets INVALID_ARGUMENT).
    *
    * @generated from field: mailroom.v1.ToolCallOutcome outcome = 2;
    */
@@ -213,7 +213,7 @@ export type LiveRunCommand = Message<"mailroom.v1.LiveRunCommand"> & {
   commandId: string;
 
   /**
-   * The target it was sent to.
+   * The target it was sent to (set by the server; ignored in DeliverLive).
    *
    * @generated from field: mailroom.v1.LiveRunTarget target = 2;
    */
@@ -251,7 +251,7 @@ export type LiveRunCommand = Message<"mailroom.v1.LiveRunCommand"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * When the server accepted it.
+   * When the server accepted it (set by the server; ignored in DeliverLive).
    *
    * @generated from field: google.protobuf.Timestamp sent_at = 6;
    */

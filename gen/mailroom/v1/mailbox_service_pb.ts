@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mailroom/v1/mailbox_service.proto.
  */
 export const file_mailroom_v1_mailbox_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFtYWlscm9vbS92MS9tYWlsYm94X3NlcnZpY2UucHJvdG8SC21haWxyb29tLnYxItQCCgtOZXdEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRIRCgl0aHJlYWRfaWQYAiABKAkSDgoGcnVuX2lkGAMgASgJEhAKCGFnZW50X2lkGAQgASgJEhUKCHByaW9yaXR5GAUgASgNSAGIAQESEgoKZGVkdXBlX2tleRgGIAEoCRIyCgxhdmFpbGFibGVfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASKgoFZGVsYXkYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IABIZCgxtYXhfYXR0ZW1wdHMYCSABKA1IAogBARIrCgdwYXlsb2FkGAogASgLMhoubWFpbHJvb20udjEuSW5saW5lUGF5bG9hZEIKCghzY2hlZHVsZUILCglfcHJpb3JpdHlCDwoNX21heF9hdHRlbXB0cyI8Cg5FbnF1ZXVlUmVxdWVzdBIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLk5ld0Rpc3BhdGNoIlMKD0VucXVldWVSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhQKDGRlZHVwbGljYXRlZBgCIAEoCCJDChNFbnF1ZXVlQmF0Y2hSZXF1ZXN0EiwKCmRpc3BhdGNoZXMYASADKAsyGC5tYWlscm9vbS52MS5OZXdEaXNwYXRjaCJ4Cg1FbnF1ZXVlUmVzdWx0EioKCGRpc3BhdGNoGAEgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSFAoMZGVkdXBsaWNhdGVkGAIgASgIEiUKBWVycm9yGAMgASgLMhYubWFpbHJvb20udjEuSXRlbUVycm9yIkMKFEVucXVldWVCYXRjaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5tYWlscm9vbS52MS5FbnF1ZXVlUmVzdWx0IpgBCgxDbGFpbVJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJEhMKC2NvbnN1bWVyX2lkGAIgASgJEigKBWxlYXNlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWxpbWl0GAQgASgNEicKBHdhaXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iPQoNQ2xhaW1SZXNwb25zZRIsCgpkaXNwYXRjaGVzGAEgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giagoUQ2xhaW1EaXNwYXRjaFJlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY29uc3VtZXJfaWQYAiABKAkSKAoFbGVhc2UYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQwoVQ2xhaW1EaXNwYXRjaFJlc3BvbnNlEioKCGRpc3BhdGNoGAEgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giNgoKQWNrUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCSI5CgtBY2tSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoIjkKDURpc3BhdGNoQ2xhaW0SEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkiPQoPQWNrQmF0Y2hSZXF1ZXN0EioKBmNsYWltcxgBIAMoCzIaLm1haWxyb29tLnYxLkRpc3BhdGNoQ2xhaW0icwoJQWNrUmVzdWx0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEioKCGRpc3BhdGNoGAIgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSJQoFZXJyb3IYAyABKAsyFi5tYWlscm9vbS52MS5JdGVtRXJyb3IiOwoQQWNrQmF0Y2hSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYubWFpbHJvb20udjEuQWNrUmVzdWx0ImQKGlJlY29yZERpc3BhdGNoU3RhcnRSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEhMKC2NsYWltX3Rva2VuGAIgASgJEhwKFGRpc3BhdGNoX2luc3RhbmNlX2lkGAMgASgJIkkKG1JlY29yZERpc3BhdGNoU3RhcnRSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoInIKFlJlY29yZFJ1blJlc3VsdFJlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkSLgoGcmVzdWx0GAMgASgLMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hSZXN1bHQiRQoXUmVjb3JkUnVuUmVzdWx0UmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCKrAQoLTmFja1JlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkSLgoIcmV0cnlfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASKgoFZGVsYXkYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IABINCgVlcnJvchgFIAEoCUIHCgVyZXRyeSI6CgxOYWNrUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCJMChFEZWFkTGV0dGVyUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCRINCgVlcnJvchgDIAEoCSJAChJEZWFkTGV0dGVyUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCI0Cg1DYW5jZWxSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJNCg5DYW5jZWxSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEg8KB2NoYW5nZWQYAiABKAgilgEKEkV4dGVuZExlYXNlUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCRIsCglleHRlbnNpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFbGVhc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibAoTRXh0ZW5kTGVhc2VSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhMKC2ludGVycnVwdGVkGAIgASgIEhQKDHRocmVhZF9lcG9jaBgDIAEoBCI3ChBJbnRlcnJ1cHRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCRIQCghkZXRhaWxlZBgCIAEoCCK1AQoRSW50ZXJydXB0UmVzcG9uc2USGgoSbmV3X2Rpc3BhdGNoX2Vwb2NoGAEgASgEEjEKD2FjdGl2ZV9kaXNwYXRjaBgCIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhgKEHN1cGVyc2VkZWRfY291bnQYAyABKAQSNwoVc3VwZXJzZWRlZF9kaXNwYXRjaGVzGAQgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giLAoXR2V0RGlzcGF0Y2hFcG9jaFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIjIKGEdldERpc3BhdGNoRXBvY2hSZXNwb25zZRIWCg5kaXNwYXRjaF9lcG9jaBgBIAEoBCJTChdTdXBlcnNlZGVDbGFpbWVkUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCRIOCgZyZWFzb24YAyABKAkiRgoYU3VwZXJzZWRlQ2xhaW1lZFJlc3BvbnNlEioKCGRpc3BhdGNoGAEgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giKQoSR2V0RGlzcGF0Y2hSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJIkEKE0dldERpc3BhdGNoUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCKDAQoVTGlzdERpc3BhdGNoZXNSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCRIwCghzdGF0dXNlcxgCIAMoDjIeLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIl8KFkxpc3REaXNwYXRjaGVzUmVzcG9uc2USLAoKZGlzcGF0Y2hlcxgBIAMoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJdChZDb3VudERpc3BhdGNoZXNSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCRIwCghzdGF0dXNlcxgCIAMoDjIeLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoU3RhdHVzIloKF0NvdW50RGlzcGF0Y2hlc1Jlc3BvbnNlEjAKBmNvdW50cxgBIAMoCzIgLm1haWxyb29tLnYxLkRpc3BhdGNoU3RhdHVzQ291bnQSDQoFdG90YWwYAiABKAQiWQodTGlzdFRlcm1pbmFsRGlzcGF0Y2hlc1JlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImcKHkxpc3RUZXJtaW5hbERpc3BhdGNoZXNSZXNwb25zZRIsCgpkaXNwYXRjaGVzGAEgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKG1JlY2xhaW1FeHBpcmVkTGVhc2VzUmVxdWVzdBINCgVsaW1pdBgBIAEoDSJMChxSZWNsYWltRXhwaXJlZExlYXNlc1Jlc3BvbnNlEiwKCmRpc3BhdGNoZXMYASADKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCJbChRQdXJnZVRlcm1pbmFsUmVxdWVzdBI0ChBjb21wbGV0ZWRfYmVmb3JlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsaW1pdBgCIAEoDSItChVQdXJnZVRlcm1pbmFsUmVzcG9uc2USFAoMcHVyZ2VkX2NvdW50GAEgASgEIkEKGExpc3RRdWV1ZWRUaHJlYWRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJIChlMaXN0UXVldWVkVGhyZWFkc1Jlc3BvbnNlEhIKCnRocmVhZF9pZHMYASADKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImcKG1dhdGNoRGlzcGF0Y2hTaWduYWxzUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkSNQoSaGVhcnRiZWF0X2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIokBChxXYXRjaERpc3BhdGNoU2lnbmFsc1Jlc3BvbnNlEi0KBnNpZ25hbBgBIAEoCzIbLm1haWxyb29tLnYxLkRpc3BhdGNoU2lnbmFsSAASMQoJaGVhcnRiZWF0GAIgASgLMhwubWFpbHJvb20udjEuU3RyZWFtSGVhcnRiZWF0SABCBwoFZnJhbWUiewoWT3BlbkxpdmVDaGFubmVsUmVxdWVzdBIqCgZ0YXJnZXQYASABKAsyGi5tYWlscm9vbS52MS5MaXZlUnVuVGFyZ2V0EjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKFAQoXT3BlbkxpdmVDaGFubmVsUmVzcG9uc2USLgoHY29tbWFuZBgBIAEoCzIbLm1haWxyb29tLnYxLkxpdmVSdW5Db21tYW5kSAASMQoJaGVhcnRiZWF0GAIgASgLMhwubWFpbHJvb20udjEuU3RyZWFtSGVhcnRiZWF0SABCBwoFZnJhbWUiKwoVQWNrTGl2ZUNvbW1hbmRSZXF1ZXN0EhIKCmNvbW1hbmRfaWQYASABKAkiLQoWQWNrTGl2ZUNvbW1hbmRSZXNwb25zZRITCgtuZXdseV9hY2tlZBgBIAEoCCJuChJEZWxpdmVyTGl2ZVJlcXVlc3QSKgoGdGFyZ2V0GAEgASgLMhoubWFpbHJvb20udjEuTGl2ZVJ1blRhcmdldBIsCgdjb21tYW5kGAIgASgLMhsubWFpbHJvb20udjEuTGl2ZVJ1bkNvbW1hbmQiXAoTRGVsaXZlckxpdmVSZXNwb25zZRIxCgdvdXRjb21lGAEgASgOMiAubWFpbHJvb20udjEuTGl2ZURlbGl2ZXJ5T3V0Y29tZRISCgpjb21tYW5kX2lkGAIgASgJIqIBChVEaXNwYXRjaFNpZ25hbFJlY2VpcHQSKwoGc2lnbmFsGAEgASgLMhsubWFpbHJvb20udjEuRGlzcGF0Y2hTaWduYWwSDwoHcmVjZWlwdBgCIAEoCRIbChNyZWRlbGl2ZXJ5X2F0dGVtcHRzGAMgASgNEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn4KGlB1bGxEaXNwYXRjaFNpZ25hbHNSZXF1ZXN0EgsKA21heBgBIAEoDRIqCgdleHBpcmVzGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBHdhaXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iUwobUHVsbERpc3BhdGNoU2lnbmFsc1Jlc3BvbnNlEjQKCHJlY2VpcHRzGAEgAygLMiIubWFpbHJvb20udjEuRGlzcGF0Y2hTaWduYWxSZWNlaXB0IisKGEFja0Rpc3BhdGNoU2lnbmFsUmVxdWVzdBIPCgdyZWNlaXB0GAEgASgJIioKGUFja0Rpc3BhdGNoU2lnbmFsUmVzcG9uc2USDQoFYWNrZWQYASABKAgiVgoZTmFja0Rpc3BhdGNoU2lnbmFsUmVxdWVzdBIPCgdyZWNlaXB0GAEgASgJEigKBWRlbGF5GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIiwKGk5hY2tEaXNwYXRjaFNpZ25hbFJlc3BvbnNlEg4KBm5hY2tlZBgBIAEoCDKVFAoOTWFpbGJveFNlcnZpY2USRAoHRW5xdWV1ZRIbLm1haWxyb29tLnYxLkVucXVldWVSZXF1ZXN0GhwubWFpbHJvb20udjEuRW5xdWV1ZVJlc3BvbnNlElMKDEVucXVldWVCYXRjaBIgLm1haWxyb29tLnYxLkVucXVldWVCYXRjaFJlcXVlc3QaIS5tYWlscm9vbS52MS5FbnF1ZXVlQmF0Y2hSZXNwb25zZRI+CgVDbGFpbRIZLm1haWxyb29tLnYxLkNsYWltUmVxdWVzdBoaLm1haWxyb29tLnYxLkNsYWltUmVzcG9uc2USVgoNQ2xhaW1EaXNwYXRjaBIhLm1haWxyb29tLnYxLkNsYWltRGlzcGF0Y2hSZXF1ZXN0GiIubWFpbHJvb20udjEuQ2xhaW1EaXNwYXRjaFJlc3BvbnNlEjgKA0FjaxIXLm1haWxyb29tLnYxLkFja1JlcXVlc3QaGC5tYWlscm9vbS52MS5BY2tSZXNwb25zZRJHCghBY2tCYXRjaBIcLm1haWxyb29tLnYxLkFja0JhdGNoUmVxdWVzdBodLm1haWxyb29tLnYxLkFja0JhdGNoUmVzcG9uc2USaAoTUmVjb3JkRGlzcGF0Y2hTdGFydBInLm1haWxyb29tLnYxLlJlY29yZERpc3BhdGNoU3RhcnRSZXF1ZXN0GigubWFpbHJvb20udjEuUmVjb3JkRGlzcGF0Y2hTdGFydFJlc3BvbnNlElwKD1JlY29yZFJ1blJlc3VsdBIjLm1haWxyb29tLnYxLlJlY29yZFJ1blJlc3VsdFJlcXVlc3QaJC5tYWlscm9vbS52MS5SZWNvcmRSdW5SZXN1bHRSZXNwb25zZRI7CgROYWNrEhgubWFpbHJvb20udjEuTmFja1JlcXVlc3QaGS5tYWlscm9vbS52MS5OYWNrUmVzcG9uc2USTQoKRGVhZExldHRlchIeLm1haWxyb29tLnYxLkRlYWRMZXR0ZXJSZXF1ZXN0Gh8ubWFpbHJvb20udjEuRGVhZExldHRlclJlc3BvbnNlEkEKBkNhbmNlbBIaLm1haWxyb29tLnYxLkNhbmNlbFJlcXVlc3QaGy5tYWlscm9vbS52MS5DYW5jZWxSZXNwb25zZRJQCgtFeHRlbmRMZWFzZRIfLm1haWxyb29tLnYxLkV4dGVuZExlYXNlUmVxdWVzdBogLm1haWxyb29tLnYxLkV4dGVuZExlYXNlUmVzcG9uc2USSgoJSW50ZXJydXB0Eh0ubWFpbHJvb20udjEuSW50ZXJydXB0UmVxdWVzdBoeLm1haWxyb29tLnYxLkludGVycnVwdFJlc3BvbnNlEl8KEEdldERpc3BhdGNoRXBvY2gSJC5tYWlscm9vbS52MS5HZXREaXNwYXRjaEVwb2NoUmVxdWVzdBolLm1haWxyb29tLnYxLkdldERpc3BhdGNoRXBvY2hSZXNwb25zZRJfChBTdXBlcnNlZGVDbGFpbWVkEiQubWFpbHJvb20udjEuU3VwZXJzZWRlQ2xhaW1lZFJlcXVlc3QaJS5tYWlscm9vbS52MS5TdXBlcnNlZGVDbGFpbWVkUmVzcG9uc2USUAoLR2V0RGlzcGF0Y2gSHy5tYWlscm9vbS52MS5HZXREaXNwYXRjaFJlcXVlc3QaIC5tYWlscm9vbS52MS5HZXREaXNwYXRjaFJlc3BvbnNlElkKDkxpc3REaXNwYXRjaGVzEiIubWFpbHJvb20udjEuTGlzdERpc3BhdGNoZXNSZXF1ZXN0GiMubWFpbHJvb20udjEuTGlzdERpc3BhdGNoZXNSZXNwb25zZRJcCg9Db3VudERpc3BhdGNoZXMSIy5tYWlscm9vbS52MS5Db3VudERpc3BhdGNoZXNSZXF1ZXN0GiQubWFpbHJvb20udjEuQ291bnREaXNwYXRjaGVzUmVzcG9uc2UScQoWTGlzdFRlcm1pbmFsRGlzcGF0Y2hlcxIqLm1haWxyb29tLnYxLkxpc3RUZXJtaW5hbERpc3BhdGNoZXNSZXF1ZXN0GisubWFpbHJvb20udjEuTGlzdFRlcm1pbmFsRGlzcGF0Y2hlc1Jlc3BvbnNlEmsKFFJlY2xhaW1FeHBpcmVkTGVhc2VzEigubWFpbHJvb20udjEuUmVjbGFpbUV4cGlyZWRMZWFzZXNSZXF1ZXN0GikubWFpbHJvb20udjEuUmVjbGFpbUV4cGlyZWRMZWFzZXNSZXNwb25zZRJWCg1QdXJnZVRlcm1pbmFsEiEubWFpbHJvb20udjEuUHVyZ2VUZXJtaW5hbFJlcXVlc3QaIi5tYWlscm9vbS52MS5QdXJnZVRlcm1pbmFsUmVzcG9uc2USYgoRTGlzdFF1ZXVlZFRocmVhZHMSJS5tYWlscm9vbS52MS5MaXN0UXVldWVkVGhyZWFkc1JlcXVlc3QaJi5tYWlscm9vbS52MS5MaXN0UXVldWVkVGhyZWFkc1Jlc3BvbnNlEm0KFFdhdGNoRGlzcGF0Y2hTaWduYWxzEigubWFpbHJvb20udjEuV2F0Y2hEaXNwYXRjaFNpZ25hbHNSZXF1ZXN0GikubWFpbHJvb20udjEuV2F0Y2hEaXNwYXRjaFNpZ25hbHNSZXNwb25zZTABEl4KD09wZW5MaXZlQ2hhbm5lbBIjLm1haWxyb29tLnYxLk9wZW5MaXZlQ2hhbm5lbFJlcXVlc3QaJC5tYWlscm9vbS52MS5PcGVuTGl2ZUNoYW5uZWxSZXNwb25zZTABElkKDkFja0xpdmVDb21tYW5kEiIubWFpbHJvb20udjEuQWNrTGl2ZUNvbW1hbmRSZXF1ZXN0GiMubWFpbHJvb20udjEuQWNrTGl2ZUNvbW1hbmRSZXNwb25zZRJQCgtEZWxpdmVyTGl2ZRIfLm1haWxyb29tLnYxLkRlbGl2ZXJMaXZlUmVxdWVzdBogLm1haWxyb29tLnYxLkRlbGl2ZXJMaXZlUmVzcG9uc2USaAoTUHVsbERpc3BhdGNoU2lnbmFscxInLm1haWxyb29tLnYxLlB1bGxEaXNwYXRjaFNpZ25hbHNSZXF1ZXN0GigubWFpbHJvb20udjEuUHVsbERpc3BhdGNoU2lnbmFsc1Jlc3BvbnNlEmIKEUFja0Rpc3BhdGNoU2lnbmFsEiUubWFpbHJvb20udjEuQWNrRGlzcGF0Y2hTaWduYWxSZXF1ZXN0GiYubWFpbHJvb20udjEuQWNrRGlzcGF0Y2hTaWduYWxSZXNwb25zZRJlChJOYWNrRGlzcGF0Y2hTaWduYWwSJi5tYWlscm9vbS52MS5OYWNrRGlzcGF0Y2hTaWduYWxSZXF1ZXN0GicubWFpbHJvb20udjEuTmFja0Rpc3BhdGNoU2lnbmFsUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_mailroom_v1_common, file_mailroom_v1_dispatch, file_mailroom_v1_errors, file_mailroom_v1_live]);
+  fileDesc("CiFtYWlscm9vbS92MS9tYWlsYm94X3NlcnZpY2UucHJvdG8SC21haWxyb29tLnYxItQCCgtOZXdEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRIRCgl0aHJlYWRfaWQYAiABKAkSDgoGcnVuX2lkGAMgASgJEhAKCGFnZW50X2lkGAQgASgJEhUKCHByaW9yaXR5GAUgASgNSAGIAQESEgoKZGVkdXBlX2tleRgGIAEoCRIyCgxhdmFpbGFibGVfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASKgoFZGVsYXkYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IABIZCgxtYXhfYXR0ZW1wdHMYCSABKA1IAogBARIrCgdwYXlsb2FkGAogASgLMhoubWFpbHJvb20udjEuSW5saW5lUGF5bG9hZEIKCghzY2hlZHVsZUILCglfcHJpb3JpdHlCDwoNX21heF9hdHRlbXB0cyI8Cg5FbnF1ZXVlUmVxdWVzdBIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLk5ld0Rpc3BhdGNoIlMKD0VucXVldWVSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhQKDGRlZHVwbGljYXRlZBgCIAEoCCJDChNFbnF1ZXVlQmF0Y2hSZXF1ZXN0EiwKCmRpc3BhdGNoZXMYASADKAsyGC5tYWlscm9vbS52MS5OZXdEaXNwYXRjaCJ4Cg1FbnF1ZXVlUmVzdWx0EioKCGRpc3BhdGNoGAEgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSFAoMZGVkdXBsaWNhdGVkGAIgASgIEiUKBWVycm9yGAMgASgLMhYubWFpbHJvb20udjEuSXRlbUVycm9yIkMKFEVucXVldWVCYXRjaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5tYWlscm9vbS52MS5FbnF1ZXVlUmVzdWx0IpgBCgxDbGFpbVJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJEhMKC2NvbnN1bWVyX2lkGAIgASgJEigKBWxlYXNlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWxpbWl0GAQgASgNEicKBHdhaXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iPQoNQ2xhaW1SZXNwb25zZRIsCgpkaXNwYXRjaGVzGAEgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giagoUQ2xhaW1EaXNwYXRjaFJlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY29uc3VtZXJfaWQYAiABKAkSKAoFbGVhc2UYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQwoVQ2xhaW1EaXNwYXRjaFJlc3BvbnNlEioKCGRpc3BhdGNoGAEgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2giNgoKQWNrUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCSI5CgtBY2tSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoIjkKDURpc3BhdGNoQ2xhaW0SEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkiPQoPQWNrQmF0Y2hSZXF1ZXN0EioKBmNsYWltcxgBIAMoCzIaLm1haWxyb29tLnYxLkRpc3BhdGNoQ2xhaW0icwoJQWNrUmVzdWx0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEioKCGRpc3BhdGNoGAIgASgLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSJQoFZXJyb3IYAyABKAsyFi5tYWlscm9vbS52MS5JdGVtRXJyb3IiOwoQQWNrQmF0Y2hSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYubWFpbHJvb20udjEuQWNrUmVzdWx0ImQKGlJlY29yZERpc3BhdGNoU3RhcnRSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEhMKC2NsYWltX3Rva2VuGAIgASgJEhwKFGRpc3BhdGNoX2luc3RhbmNlX2lkGAMgASgJIkkKG1JlY29yZERpc3BhdGNoU3RhcnRSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoInIKFlJlY29yZFJ1blJlc3VsdFJlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkSLgoGcmVzdWx0GAMgASgLMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hSZXN1bHQiRQoXUmVjb3JkUnVuUmVzdWx0UmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCKrAQoLTmFja1JlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkSEwoLY2xhaW1fdG9rZW4YAiABKAkSLgoIcmV0cnlfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASKgoFZGVsYXkYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IABINCgVlcnJvchgFIAEoCUIHCgVyZXRyeSI6CgxOYWNrUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCJMChFEZWFkTGV0dGVyUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCRINCgVlcnJvchgDIAEoCSJAChJEZWFkTGV0dGVyUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCI0Cg1DYW5jZWxSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJNCg5DYW5jZWxSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEg8KB2NoYW5nZWQYAiABKAgilgEKEkV4dGVuZExlYXNlUmVxdWVzdBITCgtkaXNwYXRjaF9pZBgBIAEoCRITCgtjbGFpbV90b2tlbhgCIAEoCRIsCglleHRlbnNpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFbGVhc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibAoTRXh0ZW5kTGVhc2VSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhMKC2ludGVycnVwdGVkGAIgASgIEhQKDHRocmVhZF9lcG9jaBgDIAEoBCI3ChBJbnRlcnJ1cHRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCRIQCghkZXRhaWxlZBgCIAEoCCLeAQoRSW50ZXJydXB0UmVzcG9uc2USGgoSbmV3X2Rpc3BhdGNoX2Vwb2NoGAEgASgEEjEKD2FjdGl2ZV9kaXNwYXRjaBgCIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoEhgKEHN1cGVyc2VkZWRfY291bnQYAyABKAQSNwoVc3VwZXJzZWRlZF9kaXNwYXRjaGVzGAQgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSJwofc3VwZXJzZWRlZF9kaXNwYXRjaGVzX3RydW5jYXRlZBgFIAEoCCIsChdHZXREaXNwYXRjaEVwb2NoUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiMgoYR2V0RGlzcGF0Y2hFcG9jaFJlc3BvbnNlEhYKDmRpc3BhdGNoX2Vwb2NoGAEgASgEIlMKF1N1cGVyc2VkZUNsYWltZWRSZXF1ZXN0EhMKC2Rpc3BhdGNoX2lkGAEgASgJEhMKC2NsYWltX3Rva2VuGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJGChhTdXBlcnNlZGVDbGFpbWVkUmVzcG9uc2USKgoIZGlzcGF0Y2gYASABKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaCIpChJHZXREaXNwYXRjaFJlcXVlc3QSEwoLZGlzcGF0Y2hfaWQYASABKAkiQQoTR2V0RGlzcGF0Y2hSZXNwb25zZRIqCghkaXNwYXRjaBgBIAEoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoIoMBChVMaXN0RGlzcGF0Y2hlc1JlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJEjAKCHN0YXR1c2VzGAIgAygOMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hTdGF0dXMSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiXwoWTGlzdERpc3BhdGNoZXNSZXNwb25zZRIsCgpkaXNwYXRjaGVzGAEgAygLMhgubWFpbHJvb20udjEuUnVuRGlzcGF0Y2gSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIl0KFkNvdW50RGlzcGF0Y2hlc1JlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJEjAKCHN0YXR1c2VzGAIgAygOMh4ubWFpbHJvb20udjEuUnVuRGlzcGF0Y2hTdGF0dXMiWgoXQ291bnREaXNwYXRjaGVzUmVzcG9uc2USMAoGY291bnRzGAEgAygLMiAubWFpbHJvb20udjEuRGlzcGF0Y2hTdGF0dXNDb3VudBINCgV0b3RhbBgCIAEoBCJZCh1MaXN0VGVybWluYWxEaXNwYXRjaGVzUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZwoeTGlzdFRlcm1pbmFsRGlzcGF0Y2hlc1Jlc3BvbnNlEiwKCmRpc3BhdGNoZXMYASADKAsyGC5tYWlscm9vbS52MS5SdW5EaXNwYXRjaBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLAobUmVjbGFpbUV4cGlyZWRMZWFzZXNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNIkwKHFJlY2xhaW1FeHBpcmVkTGVhc2VzUmVzcG9uc2USLAoKZGlzcGF0Y2hlcxgBIAMoCzIYLm1haWxyb29tLnYxLlJ1bkRpc3BhdGNoIlsKFFB1cmdlVGVybWluYWxSZXF1ZXN0EjQKEGNvbXBsZXRlZF9iZWZvcmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxpbWl0GAIgASgNIi0KFVB1cmdlVGVybWluYWxSZXNwb25zZRIUCgxwdXJnZWRfY291bnQYASABKAQiQQoYTGlzdFF1ZXVlZFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIkgKGUxpc3RRdWV1ZWRUaHJlYWRzUmVzcG9uc2USEgoKdGhyZWFkX2lkcxgBIAMoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiZwobV2F0Y2hEaXNwYXRjaFNpZ25hbHNSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iiQEKHFdhdGNoRGlzcGF0Y2hTaWduYWxzUmVzcG9uc2USLQoGc2lnbmFsGAEgASgLMhsubWFpbHJvb20udjEuRGlzcGF0Y2hTaWduYWxIABIxCgloZWFydGJlYXQYAiABKAsyHC5tYWlscm9vbS52MS5TdHJlYW1IZWFydGJlYXRIAEIHCgVmcmFtZSJ7ChZPcGVuTGl2ZUNoYW5uZWxSZXF1ZXN0EioKBnRhcmdldBgBIAEoCzIaLm1haWxyb29tLnYxLkxpdmVSdW5UYXJnZXQSNQoSaGVhcnRiZWF0X2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoUBChdPcGVuTGl2ZUNoYW5uZWxSZXNwb25zZRIuCgdjb21tYW5kGAEgASgLMhsubWFpbHJvb20udjEuTGl2ZVJ1bkNvbW1hbmRIABIxCgloZWFydGJlYXQYAiABKAsyHC5tYWlscm9vbS52MS5TdHJlYW1IZWFydGJlYXRIAEIHCgVmcmFtZSIrChVBY2tMaXZlQ29tbWFuZFJlcXVlc3QSEgoKY29tbWFuZF9pZBgBIAEoCSItChZBY2tMaXZlQ29tbWFuZFJlc3BvbnNlEhMKC25ld2x5X2Fja2VkGAEgASgIIm4KEkRlbGl2ZXJMaXZlUmVxdWVzdBIqCgZ0YXJnZXQYASABKAsyGi5tYWlscm9vbS52MS5MaXZlUnVuVGFyZ2V0EiwKB2NvbW1hbmQYAiABKAsyGy5tYWlscm9vbS52MS5MaXZlUnVuQ29tbWFuZCJcChNEZWxpdmVyTGl2ZVJlc3BvbnNlEjEKB291dGNvbWUYASABKA4yIC5tYWlscm9vbS52MS5MaXZlRGVsaXZlcnlPdXRjb21lEhIKCmNvbW1hbmRfaWQYAiABKAkiogEKFURpc3BhdGNoU2lnbmFsUmVjZWlwdBIrCgZzaWduYWwYASABKAsyGy5tYWlscm9vbS52MS5EaXNwYXRjaFNpZ25hbBIPCgdyZWNlaXB0GAIgASgJEhsKE3JlZGVsaXZlcnlfYXR0ZW1wdHMYAyABKA0SLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAifgoaUHVsbERpc3BhdGNoU2lnbmFsc1JlcXVlc3QSCwoDbWF4GAEgASgNEioKB2V4cGlyZXMYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEd2FpdBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJTChtQdWxsRGlzcGF0Y2hTaWduYWxzUmVzcG9uc2USNAoIcmVjZWlwdHMYASADKAsyIi5tYWlscm9vbS52MS5EaXNwYXRjaFNpZ25hbFJlY2VpcHQiKwoYQWNrRGlzcGF0Y2hTaWduYWxSZXF1ZXN0Eg8KB3JlY2VpcHQYASABKAkiKgoZQWNrRGlzcGF0Y2hTaWduYWxSZXNwb25zZRINCgVhY2tlZBgBIAEoCCJWChlOYWNrRGlzcGF0Y2hTaWduYWxSZXF1ZXN0Eg8KB3JlY2VpcHQYASABKAkSKAoFZGVsYXkYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iLAoaTmFja0Rpc3BhdGNoU2lnbmFsUmVzcG9uc2USDgoGbmFja2VkGAEgASgIMpUUCg5NYWlsYm94U2VydmljZRJECgdFbnF1ZXVlEhsubWFpbHJvb20udjEuRW5xdWV1ZVJlcXVlc3QaHC5tYWlscm9vbS52MS5FbnF1ZXVlUmVzcG9uc2USUwoMRW5xdWV1ZUJhdGNoEiAubWFpbHJvb20udjEuRW5xdWV1ZUJhdGNoUmVxdWVzdBohLm1haWxyb29tLnYxLkVucXVldWVCYXRjaFJlc3BvbnNlEj4KBUNsYWltEhkubWFpbHJvb20udjEuQ2xhaW1SZXF1ZXN0GhoubWFpbHJvb20udjEuQ2xhaW1SZXNwb25zZRJWCg1DbGFpbURpc3BhdGNoEiEubWFpbHJvb20udjEuQ2xhaW1EaXNwYXRjaFJlcXVlc3QaIi5tYWlscm9vbS52MS5DbGFpbURpc3BhdGNoUmVzcG9uc2USOAoDQWNrEhcubWFpbHJvb20udjEuQWNrUmVxdWVzdBoYLm1haWxyb29tLnYxLkFja1Jlc3BvbnNlEkcKCEFja0JhdGNoEhwubWFpbHJvb20udjEuQWNrQmF0Y2hSZXF1ZXN0Gh0ubWFpbHJvb20udjEuQWNrQmF0Y2hSZXNwb25zZRJoChNSZWNvcmREaXNwYXRjaFN0YXJ0EicubWFpbHJvb20udjEuUmVjb3JkRGlzcGF0Y2hTdGFydFJlcXVlc3QaKC5tYWlscm9vbS52MS5SZWNvcmREaXNwYXRjaFN0YXJ0UmVzcG9uc2USXAoPUmVjb3JkUnVuUmVzdWx0EiMubWFpbHJvb20udjEuUmVjb3JkUnVuUmVzdWx0UmVxdWVzdBokLm1haWxyb29tLnYxLlJlY29yZFJ1blJlc3VsdFJlc3BvbnNlEjsKBE5hY2sSGC5tYWlscm9vbS52MS5OYWNrUmVxdWVzdBoZLm1haWxyb29tLnYxLk5hY2tSZXNwb25zZRJNCgpEZWFkTGV0dGVyEh4ubWFpbHJvb20udjEuRGVhZExldHRlclJlcXVlc3QaHy5tYWlscm9vbS52MS5EZWFkTGV0dGVyUmVzcG9uc2USQQoGQ2FuY2VsEhoubWFpbHJvb20udjEuQ2FuY2VsUmVxdWVzdBobLm1haWxyb29tLnYxLkNhbmNlbFJlc3BvbnNlElAKC0V4dGVuZExlYXNlEh8ubWFpbHJvb20udjEuRXh0ZW5kTGVhc2VSZXF1ZXN0GiAubWFpbHJvb20udjEuRXh0ZW5kTGVhc2VSZXNwb25zZRJKCglJbnRlcnJ1cHQSHS5tYWlscm9vbS52MS5JbnRlcnJ1cHRSZXF1ZXN0Gh4ubWFpbHJvb20udjEuSW50ZXJydXB0UmVzcG9uc2USXwoQR2V0RGlzcGF0Y2hFcG9jaBIkLm1haWxyb29tLnYxLkdldERpc3BhdGNoRXBvY2hSZXF1ZXN0GiUubWFpbHJvb20udjEuR2V0RGlzcGF0Y2hFcG9jaFJlc3BvbnNlEl8KEFN1cGVyc2VkZUNsYWltZWQSJC5tYWlscm9vbS52MS5TdXBlcnNlZGVDbGFpbWVkUmVxdWVzdBolLm1haWxyb29tLnYxLlN1cGVyc2VkZUNsYWltZWRSZXNwb25zZRJQCgtHZXREaXNwYXRjaBIfLm1haWxyb29tLnYxLkdldERpc3BhdGNoUmVxdWVzdBogLm1haWxyb29tLnYxLkdldERpc3BhdGNoUmVzcG9uc2USWQoOTGlzdERpc3BhdGNoZXMSIi5tYWlscm9vbS52MS5MaXN0RGlzcGF0Y2hlc1JlcXVlc3QaIy5tYWlscm9vbS52MS5MaXN0RGlzcGF0Y2hlc1Jlc3BvbnNlElwKD0NvdW50RGlzcGF0Y2hlcxIjLm1haWxyb29tLnYxLkNvdW50RGlzcGF0Y2hlc1JlcXVlc3QaJC5tYWlscm9vbS52MS5Db3VudERpc3BhdGNoZXNSZXNwb25zZRJxChZMaXN0VGVybWluYWxEaXNwYXRjaGVzEioubWFpbHJvb20udjEuTGlzdFRlcm1pbmFsRGlzcGF0Y2hlc1JlcXVlc3QaKy5tYWlscm9vbS52MS5MaXN0VGVybWluYWxEaXNwYXRjaGVzUmVzcG9uc2USawoUUmVjbGFpbUV4cGlyZWRMZWFzZXMSKC5tYWlscm9vbS52MS5SZWNsYWltRXhwaXJlZExlYXNlc1JlcXVlc3QaKS5tYWlscm9vbS52MS5SZWNsYWltRXhwaXJlZExlYXNlc1Jlc3BvbnNlElYKDVB1cmdlVGVybWluYWwSIS5tYWlscm9vbS52MS5QdXJnZVRlcm1pbmFsUmVxdWVzdBoiLm1haWxyb29tLnYxLlB1cmdlVGVybWluYWxSZXNwb25zZRJiChFMaXN0UXVldWVkVGhyZWFkcxIlLm1haWxyb29tLnYxLkxpc3RRdWV1ZWRUaHJlYWRzUmVxdWVzdBomLm1haWxyb29tLnYxLkxpc3RRdWV1ZWRUaHJlYWRzUmVzcG9uc2USbQoUV2F0Y2hEaXNwYXRjaFNpZ25hbHMSKC5tYWlscm9vbS52MS5XYXRjaERpc3BhdGNoU2lnbmFsc1JlcXVlc3QaKS5tYWlscm9vbS52MS5XYXRjaERpc3BhdGNoU2lnbmFsc1Jlc3BvbnNlMAESXgoPT3BlbkxpdmVDaGFubmVsEiMubWFpbHJvb20udjEuT3BlbkxpdmVDaGFubmVsUmVxdWVzdBokLm1haWxyb29tLnYxLk9wZW5MaXZlQ2hhbm5lbFJlc3BvbnNlMAESWQoOQWNrTGl2ZUNvbW1hbmQSIi5tYWlscm9vbS52MS5BY2tMaXZlQ29tbWFuZFJlcXVlc3QaIy5tYWlscm9vbS52MS5BY2tMaXZlQ29tbWFuZFJlc3BvbnNlElAKC0RlbGl2ZXJMaXZlEh8ubWFpbHJvb20udjEuRGVsaXZlckxpdmVSZXF1ZXN0GiAubWFpbHJvb20udjEuRGVsaXZlckxpdmVSZXNwb25zZRJoChNQdWxsRGlzcGF0Y2hTaWduYWxzEicubWFpbHJvb20udjEuUHVsbERpc3BhdGNoU2lnbmFsc1JlcXVlc3QaKC5tYWlscm9vbS52MS5QdWxsRGlzcGF0Y2hTaWduYWxzUmVzcG9uc2USYgoRQWNrRGlzcGF0Y2hTaWduYWwSJS5tYWlscm9vbS52MS5BY2tEaXNwYXRjaFNpZ25hbFJlcXVlc3QaJi5tYWlscm9vbS52MS5BY2tEaXNwYXRjaFNpZ25hbFJlc3BvbnNlEmUKEk5hY2tEaXNwYXRjaFNpZ25hbBImLm1haWxyb29tLnYxLk5hY2tEaXNwYXRjaFNpZ25hbFJlcXVlc3QaJy5tYWlscm9vbS52MS5OYWNrRGlzcGF0Y2hTaWduYWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_mailroom_v1_common, file_mailroom_v1_dispatch, file_mailroom_v1_errors, file_mailroom_v1_live]);
 
 /**
  * A dispatch to enqueue.
@@ -78,7 +78,9 @@ export type NewDispatch = Message<"mailroom.v1.NewDispatch"> & {
    */
   schedule: {
     /**
-     * An absolute instant (in the past = now).
+     * An absolute instant (in the past = now), from 1970-01-01T00:00:00Z to
+     * 365 days after the server's clock (INVALID_ARGUMENT outside, e.g. year
+     * 9999).
      *
      * @generated from field: google.protobuf.Timestamp available_at = 7;
      */
@@ -667,7 +669,8 @@ export type NackRequest = Message<"mailroom.v1.NackRequest"> & {
    */
   retry: {
     /**
-     * An absolute instant.
+     * An absolute instant (in the past = now), from 1970-01-01T00:00:00Z to
+     * 365 days after the server's clock (INVALID_ARGUMENT outside).
      *
      * @generated from field: google.protobuf.Timestamp retry_at = 3;
      */
@@ -969,11 +972,23 @@ export type InterruptResponse = Message<"mailroom.v1.InterruptResponse"> & {
   supersededCount: bigint;
 
   /**
-   * When detailed: the superseded dispatches, oldest first (at most 1000).
+   * When detailed: the superseded dispatches, oldest first (at most 1000,
+   * and only as many as fit in the answer within the server's
+   * --max-message-bytes; superseded_dispatches_truncated says when some were
+   * left out). Every superseded dispatch is counted in superseded_count and
+   * can be read with GetDispatch or ListTerminalDispatches.
    *
    * @generated from field: repeated mailroom.v1.RunDispatch superseded_dispatches = 4;
    */
   supersededDispatches: RunDispatch[];
+
+  /**
+   * True when superseded_dispatches leaves out superseded dispatches that did
+   * not fit in the answer (or were beyond the first 1000).
+   *
+   * @generated from field: bool superseded_dispatches_truncated = 5;
+   */
+  supersededDispatchesTruncated: boolean;
 };
 
 /**
@@ -1151,8 +1166,10 @@ export type ListDispatchesRequest = Message<"mailroom.v1.ListDispatchesRequest">
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token; a token from another query
-   * gets INVALID_ARGUMENT.
+   * From a previous response's next_page_token (at most 1024 bytes); the
+   * page starts strictly after the last dispatch of the previous one. A token
+   * this server did not issue, or one from another query (other thread_id or
+   * statuses), gets INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 4;
    */
@@ -1173,7 +1190,9 @@ export const ListDispatchesRequestSchema: GenMessage<ListDispatchesRequest> = /*
  */
 export type ListDispatchesResponse = Message<"mailroom.v1.ListDispatchesResponse"> & {
   /**
-   * Oldest first (created_at, then dispatch_id).
+   * Oldest first (created_at, then dispatch_id in UTF-8 byte order): a total
+   * order, so paging returns every dispatch that exists throughout exactly
+   * once, however many share a created_at.
    *
    * @generated from field: repeated mailroom.v1.RunDispatch dispatches = 1;
    */
@@ -1271,7 +1290,10 @@ export type ListTerminalDispatchesRequest = Message<"mailroom.v1.ListTerminalDis
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token.
+   * From a previous response's next_page_token (at most 1024 bytes); the
+   * page starts strictly after the last dispatch of the previous one. A token
+   * this server did not issue, or one for another thread_id, gets
+   * INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 3;
    */
@@ -1292,7 +1314,8 @@ export const ListTerminalDispatchesRequestSchema: GenMessage<ListTerminalDispatc
  */
 export type ListTerminalDispatchesResponse = Message<"mailroom.v1.ListTerminalDispatchesResponse"> & {
   /**
-   * Most recently completed first (completed_at, then dispatch_id).
+   * Most recently completed first (completed_at, then dispatch_id in UTF-8
+   * byte order, both descending).
    *
    * @generated from field: repeated mailroom.v1.RunDispatch dispatches = 1;
    */
@@ -1418,7 +1441,8 @@ export type ListQueuedThreadsRequest = Message<"mailroom.v1.ListQueuedThreadsReq
   pageSize: number;
 
   /**
-   * From a previous response's next_page_token.
+   * From a previous response's next_page_token (at most 1024 bytes); a token
+   * this server did not issue gets INVALID_ARGUMENT naming page_token.
    *
    * @generated from field: string page_token = 2;
    */
@@ -1439,14 +1463,17 @@ export const ListQueuedThreadsRequestSchema: GenMessage<ListQueuedThreadsRequest
  */
 export type ListQueuedThreadsResponse = Message<"mailroom.v1.ListQueuedThreadsResponse"> & {
   /**
-   * Thread ids in ascending order.
+   * Thread ids in ascending order (UTF-8 byte order). Each call looks at a
+   * bounded number of threads, so a page may hold fewer than page_size ids
+   * (even none) while next_page_token is set.
    *
    * @generated from field: repeated string thread_ids = 1;
    */
   threadIds: string[];
 
   /**
-   * Pass as page_token for the next page; empty on the last page.
+   * Pass as page_token for the next page (it resumes after the last thread
+   * looked at); empty on the last page.
    *
    * @generated from field: string next_page_token = 2;
    */
@@ -1648,8 +1675,10 @@ export type DeliverLiveRequest = Message<"mailroom.v1.DeliverLiveRequest"> & {
   target?: LiveRunTarget | undefined;
 
   /**
-   * The command; exactly one body required. command_id empty = generated;
-   * its target field is ignored (the request's target is used).
+   * The command; exactly one body required, bounded as live.proto states
+   * (INVALID_ARGUMENT naming the field). command_id empty = generated; its
+   * target and sent_at fields are ignored (the request's target and the
+   * server's clock are used).
    *
    * @generated from field: mailroom.v1.LiveRunCommand command = 2;
    */
@@ -1899,6 +1928,17 @@ export const NackDispatchSignalResponseSchema: GenMessage<NackDispatchSignalResp
  * dispatch_id gets NOT_FOUND. Repeating a successful Ack or DeadLetter with
  * the same token returns the dispatch unchanged, so retries are safe.
  *
+ * Answers fit: no call stores or changes a dispatch that could then not be
+ * served back within the server's largest message (--max-message-bytes), in
+ * the protobuf binary format or in JSON, with the fields the server fills in
+ * itself. Such a call gets RESOURCE_EXHAUSTED with reason LIMIT_EXCEEDED
+ * (metadata "limit" = "max_message_bytes"; `field` names the request field
+ * that made it too large) and changes nothing. RESOURCE_EXHAUSTED, not
+ * INVALID_ARGUMENT: the request is within every limit the contract states;
+ * it is the server's configured message size, like the request size limit
+ * itself (also RESOURCE_EXHAUSTED), that it exceeds. Answers listing many
+ * dispatches take only what fits (see each).
+ *
  * Every state change is recorded as an event in the journal (EventService).
  *
  * @generated from service mailroom.v1.MailboxService
@@ -1907,7 +1947,9 @@ export const MailboxService: GenService<{
   /**
    * Add a dispatch to its thread, stamped with the thread's current epoch.
    * A dedupe_key already used in the thread returns the original dispatch
-   * with deduplicated = true and changes nothing.
+   * with deduplicated = true and changes nothing. A dispatch (its payload)
+   * too large to be served back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED,
+   * field "dispatch.payload.data") and nothing is stored.
    * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.Enqueue
@@ -1920,7 +1962,10 @@ export const MailboxService: GenService<{
   /**
    * Enqueue up to 500 dispatches in one call. The whole batch is validated
    * first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
-   * enqueued. Each entry is then deduplicated on its own.
+   * enqueued; so does RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) for an entry too
+   * large to be served back, or for a batch whose answer (every dispatch)
+   * would not fit (field "dispatches": enqueue fewer at once). Each entry is
+   * then deduplicated on its own.
    * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.EnqueueBatch
@@ -1969,7 +2014,9 @@ export const MailboxService: GenService<{
   },
   /**
    * Ack up to 500 dispatches in one call; each entry succeeds or fails on
-   * its own.
+   * its own. A batch whose answer (every dispatch, acked) would not fit in
+   * one message gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "claims")
+   * before anything is acked: ack fewer at once.
    * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.AckBatch
@@ -1981,6 +2028,12 @@ export const MailboxService: GenService<{
   },
   /**
    * Record the run instance a worker started for its claim.
+   *
+   * This call, RecordRunResult, Nack, DeadLetter, Cancel and SupersedeClaimed
+   * add text to the dispatch; one that would make it too large to be served
+   * back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field naming the text) and
+   * changes nothing (at the default --max-message-bytes no dispatch can get
+   * that large).
    * Role: worker (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.RecordDispatchStart
@@ -2099,7 +2152,9 @@ export const MailboxService: GenService<{
     output: typeof GetDispatchResponseSchema;
   },
   /**
-   * Dispatches of a thread (or of all threads), oldest first, by status.
+   * Dispatches of a thread (or of all threads), oldest first, by status. A
+   * page holds at most page_size dispatches, and only as many as fit in one
+   * answer (at least one); next_page_token continues after the last.
    * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListDispatches
@@ -2121,7 +2176,8 @@ export const MailboxService: GenService<{
     output: typeof CountDispatchesResponseSchema;
   },
   /**
-   * Terminal dispatches, most recently completed first.
+   * Terminal dispatches, most recently completed first; pages as
+   * ListDispatches.
    * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.ListTerminalDispatches
@@ -2133,7 +2189,9 @@ export const MailboxService: GenService<{
   },
   /**
    * Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
-   * their attempts are spent). A background sweeper does this too.
+   * their attempts are spent). A background sweeper does this too. One call
+   * reclaims no more than surely fit in its answer (at least one); the rest
+   * are left to the next call or the sweeper.
    * Role: admin.
    *
    * @generated from rpc mailroom.v1.MailboxService.ReclaimExpiredLeases
@@ -2207,7 +2265,8 @@ export const MailboxService: GenService<{
   /**
    * Send a live command to a running run: DELIVERED when a live channel for
    * the target is open on any server instance, NO_SUBSCRIBER otherwise (and
-   * then nothing is stored).
+   * then nothing is stored). A command too large for a live channel's frame
+   * gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "command").
    * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.MailboxService.DeliverLive

@@ -196,7 +196,7 @@ export type RunAddress = Message<"mailroom.v1.RunAddress"> & {
 
   /**
    * Destination recorded on the message's events; unset = derived from the
-   * target.
+   * target. Its id follows the identifier rules when set.
    *
    * @generated from field: mailroom.v1.DestinationRef destination_ref = 5;
    */
@@ -310,7 +310,9 @@ export type RunMessage = Message<"mailroom.v1.RunMessage"> & {
   responseContract?: MessageResponseContract | undefined;
 
   /**
-   * Not delivered at or after this instant (status EXPIRED).
+   * Not delivered at or after this instant (status EXPIRED); from
+   * 1970-01-01T00:00:00Z to 365 days after the server's clock
+   * (INVALID_ARGUMENT outside).
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 9;
    */

@@ -1208,7 +1208,9 @@ export const PoolService: GenService<{
   },
   /**
    * The pool's snapshot: members, topics, config, recent messages, pending
-   * wakes and cursor.
+   * wakes and cursor. The messages (newest kept) and wakes are only those
+   * that fit in the answer within --max-message-bytes; messages_truncated
+   * and wakes_truncated say when some were left out.
    * Role: observer (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.GetPool
@@ -1220,7 +1222,10 @@ export const PoolService: GenService<{
   },
   /**
    * Add a run (or update its topics and policies). The first join marks the
-   * pool created (event AGENT_POOL_CREATED).
+   * pool created (event AGENT_POOL_CREATED). A join after which the pool's
+   * members would not fit in ListMembers or GetPool within
+   * --max-message-bytes gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field
+   * "member") and changes nothing.
    * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.JoinRun
@@ -1255,7 +1260,11 @@ export const PoolService: GenService<{
   /**
    * Send a message. A repeated idempotency key returns the first receipt.
    * Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
-   * DELIVERED to the sorted, deduplicated recipients.
+   * DELIVERED to the sorted, deduplicated recipients. A message whose
+   * delivery (an inbox frame, a WatchPool record, with a receipt naming
+   * every member) would not fit within --max-message-bytes gets
+   * RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) and is not stored; so does a reply
+   * in Respond.
    * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.Send
@@ -1304,7 +1313,9 @@ export const PoolService: GenService<{
   },
   /**
    * Register a wake condition for a run. Timeout 0 times out at once; an
-   * event after `after` that matches triggers it.
+   * event after `after` that matches triggers it. A condition whose
+   * WatchPool record would not fit within --max-message-bytes gets
+   * RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "condition").
    * Role: agent (or admin).
    *
    * @generated from rpc mailroom.v1.PoolService.SuspendUntil

@@ -17,12 +17,13 @@ import {
   boundedList,
   boundedText,
   durationInRange,
+  inlinePayload,
   intInRange,
   optionalId,
   pageSize,
   requireId,
   requirePresent,
-  timestampToMs,
+  instantUpTo,
 } from "../validate.js";
 import { type DispatchStatus, statusFromProto } from "./state.js";
 
@@ -37,7 +38,7 @@ export interface MailboxLimits {
   maxBatch: number;
   /** Largest inline payload. */
   maxPayloadBytes: number;
-  /** Longest enqueue or retry delay. */
+  /** Longest enqueue or retry delay; also how far ahead of the server's clock available_at and retry_at may be. */
   maxDelayMs: number;
   /** Largest response message (the server's --max-message-bytes): a Claim takes only the dispatches that fit in one. */
   maxResponseBytes: number;
@@ -60,6 +61,7 @@ export const MAX_ERROR_BYTES = 64 * 1024;
 export const MAX_REASON_BYTES = 4096;
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
+export const MAX_PAGE_TOKEN_BYTES = 1024;
 export const MAX_INTERRUPT_DETAILS = 1000;
 
 /** When a dispatch becomes claimable: an instant, or a delay from the server's now. */
@@ -99,18 +101,17 @@ export interface RunResult {
 
 function payloadOf(field: string, payload: InlinePayload | undefined, limits: MailboxLimits) {
   if (!payload) return undefined;
-  if (payload.data.length > limits.maxPayloadBytes) {
-    throw invalidField(`${field}.data`, `must be at most ${limits.maxPayloadBytes} bytes (got ${payload.data.length})`);
-  }
-  return { data: payload.data, mediaType: boundedText(`${field}.media_type`, payload.mediaType, 256) };
+  inlinePayload(field, payload, limits.maxPayloadBytes);
+  return { data: payload.data, mediaType: payload.mediaType };
 }
 
-export function parseNewDispatch(field: string, input: NewDispatch | undefined, limits: MailboxLimits): EnqueueCommand {
+/** `now` is the server's clock, which bounds `available_at`. */
+export function parseNewDispatch(field: string, input: NewDispatch | undefined, limits: MailboxLimits, now: number): EnqueueCommand {
   const dispatch = requirePresent(field, input);
   const priority = dispatch.priority === undefined ? DEFAULT_PRIORITY : intInRange(`${field}.priority`, dispatch.priority, 0, 255);
   const maxAttempts = dispatch.maxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : intInRange(`${field}.max_attempts`, dispatch.maxAttempts, 1, MAX_MAX_ATTEMPTS);
   let schedule: Schedule;
-  if (dispatch.schedule.case === "availableAt") schedule = { at: timestampToMs(`${field}.available_at`, dispatch.schedule.value) };
+  if (dispatch.schedule.case === "availableAt") schedule = { at: instantUpTo(`${field}.available_at`, dispatch.schedule.value, now, limits.maxDelayMs) };
   if (dispatch.schedule.case === "delay") schedule = { delayMs: durationInRange(`${field}.delay`, dispatch.schedule.value, 0, limits.maxDelayMs) };
   return {
     dispatchId: optionalId(`${field}.dispatch_id`, dispatch.dispatchId),
@@ -125,9 +126,9 @@ export function parseNewDispatch(field: string, input: NewDispatch | undefined, 
   };
 }
 
-export function parseEnqueueBatch(dispatches: readonly NewDispatch[], limits: MailboxLimits): EnqueueCommand[] {
+export function parseEnqueueBatch(dispatches: readonly NewDispatch[], limits: MailboxLimits, now: number): EnqueueCommand[] {
   boundedList("dispatches", dispatches, limits.maxBatch, 1);
-  return dispatches.map((d, i) => parseNewDispatch(`dispatches[${i}]`, d, limits));
+  return dispatches.map((d, i) => parseNewDispatch(`dispatches[${i}]`, d, limits, now));
 }
 
 export function parseLease(field: string, lease: ClaimRequest["lease"], limits: MailboxLimits): number {
@@ -157,8 +158,8 @@ export function parseAckBatch(claims: readonly DispatchClaim[], limits: MailboxL
   return claims.map((c, i) => parseClaimRef(c, `claims[${i}].`));
 }
 
-export function parseRetry(retry: NackRequest["retry"], limits: MailboxLimits): Schedule {
-  if (retry.case === "retryAt") return { at: timestampToMs("retry_at", retry.value) };
+export function parseRetry(retry: NackRequest["retry"], limits: MailboxLimits, now: number): Schedule {
+  if (retry.case === "retryAt") return { at: instantUpTo("retry_at", retry.value, now, limits.maxDelayMs) };
   if (retry.case === "delay") return { delayMs: durationInRange("delay", retry.value, 0, limits.maxDelayMs) };
   return undefined;
 }
@@ -208,7 +209,7 @@ export function parseList(request: Pick<ListDispatchesRequest, "threadId" | "pag
     threadId: optionalId("thread_id", request.threadId),
     statuses: parseStatuses("statuses", request.statuses ?? []),
     pageSize: pageSize("page_size", request.pageSize, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-    pageToken: request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, 1024),
+    pageToken: request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES),
   };
 }
 

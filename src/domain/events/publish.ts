@@ -9,7 +9,7 @@ import { EntityKind, type EntityRef, EntityRefSchema, SourceKind, SourceRefSchem
 import { type AgentEvent, AgentEventSchema, EventDeliverySemantics, EventKind, type EventEnvelope } from "../../../gen/mailroom/v1/event_pb.js";
 import { invalidField } from "../errors.js";
 import { newId } from "../ids.js";
-import { boundedList, boundedMap, boundedText, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
+import { boundedList, boundedMap, boundedText, instantUpTo, optionalId, requireId, requirePresent } from "../validate.js";
 import { familyOf, isKnownKind, isServerOwnedKind } from "./kinds.js";
 
 export const MAX_EVENT_PAYLOAD_BYTES = 256 * 1024;
@@ -18,6 +18,8 @@ const MAX_REFS = 64;
 const MAX_TAGS = 32;
 const MAX_POLICIES = 32;
 const MAX_TEXT = 256;
+/** How far ahead of the server's clock occurred_at may be (a publisher's clock may run a little ahead). */
+export const MAX_OCCURRED_AHEAD_MS = 86_400_000;
 
 const knownEntityKinds = new Set<EntityKind>(Object.values(EntityKind).filter((v): v is EntityKind => typeof v === "number" && v !== EntityKind.UNSPECIFIED));
 
@@ -69,9 +71,10 @@ export function parsePublish(input: AgentEvent | undefined, now: number): AgentE
     ["attempt_id", envelope.attemptId], ["message_id", envelope.messageId], ["context_item_id", envelope.contextItemId],
     ["trace_id", envelope.traceId], ["span_id", envelope.spanId], ["parent_event_id", envelope.parentEventId], ["caused_by", envelope.causedBy],
     ["thread_id", envelope.threadId], ["dispatch_id", envelope.dispatchId], ["pool_id", envelope.poolId], ["wake_condition_id", envelope.wakeConditionId],
+    ["redaction_policy_id", envelope.redactionPolicyId],
   ];
   for (const [name, value] of ids) optionalId(`event.envelope.${name}`, value);
-  for (const [name, value] of [["state_before", envelope.stateBefore], ["state_after", envelope.stateAfter], ["redaction_policy_id", envelope.redactionPolicyId], ["runtime_fingerprint", envelope.runtimeFingerprint]] as const) {
+  for (const [name, value] of [["state_before", envelope.stateBefore], ["state_after", envelope.stateAfter], ["runtime_fingerprint", envelope.runtimeFingerprint]] as const) {
     boundedText(`event.envelope.${name}`, value, MAX_TEXT);
   }
   if (envelope.subjectRef) entityRef("event.envelope.subject_ref", envelope.subjectRef);
@@ -86,7 +89,10 @@ export function parsePublish(input: AgentEvent | undefined, now: number): AgentE
     boundedText("event.envelope.correlation.correlation_id", envelope.correlation.correlationId, MAX_TEXT);
     boundedMap("event.envelope.correlation.keys", envelope.correlation.keys, 32, MAX_TEXT);
   }
-  const occurredAt = envelope.occurredAt ? timestampToMs("event.envelope.occurred_at", envelope.occurredAt) : now;
+  // Producer and destination names are identifiers: bounded, without control characters (no NUL or terminal escapes in logs and UIs).
+  if (envelope.source) optionalId("event.envelope.source.id", envelope.source.id);
+  if (envelope.destination) optionalId("event.envelope.destination.id", envelope.destination.id);
+  const occurredAt = envelope.occurredAt ? instantUpTo("event.envelope.occurred_at", envelope.occurredAt, now, MAX_OCCURRED_AHEAD_MS) : now;
 
   if (event.payload.case === "full") {
     if (event.payload.value.data.length > MAX_EVENT_PAYLOAD_BYTES) {

@@ -8,13 +8,15 @@ import { MessageStatus, type RunMessage, RunMessageSchema } from "../../../gen/m
 import { invalidField } from "../errors.js";
 import { entityRefs } from "../events/publish.js";
 import { newId } from "../ids.js";
-import { boundedList, boundedMap, boundedText, durationInRange, intInRange, optionalId, requireId, requirePresent, timestampToMs } from "../validate.js";
+import { boundedList, boundedMap, boundedText, contentRef, durationInRange, inlinePayload, instantUpTo, intInRange, optionalId, requireId, requirePresent } from "../validate.js";
 import { type AddressTarget, MAX_POLICIES, parseAddress } from "./pool.js";
 
 export { MessageStatus };
 
 export const MAX_BODY_BYTES = 64 * 1024;
 export const MAX_RESPONSE_TIMEOUT_MS = 30 * 86_400_000;
+/** How far ahead of the server's clock a message's expires_at may be. */
+export const MAX_EXPIRY_AHEAD_MS = 365 * 86_400_000;
 
 export type MessageStatusName = "ACCEPTED" | "DELIVERED" | "RESPONDED" | "FAILED" | "TIMED_OUT" | "EXPIRED" | "CANCELLED";
 
@@ -51,9 +53,10 @@ export interface OutgoingMessage {
 
 /**
  * Checks a message. `reply` is true for Respond (reply_to required, `to`
- * optional); Send refuses reply_to.
+ * optional); Send refuses reply_to. `now` is the server's clock, which
+ * bounds expires_at.
  */
-export function parseMessage(field: string, input: RunMessage | undefined, poolId: string, reply: boolean): OutgoingMessage {
+export function parseMessage(field: string, input: RunMessage | undefined, poolId: string, reply: boolean, now: number): OutgoingMessage {
   const message = create(RunMessageSchema, requirePresent(field, input));
   message.messageId = optionalId(`${field}.message_id`, message.messageId) ?? newId();
   message.idempotencyKey = optionalId(`${field}.idempotency_key`, message.idempotencyKey) ?? message.messageId;
@@ -64,24 +67,17 @@ export function parseMessage(field: string, input: RunMessage | undefined, poolI
   if (message.to) {
     // Every ref becomes part of each of the message's events: bounded as the contract says.
     entityRefs(`${field}.to.related_refs`, message.to.relatedRefs);
-    if (message.to.destinationRef) boundedText(`${field}.to.destination_ref.id`, message.to.destinationRef.id, 256);
+    if (message.to.destinationRef) optionalId(`${field}.to.destination_ref.id`, message.to.destinationRef.id);
   }
-  if (message.body) {
-    if (message.body.data.length > MAX_BODY_BYTES) throw invalidField(`${field}.body.data`, `must be at most ${MAX_BODY_BYTES} bytes (got ${message.body.data.length})`);
-    boundedText(`${field}.body.media_type`, message.body.mediaType, 256);
-  }
-  if (message.contentRef) {
-    boundedText(`${field}.content_ref.uri`, message.contentRef.uri, 2048);
-    boundedText(`${field}.content_ref.media_type`, message.contentRef.mediaType, 256);
-    boundedText(`${field}.content_ref.digest`, message.contentRef.digest, 256);
-  }
+  if (message.body) inlinePayload(`${field}.body`, message.body, MAX_BODY_BYTES);
+  if (message.contentRef) contentRef(`${field}.content_ref`, message.contentRef);
   if (message.correlation) {
     boundedText(`${field}.correlation.correlation_id`, message.correlation.correlationId, 256);
     boundedMap(`${field}.correlation.keys`, message.correlation.keys, 32, 256);
   }
   boundedList(`${field}.policy_refs`, message.policyRefs, MAX_POLICIES);
   const policies = [...new Set(message.policyRefs.map((ref, i) => requireId(`${field}.policy_refs[${i}].id`, ref.id)))].sort();
-  const expiresAt = message.expiresAt ? timestampToMs(`${field}.expires_at`, message.expiresAt) : undefined;
+  const expiresAt = message.expiresAt ? instantUpTo(`${field}.expires_at`, message.expiresAt, now, MAX_EXPIRY_AHEAD_MS) : undefined;
   let expectedResponses: number | undefined;
   let responseTimeoutMs: number | undefined;
   if (message.responseContract) {

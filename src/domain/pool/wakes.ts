@@ -14,6 +14,12 @@ import { MAX_POLICIES, type PoolConfig } from "./pool.js";
 export { ResumeInputPolicy, WakeRegistrationStatus };
 
 export const MAX_WAKE_TIMEOUT_MS = 30 * 86_400_000;
+/**
+ * Wake conditions a pool may have REGISTERED at once: each is matched against
+ * every journal event of the runs it observes, on every instance, so their
+ * number is bounded (a snapshot lists the oldest 1000 of them).
+ */
+export const MAX_REGISTERED_WAKES_PER_POOL = 2000;
 
 export type WakeStatusName = "REGISTERED" | "TRIGGERED" | "TIMED_OUT" | "CANCELLED" | "FAILED";
 

@@ -26,7 +26,7 @@ import { EntityKind, ErrorReason, MailroomError, notFound } from "../../domain/e
 import { type FilterSpec, fromPlainFilter, toPlainFilter } from "../../domain/events/filter.js";
 import { type ListCommand, pageToken } from "../../domain/pool/pages.js";
 import { observableRuns } from "../../domain/pool/pool.js";
-import { canWake, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
+import { canWake, MAX_REGISTERED_WAKES_PER_POOL, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
 import { checkJournalCursor } from "../events/events.js";
 import type { Journal } from "../journal/journal.js";
@@ -71,6 +71,13 @@ export class Wakes {
     const pool = await this.pools.get(poolId);
     const members = await this.pools.members.list(poolId);
     const member = members.find((m) => m.runId === request.condition.runId) ?? notMemberError(poolId, request.condition.runId);
+    // A bound, not a reservation: registrations racing past the count may exceed it by as many as race.
+    if ((await this.wakes.countDocuments({ pool_id: poolId, status: "REGISTERED" })) >= MAX_REGISTERED_WAKES_PER_POOL) {
+      throw new MailroomError("resource_exhausted", `agent pool ${JSON.stringify(poolId)} has ${MAX_REGISTERED_WAKES_PER_POOL} registered wake conditions, its limit; cancel some or wait for them to settle`, {
+        reason: ErrorReason.LIMIT_EXCEEDED,
+        metadata: { limit: "registered wake conditions per pool" },
+      });
+    }
     const config = configFromDoc(pool.config);
     const filter = scopeWakeFilter(request.filter, observableRuns(members, config), config);
     const now = this.clock.now();

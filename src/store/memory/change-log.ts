@@ -1,10 +1,11 @@
 /**
  * The memory backend's emulated change stream: an ordered, bounded log of
  * change documents in MongoDB's shape, read by cursors that resume after a
- * token. Like MongoDB's oplog it forgets the oldest changes once full; a
+ * token. Like MongoDB's oplog it forgets the oldest changes once full (by
+ * count and by bytes: a change holds its inserted document, or the values
+ * its update wrote, which stay in memory as long as the change does); a
  * cursor that must resume before them fails with ChangeStreamHistoryLostError.
  */
-import { Query } from "mingo";
 import {
   type ChangeEvent,
   type ChangeStream,
@@ -15,6 +16,7 @@ import {
   StoreError,
   type WatchOptions,
 } from "../port.js";
+import { compileFilter } from "./bson-order.js";
 import type { ChangeSink } from "./collection.js";
 
 /** A change as MongoDB's change stream documents it (what `$match` stages see). */
@@ -29,7 +31,11 @@ interface ChangeDocument {
 interface Entry {
   seq: number;
   change: ChangeDocument;
+  bytes: number;
 }
+
+/** Bytes of changes retained when not told otherwise. */
+export const DEFAULT_CHANGE_LOG_BYTES = 64 * 1024 * 1024;
 
 export function tokenFor(seq: number): ResumeToken {
   return { _data: seq.toString(16).padStart(16, "0") };
@@ -42,7 +48,10 @@ function seqOf(token: ResumeToken): number {
 }
 
 export class ChangeLog implements ChangeSink {
+  /** Retained entries are entries[head..]; the ones before were forgotten (dropped in chunks, not shifted on every write). */
   private entries: Entry[] = [];
+  private head = 0;
+  private bytes = 0;
   private lastSeq = 0;
   private waiters = new Set<() => void>();
 
@@ -50,14 +59,22 @@ export class ChangeLog implements ChangeSink {
     private readonly database: string,
     /** How many changes are retained for resuming. */
     readonly capacity = 50_000,
+    /** How many bytes of changes are retained for resuming. */
+    public maxBytes = DEFAULT_CHANGE_LOG_BYTES,
   ) {}
 
   emit(change: Parameters<ChangeSink["emit"]>[0]): void {
-    const { collection, ...rest } = change;
-    this.entries.push({ seq: ++this.lastSeq, change: { ...rest, ns: { db: this.database, coll: collection } } });
-    // Trim in chunks so the array is not shifted on every write.
-    if (this.entries.length > this.capacity + Math.ceil(this.capacity / 10)) {
-      this.entries = this.entries.slice(this.entries.length - this.capacity);
+    const { collection, bytes, ...rest } = change;
+    this.entries.push({ seq: ++this.lastSeq, change: { ...rest, ns: { db: this.database, coll: collection } }, bytes });
+    this.bytes += bytes;
+    // Always keep the newest change, whatever its size.
+    while (this.entries.length - this.head > 1 && (this.entries.length - this.head > this.capacity || this.bytes > this.maxBytes)) {
+      this.bytes -= this.entries[this.head]!.bytes;
+      this.entries[this.head++] = undefined as unknown as Entry;
+    }
+    if (this.head > 1024 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
     }
     const waiters = this.waiters;
     this.waiters = new Set();
@@ -70,9 +87,9 @@ export class ChangeLog implements ChangeSink {
 
   /** Entries after `seq`, or undefined when some of them are no longer retained. */
   after(seq: number): Entry[] | undefined {
-    const first = this.entries[0]?.seq ?? this.lastSeq + 1;
+    const first = this.entries[this.head]?.seq ?? this.lastSeq + 1;
     if (seq < first - 1) return undefined;
-    return this.entries.slice(seq - first + 1);
+    return this.entries.slice(this.head + seq - first + 1);
   }
 
   /** Resolves on the next change (or when `signal` is aborted). */
@@ -98,7 +115,7 @@ export class ChangeLog implements ChangeSink {
 class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
   private position: number;
   private readonly closed = new AbortController();
-  private readonly matcher: Query | undefined;
+  private readonly matcher: { test(doc: object): boolean } | undefined;
   private readonly collections: Set<string> | undefined;
 
   constructor(
@@ -109,7 +126,7 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
   ) {
     this.position = start;
     this.collections = options.collections ? new Set(options.collections) : undefined;
-    this.matcher = options.match?.length ? new Query({ $and: options.match.map((stage) => stage) }) : undefined;
+    this.matcher = options.match?.length ? compileFilter({ $and: options.match.map((stage) => stage) }) : undefined;
   }
 
   get resumeToken(): ResumeToken {
@@ -124,7 +141,7 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
     while (!this.closed.signal.aborted) {
       const pending = this.log.after(this.position);
       if (pending === undefined) {
-        throw new ChangeStreamHistoryLostError(`change stream position ${this.position} is no longer retained (the memory change log keeps the last ${this.log.capacity} changes)`);
+        throw new ChangeStreamHistoryLostError(`change stream position ${this.position} is no longer retained (the memory change log keeps the last ${this.log.capacity} changes, at most ${this.log.maxBytes} bytes of them)`);
       }
       if (pending.length === 0) {
         await this.log.next(this.closed.signal);
@@ -141,7 +158,7 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
 
   private accepts(change: ChangeDocument): boolean {
     if (this.collections && !this.collections.has(change.ns.coll)) return false;
-    return this.matcher ? this.matcher.test(change as unknown as Record<string, unknown>) : true;
+    return this.matcher ? this.matcher.test(change) : true;
   }
 
   private toEvent(entry: Entry): ChangeEvent<T> {

@@ -4,11 +4,6 @@
  * is applied synchronously, so each call is atomic with respect to every
  * other call, like a single-document write in MongoDB.
  */
-import { Query } from "mingo";
-import { Context } from "mingo/core";
-import * as queryOperators from "mingo/operators/query";
-import * as updateOperators from "mingo/operators/update";
-import { Query as QueryBase } from "mingo/query";
 import { compare, resolve, setValue } from "mingo/util";
 import { v7 as uuidv7 } from "uuid";
 import {
@@ -32,6 +27,8 @@ import {
   indexName,
 } from "../port.js";
 import { bsonSizeNear } from "./bson-size.js";
+import { compareValues, compileFilter, UPDATE_OPERATOR_FUNCTIONS } from "./bson-order.js";
+import { approxBytes, MemoryBudget } from "./budget.js";
 import { OrderedIndex } from "./ordered-index.js";
 import { fastOperator } from "./fast-update.js";
 import { plan } from "./planner.js";
@@ -63,7 +60,15 @@ export interface ChangeSink {
     documentKey: { _id: DocId };
     fullDocument?: AnyDoc;
     updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
+    /** Approximate bytes the change holds (its document or its update description). */
+    bytes: number;
   }): void;
+}
+
+/** The approximate bytes a top-level field takes in a document (0 when absent). */
+function fieldBytes(doc: AnyDoc, field: string): number {
+  const value = doc[field];
+  return value === undefined ? 0 : 2 + field.length + approxBytes(value);
 }
 
 const UPDATE_OPERATORS = new Set([
@@ -127,20 +132,19 @@ function copyContainers<T>(value: T): T {
   return out as T;
 }
 
-type UpdateOperator = (expr: Record<string, unknown>) => (doc: Record<string, unknown>) => string[];
-
 /**
- * mingo's update operators (its public `mingo/operators/update` module), used
- * one by one: the semantics stay mingo's. mingo's `update()` builds a new
- * operator context for every call (copying its operator tables), which cost
- * more than everything else a write does; each operator function here runs
- * with mingo's own prebuilt default options instead ("copy" clone mode: the
+ * mingo's update operators (its public `mingo/operators/update` module, with
+ * `$min`/`$max` ordering strings as MongoDB does), used one by one: the
+ * semantics stay mingo's. mingo's `update()` builds a new operator context
+ * for every call (copying its operator tables), which cost more than
+ * everything else a write does; each operator function here runs with
+ * mingo's own prebuilt default options instead ("copy" clone mode: the
  * values it writes are the store's own copies, see `compileUpdate`). What
  * `update()` checks across operators before applying any (paths that
  * conflict) is checked in `compileUpdate`; each operator checks its own paths
  * (no `$`-prefixed or `_id` paths) and arguments.
  */
-const OPERATOR_FUNCTIONS = updateOperators as unknown as Record<string, UpdateOperator>;
+const OPERATOR_FUNCTIONS = UPDATE_OPERATOR_FUNCTIONS;
 
 /** Throws when two paths of one update overlap (`a` and `a` or `a.b`), as MongoDB and mingo's `update()` do. */
 function assertNoConflicts(paths: string[]): void {
@@ -191,27 +195,6 @@ function compileUpdate(given: Modifier): CompiledUpdate | undefined {
   };
 }
 
-/**
- * Filters are compiled with query operators only (building a mingo Query
- * copies its context's operator tables, and the expression operators are most
- * of mingo's); filters that evaluate expressions get mingo's full context.
- */
-const QUERY_CONTEXT = Context.init({ query: queryOperators });
-const EXPRESSION_KEYS = new Set(["$expr", "$where", "$function", "$jsonSchema"]);
-
-function needsExpressions(value: unknown): boolean {
-  if (value === null || typeof value !== "object" || value instanceof Uint8Array || value instanceof Date) return false;
-  if (Array.isArray(value)) return value.some(needsExpressions);
-  for (const key of Object.keys(value)) {
-    if (EXPRESSION_KEYS.has(key) || needsExpressions((value as Record<string, unknown>)[key])) return true;
-  }
-  return false;
-}
-
-function compileFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
-  return needsExpressions(filter) ? new Query(filter) : new QueryBase(filter, { context: QUERY_CONTEXT });
-}
-
 /** Same key (fields, order and directions), uniqueness and partial filter. */
 function sameIndex(a: IndexSpec, b: IndexSpec): boolean {
   return JSON.stringify(Object.entries(a.key)) === JSON.stringify(Object.entries(b.key)) &&
@@ -223,7 +206,7 @@ function sortComparator(sort: SortSpec): (a: AnyDoc, b: AnyDoc) => number {
   const fields = Object.entries(sort);
   return (a, b) => {
     for (const [field, direction] of fields) {
-      const c = compare(resolve(a, field) ?? null, resolve(b, field) ?? null);
+      const c = compareValues(resolve(a, field) ?? null, resolve(b, field) ?? null);
       if (c !== 0) return c * direction;
     }
     return 0;
@@ -246,12 +229,14 @@ function needsIdIndex(filter: Record<string, unknown>, sort: SortSpec | undefine
 
 export class MemoryCollection<T extends Doc> implements Collection<T> {
   private readonly docs = new Map<string, AnyDoc>();
+  /** Approximate bytes of each stored document (what it holds of the budget). */
   private readonly indexes = new Map<string, OrderedIndex>();
   lastQuery: QueryStats = { plan: "scan", docsExamined: 0 };
 
   constructor(
     readonly name: string,
     private readonly changes: ChangeSink,
+    private readonly budget: MemoryBudget = new MemoryBudget(),
   ) {
     // MongoDB's implicit _id index (for ranges and sorts on _id) is built the
     // first time a query needs it (see select): most collections are only
@@ -296,13 +281,18 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   async insertMany(docs: T[]): Promise<InsertManyResult> {
     // As the driver: a document of 16 MiB or more fails the whole call before anything is sent.
     for (const doc of docs) this.assertFits(doc as unknown as AnyDoc, MAX_DOCUMENT_BYTES - 1);
+    const owned = docs.map((doc) => this.owned(doc as unknown as AnyDoc));
+    const sizes = owned.map((doc) => approxBytes(doc));
+    // Room for all of them, or none is inserted.
+    this.budget.take(sizes.reduce((a, b) => a + b, 0), Math.max(...sizes));
     const duplicates: InsertManyResult["duplicates"] = [];
     let insertedCount = 0;
-    docs.forEach((doc, position) => {
+    owned.forEach((doc, position) => {
       try {
-        this.insert(doc as unknown as AnyDoc);
+        this.store(doc, sizes[position]!);
         insertedCount++;
       } catch (error) {
+        this.budget.take(-sizes[position]!);
         if (!(error instanceof DuplicateKeyError)) throw error;
         duplicates.push({ position, index: error.index });
       }
@@ -415,21 +405,43 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
   // ---- internals -------------------------------------------------------
 
   private insert(input: AnyDoc): AnyDoc {
+    const doc = this.owned(input);
+    const size = approxBytes(doc);
+    this.budget.take(size, size);
+    try {
+      return this.store(doc, size);
+    } catch (error) {
+      this.budget.take(-size);
+      throw error;
+    }
+  }
+
+  /** The store's own copy of a document to insert. */
+  private owned(input: AnyDoc): AnyDoc {
     if (input._id === undefined || input._id === null) throw new StoreError(`${this.name}: documents need an _id`);
     const doc = ownCopy(input);
     this.assertFits(doc);
+    return doc;
+  }
+
+  /** Stores a new document whose `size` the budget already holds. */
+  private store(doc: AnyDoc, size: number): AnyDoc {
     if (this.docs.has(idKey(doc._id))) throw new DuplicateKeyError(this.name, "_id_");
     this.assertUnique(doc);
     this.docs.set(idKey(doc._id), doc);
     for (const index of this.indexes.values()) index.add(doc);
-    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc });
+    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc, bytes: size });
     return doc;
   }
 
   private remove(doc: AnyDoc): void {
-    this.docs.delete(idKey(doc._id));
+    const key = idKey(doc._id);
+    this.docs.delete(key);
+    // A document's size is additive over its top-level fields, so what it
+    // takes now is what it was inserted with plus what its updates grew it by.
+    this.budget.take(-approxBytes(doc));
     for (const index of this.indexes.values()) index.remove(doc);
-    this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id } });
+    this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id }, bytes: 0 });
   }
 
   /**
@@ -466,10 +478,16 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     // Indexes whose key and partial filter read none of the paths written keep their entry.
     const affected = [...this.indexes.values()].filter((index) => index.readsAny(update.paths));
     this.assertUnique(next, target._id, affected);
+    // Only the top-level fields the update may write can change the document's size.
+    let grow = 0;
+    for (const field of update.fields) grow += fieldBytes(next, field) - fieldBytes(target, field);
+    this.budget.take(grow);
+    const key = idKey(next._id);
     for (const index of affected) index.remove(target);
-    this.docs.set(idKey(next._id), next);
+    this.docs.set(key, next);
     for (const index of affected) index.add(next);
-    this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription: { updatedFields, removedFields } });
+    const updateDescription = { updatedFields, removedFields };
+    this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription, bytes: approxBytes(updateDescription) });
     return next;
   }
 

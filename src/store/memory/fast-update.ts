@@ -3,12 +3,14 @@
  * $inc, $min, $max, and $push with $each/$slice), for top-level fields only,
  * applied without mingo's per-call path analysis (which builds a path graph
  * and validators on every application: most of the cost of a write). Each
- * does exactly what mingo's operator of the same name does for a top-level
- * field (test/store/memory-fast-update.test.ts checks them against mingo on
+ * does exactly what the backend's general operator of the same name (mingo's,
+ * with values compared in BSON order: bson-order.ts) does for a top-level
+ * field (test/store/memory-fast-update.test.ts checks them against it on
  * random documents and updates); anything else (dotted or positional paths,
- * other operators or modifiers) goes to mingo.
+ * other operators or modifiers) goes to the general operators.
  */
-import { compare, isEqual } from "mingo/util";
+import { isEqual } from "mingo/util";
+import { compareValues as compare } from "./bson-order.js";
 
 /** Applies an operator to a document in place; returns the paths it changed, sorted (as mingo's operators do). */
 export type AppliedOperator = (doc: Record<string, unknown>) => string[];

@@ -1,13 +1,13 @@
 /**
  * One index of a memory collection: document ids ordered by the index key
- * (MongoDB's BSON comparison order, per-field direction, `_id` as tie-break),
+ * (MongoDB's BSON comparison order, strings by UTF-8 bytes, per-field direction, `_id` as tie-break),
  * so equality lookups, ranges and sorted scans visit only what they need.
  * Keys are kept encoded as strings whose plain order is that order
  * (index-keys.ts): compact, and compared natively.
  */
 import btreeModule from "sorted-btree";
-import { Query } from "mingo";
 import { resolve } from "mingo/util";
+import { compileFilter } from "./bson-order.js";
 import { encodeKey, MAX_PART, MIN_PART } from "./index-keys.js";
 import { type DocId, type IndexSpec, indexName } from "../port.js";
 
@@ -39,7 +39,7 @@ const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
  */
 function coverage(partial: Record<string, unknown> | undefined): ((doc: Record<string, unknown>) => boolean) | undefined {
   if (!partial) return undefined;
-  const query = new Query(partial);
+  const query = compileFilter(partial);
   const simple = Object.entries(partial).every(([field, required]) =>
     !field.includes(".") && !field.startsWith("$") &&
     (required === null || ["string", "number", "boolean"].includes(typeof required) ||

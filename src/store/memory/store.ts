@@ -4,13 +4,19 @@
  * process; the server says so when it runs on it.
  */
 import { type ChangeStream, type Collection, type Doc, type Durability, type Store, StoreUnavailableError, type WatchOptions } from "../port.js";
-import { ChangeLog } from "./change-log.js";
+import { MemoryBudget } from "./budget.js";
+import { ChangeLog, DEFAULT_CHANGE_LOG_BYTES } from "./change-log.js";
 import { MemoryCollection } from "./collection.js";
 
 export interface MemoryStoreOptions {
   /** Changes retained for resuming change streams (default 50,000). */
   changeLogCapacity?: number;
+  /** Approximate bytes of documents the store holds at most (default: no limit; the server sets --memory-store-max-bytes). */
+  maxBytes?: number;
 }
+
+/** The change log may hold this share of the store's limit (and at least 1 MiB). */
+const CHANGE_LOG_SHARE = 8;
 
 export class MemoryStore implements Store {
   readonly backend = "memory" as const;
@@ -20,16 +26,33 @@ export class MemoryStore implements Store {
   };
   private readonly collections = new Map<string, MemoryCollection<Doc>>();
   private readonly changes: ChangeLog;
+  private readonly budget = new MemoryBudget();
   private closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.changes = new ChangeLog("mailroom", options.changeLogCapacity);
+    if (options.maxBytes !== undefined) this.limitTo(options.maxBytes);
+  }
+
+  /**
+   * Caps the approximate bytes of documents stored (a write past it gets
+   * StoreFullError, see budget.ts) and, at an eighth of that, the change
+   * log's bytes.
+   */
+  limitTo(maxBytes: number): void {
+    this.budget.maxBytes = maxBytes;
+    this.changes.maxBytes = Math.min(DEFAULT_CHANGE_LOG_BYTES, Math.max(1024 * 1024, Math.floor(maxBytes / CHANGE_LOG_SHARE)));
+  }
+
+  /** Approximate bytes of documents stored. */
+  get usedBytes(): number {
+    return this.budget.used;
   }
 
   collection<T extends Doc>(name: string): Collection<T> & MemoryCollection<T> {
     let collection = this.collections.get(name);
     if (!collection) {
-      collection = new MemoryCollection<Doc>(name, this.changes);
+      collection = new MemoryCollection<Doc>(name, this.changes, this.budget);
       this.collections.set(name, collection);
     }
     return collection as unknown as MemoryCollection<T>;

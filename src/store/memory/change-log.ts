@@ -17,7 +17,7 @@ import {
   type WatchOptions,
 } from "../port.js";
 import { compileFilter } from "./bson-order.js";
-import type { ChangeSink } from "./collection.js";
+import type { ChangeSink, StoreChange } from "./collection.js";
 
 /** A change as MongoDB's change stream documents it (what `$match` stages see). */
 interface ChangeDocument {
@@ -28,14 +28,25 @@ interface ChangeDocument {
   updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
 }
 
-interface Entry {
+/**
+ * A retained change, compact: its document shares the stored version (never
+ * changed in place), its update the written values; MongoDB's change
+ * document is built only when a stream reads it.
+ */
+interface Entry extends StoreChange {
   seq: number;
-  change: ChangeDocument;
-  bytes: number;
 }
 
 /** Bytes of changes retained when not told otherwise. */
 export const DEFAULT_CHANGE_LOG_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Changes retained when not told otherwise. In-process streams read as
+ * changes come: a stream behind by more than this gets
+ * ChangeStreamHistoryLostError and its owner reopens it and catches up
+ * from the collections (as after a MongoDB oplog rollover).
+ */
+export const DEFAULT_CHANGE_LOG_CAPACITY = 10_000;
 
 export function tokenFor(seq: number): ResumeToken {
   return { _data: seq.toString(16).padStart(16, "0") };
@@ -54,19 +65,22 @@ export class ChangeLog implements ChangeSink {
   private bytes = 0;
   private lastSeq = 0;
   private waiters = new Set<() => void>();
+  /** One `ns` value per collection, shared by the change documents built for it. */
+  private readonly namespaces = new Map<string, { db: string; coll: string }>();
 
   constructor(
     private readonly database: string,
     /** How many changes are retained for resuming. */
-    readonly capacity = 50_000,
+    readonly capacity = DEFAULT_CHANGE_LOG_CAPACITY,
     /** How many bytes of changes are retained for resuming. */
     public maxBytes = DEFAULT_CHANGE_LOG_BYTES,
   ) {}
 
-  emit(change: Parameters<ChangeSink["emit"]>[0]): void {
-    const { collection, bytes, ...rest } = change;
-    this.entries.push({ seq: ++this.lastSeq, change: { ...rest, ns: { db: this.database, coll: collection } }, bytes });
-    this.bytes += bytes;
+  emit(change: StoreChange): void {
+    const entry = change as Entry;
+    entry.seq = ++this.lastSeq;
+    this.entries.push(entry);
+    this.bytes += change.bytes;
     // Always keep the newest change, whatever its size.
     while (this.entries.length - this.head > 1 && (this.entries.length - this.head > this.capacity || this.bytes > this.maxBytes)) {
       this.bytes -= this.entries[this.head]!.bytes;
@@ -104,6 +118,16 @@ export class ChangeLog implements ChangeSink {
       this.waiters.add(wake);
       signal.addEventListener("abort", wake, { once: true });
     });
+  }
+
+  /** MongoDB's change document of an entry (what `$match` stages see). */
+  document(entry: Entry): ChangeDocument {
+    let ns = this.namespaces.get(entry.collection);
+    if (!ns) this.namespaces.set(entry.collection, (ns = Object.freeze({ db: this.database, coll: entry.collection })));
+    const change: ChangeDocument = { operationType: entry.operationType, ns, documentKey: { _id: entry.id } };
+    if (entry.fullDocument) change.fullDocument = entry.fullDocument;
+    if (entry.updated) change.updateDescription = { updatedFields: Object.fromEntries(entry.updated), removedFields: [...(entry.removed ?? [])] };
+    return change;
   }
 
   open<T extends Doc>(options: WatchOptions, lookup: (collection: string, id: DocId) => Record<string, unknown> | undefined): ChangeStream<T> {
@@ -150,29 +174,26 @@ class MemoryChangeStream<T extends Doc> implements ChangeStream<T> {
       for (const entry of pending) {
         if (this.closed.signal.aborted) return;
         this.position = entry.seq;
-        if (!this.accepts(entry.change)) continue;
-        yield this.toEvent(entry);
+        if (this.collections && !this.collections.has(entry.collection)) continue;
+        const change = this.log.document(entry);
+        if (this.matcher && !this.matcher.test(change)) continue;
+        yield this.toEvent(entry.seq, change);
       }
     }
   }
 
-  private accepts(change: ChangeDocument): boolean {
-    if (this.collections && !this.collections.has(change.ns.coll)) return false;
-    return this.matcher ? this.matcher.test(change) : true;
-  }
-
-  private toEvent(entry: Entry): ChangeEvent<T> {
-    const { change } = entry;
+  private toEvent(seq: number, change: ChangeDocument): ChangeEvent<T> {
     let fullDocument = change.fullDocument;
     if (change.operationType === "update" && this.options.fullDocument === "updateLookup") {
       fullDocument = this.lookup(change.ns.coll, change.documentKey._id);
     }
     return {
-      token: tokenFor(entry.seq),
+      token: tokenFor(seq),
       operationType: change.operationType,
       collection: change.ns.coll,
       documentKey: { ...change.documentKey },
       ...(fullDocument ? { fullDocument: structuredClone(fullDocument) as unknown as T } : {}),
+      // Built for this read: its values are the stored ones, so the reader gets copies.
       ...(change.updateDescription ? { updateDescription: structuredClone(change.updateDescription) } : {}),
     };
   }

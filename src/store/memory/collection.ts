@@ -53,16 +53,22 @@ export interface QueryPlanSummary {
   equallyGood?: string[];
 }
 
+/** A change as a collection reports it (the change log keeps it compact and builds MongoDB's shape when read). */
+export interface StoreChange {
+  operationType: "insert" | "update" | "delete";
+  collection: string;
+  id: DocId;
+  /** Inserts: the stored document (shared, never changed in place). */
+  fullDocument?: AnyDoc;
+  /** Updates: the paths written, with their values, and the paths removed. */
+  updated?: Array<[string, unknown]>;
+  removed?: string[];
+  /** Approximate bytes the change holds (its document or the values its update wrote). */
+  bytes: number;
+}
+
 export interface ChangeSink {
-  emit(change: {
-    operationType: "insert" | "update" | "delete";
-    collection: string;
-    documentKey: { _id: DocId };
-    fullDocument?: AnyDoc;
-    updateDescription?: { updatedFields: Record<string, unknown>; removedFields: string[] };
-    /** Approximate bytes the change holds (its document or its update description). */
-    bytes: number;
-  }): void;
+  emit(change: StoreChange): void;
 }
 
 /** The approximate bytes a top-level field takes in a document (0 when absent). */
@@ -430,7 +436,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     this.assertUnique(doc);
     this.docs.set(idKey(doc._id), doc);
     for (const index of this.indexes.values()) index.add(doc);
-    this.changes.emit({ operationType: "insert", collection: this.name, documentKey: { _id: doc._id }, fullDocument: doc, bytes: size });
+    this.changes.emit({ operationType: "insert", collection: this.name, id: doc._id, fullDocument: doc, bytes: size });
     return doc;
   }
 
@@ -441,7 +447,7 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     // takes now is what it was inserted with plus what its updates grew it by.
     this.budget.take(-approxBytes(doc));
     for (const index of this.indexes.values()) index.remove(doc);
-    this.changes.emit({ operationType: "delete", collection: this.name, documentKey: { _id: doc._id }, bytes: 0 });
+    this.changes.emit({ operationType: "delete", collection: this.name, id: doc._id, bytes: 0 });
   }
 
   /**
@@ -463,12 +469,13 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     if (compare(next._id, target._id) !== 0) {
       throw new StoreError(`${this.name}: an update may not change _id`);
     }
-    const updatedFields: Record<string, unknown> = {};
+    // Pairs, not an object keyed by path: every combination of paths would be a hidden class of its own.
+    const updated: Array<[string, unknown]> = [];
     const removedFields: string[] = [];
     for (const path of changed) {
       const value = resolve(next, path);
       if (value === undefined) removedFields.push(path);
-      else updatedFields[path] = value;
+      else updated.push([path, value]);
     }
     // A deleted property turns an object into a hash table (V8 "dictionary
     // mode", several times the size): a document that lost a top-level field
@@ -486,8 +493,9 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     for (const index of affected) index.remove(target);
     this.docs.set(key, next);
     for (const index of affected) index.add(next);
-    const updateDescription = { updatedFields, removedFields };
-    this.changes.emit({ operationType: "update", collection: this.name, documentKey: { _id: next._id }, updateDescription, bytes: approxBytes(updateDescription) });
+    let bytes = 0;
+    for (const [path, value] of updated) bytes += path.length + approxBytes(value);
+    this.changes.emit({ operationType: "update", collection: this.name, id: next._id, updated, removed: removedFields, bytes });
     return next;
   }
 

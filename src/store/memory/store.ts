@@ -9,7 +9,7 @@ import { ChangeLog, DEFAULT_CHANGE_LOG_BYTES } from "./change-log.js";
 import { MemoryCollection } from "./collection.js";
 
 export interface MemoryStoreOptions {
-  /** Changes retained for resuming change streams (default 50,000). */
+  /** Changes retained for resuming change streams (default 10,000). */
   changeLogCapacity?: number;
   /** Approximate bytes of documents the store holds at most (default: no limit; the server sets --memory-store-max-bytes). */
   maxBytes?: number;

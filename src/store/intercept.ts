@@ -14,6 +14,7 @@ import type {
   FindOptions,
   IndexSpec,
   InsertManyResult,
+  SortSpec,
   Store,
   UpdateFilter,
   UpdateResult,
@@ -22,7 +23,7 @@ import type {
 
 export type CollectionOperation =
   | "createIndexes" | "dropIndexes" | "insertOne" | "insertMany" | "findOne" | "find" | "findOneAndUpdate"
-  | "updateOne" | "updateMany" | "bulkWrite" | "deleteOne" | "deleteMany" | "countDocuments";
+  | "updateOne" | "updateMany" | "bulkWrite" | "deleteOne" | "deleteMany" | "countDocuments" | "firstOfEach";
 
 /** One collection operation about to run: `run()` performs it on the wrapped store. */
 export interface OperationCall<R = unknown> {
@@ -145,5 +146,9 @@ class InterceptedCollection<T extends Doc> implements Collection<T> {
 
   countDocuments(filter: Filter<T>): Promise<number> {
     return this.call("countDocuments", [filter], () => this.inner.countDocuments(filter));
+  }
+
+  firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
+    return this.call("firstOfEach", [field, values, filter, sort], () => this.inner.firstOfEach(field, values, filter, sort));
   }
 }

@@ -44,6 +44,7 @@ import {
   type BulkWriteResult,
   type InsertManyResult,
   type ResumeToken,
+  type SortSpec,
   type Store,
   StoreError,
   type UpdateFilter,
@@ -251,6 +252,12 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
 
   async countDocuments(filter: Filter<T>): Promise<number> {
     return this.raw.countDocuments(this.filter(filter));
+  }
+
+  async firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
+    if (field === "_id" || field === "ns") throw new NamespaceScopeError(`firstOfEach over ${field} cannot be scoped`);
+    const found = await this.raw.firstOfEach(field, values, this.filter(filter), sort);
+    return found.map((doc) => this.returned(doc)!);
   }
 
   private filter(filter: Filter<T>): Filter<Doc> {

@@ -118,6 +118,13 @@ export interface Collection<T extends Doc> {
   deleteOne(filter: Filter<T>): Promise<number>;
   deleteMany(filter: Filter<T>): Promise<number>;
   countDocuments(filter: Filter<T>): Promise<number>;
+  /**
+   * For each of `values`, the first document in `sort` order among those
+   * matching `filter` whose `field` holds that value: at most one per value,
+   * in one round trip (on MongoDB an aggregation that an index on `field`
+   * then the sort fields answers by a seek per value).
+   */
+  firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]>;
 }
 
 /**

@@ -441,6 +441,36 @@ describe.each(storeBackends({ faults: true }))("mailbox engine: $name backend", 
     });
   });
 
+  describe.skipIf(!backend.available)("answers of batched transitions", () => {
+    it("a batch answers each dispatch as its own transition left it, though another instance moved it on before the batch read it back", async () => {
+      const first = await enqueue(engine, "t1");
+      await enqueue(engine, "t2");
+      await claim(engine, { limit: 2, leaseMs: 100 });
+      harness.clock.advance(100);
+      const view = new GatedStore(store, "sweeper");
+      const side = engineHarness(view);
+      try {
+        const sweeper = await side.instance({ clock: harness.clock });
+        let reclaimedBoth = false;
+        view.gate = async (label) => {
+          if (label === "sweeper dispatches.bulkWrite") reclaimedBoth = true;
+          else if (reclaimedBoth && label === "sweeper dispatches.find") {
+            view.gate = undefined;
+            // Between the reclaim's bulk write and its read back: claimed again elsewhere.
+            expect((await claim(engine, { threadId: "t1", consumerId: "other" })).map((d) => d._id)).toEqual([first._id]);
+          }
+        };
+        const reclaimed = await sweeper.mailbox.reclaimExpired(10);
+        expect(reclaimed.map((d) => [d._id, d.status, d.claim_token]).sort()).toEqual([
+          [first._id, "QUEUED", undefined],
+          [expect.any(String), "QUEUED", undefined],
+        ].sort());
+      } finally {
+        await side.stopAll();
+      }
+    });
+  });
+
   describe.skipIf(!backend.available)("journal order", () => {
     it("journals a dispatch's events in the order of its transitions, also when a later transition's journaling overtakes an earlier one's", async () => {
       const d = await enqueue(engine, "t1");

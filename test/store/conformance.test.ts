@@ -425,6 +425,23 @@ describe.each(storeBackends())("storage port conformance: $name backend", (backe
     });
   });
 
+  describe.skipIf(!backend.available)("firstOfEach", () => {
+    it("gives, for each value, the first matching document in sort order, at most one per value, none for a value without one", async () => {
+      const items = fresh();
+      await items.createIndexes([{ key: { group: 1, rank: -1, n: 1 }, name: "group_rank", partialFilterExpression: { status: "open" } }]);
+      await items.insertMany([
+        { _id: "a1", group: "a", status: "open", rank: 1, n: 1 },
+        { _id: "a2", group: "a", status: "open", rank: 3, n: 2 },
+        { _id: "a3", group: "a", status: "shut", rank: 9, n: 3 },
+        { _id: "b1", group: "b", status: "open", rank: 3, n: 5 },
+        { _id: "b2", group: "b", status: "open", rank: 3, n: 4 },
+        { _id: "c1", group: "c", status: "shut", rank: 1, n: 1 },
+      ]);
+      const firsts = await items.firstOfEach("group", ["a", "b", "c", "d", "a"], { status: "open" }, { rank: -1, n: 1 });
+      expect(firsts.map((d) => d._id).sort()).toEqual(["a2", "b2"]);
+    });
+  });
+
   describe.skipIf(!backend.available)("bulkWrite", () => {
     it("applies every conditional update that matches and counts them, in one call", async () => {
       const items = fresh();

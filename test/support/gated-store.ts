@@ -19,6 +19,7 @@ import type {
   Filter,
   IndexSpec,
   InsertManyResult,
+  SortSpec,
   Store,
   UpdateFilter,
   UpdateResult,
@@ -129,5 +130,9 @@ class ScheduledCollection<T extends Doc> implements Collection<T> {
 
   countDocuments(filter: Filter<T>): Promise<number> {
     return this.turn("countDocuments").then(() => this.inner.countDocuments(filter));
+  }
+
+  firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
+    return this.turn("firstOfEach").then(() => this.inner.firstOfEach(field, values, filter, sort));
   }
 }

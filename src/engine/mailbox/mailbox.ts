@@ -436,6 +436,7 @@ export class Mailbox {
           now,
         ),
         eventId: entry.event_id,
+        from: head,
       };
     });
     const outcomes = await applyTransitions(this.dispatches, transitions);
@@ -650,7 +651,7 @@ export class Mailbox {
     }, "CLAIMED", now, after)];
     if (spent) entries.push(this.entry(doc, { kind: EventKind.DISPATCH_DEAD_LETTERED, summary: "dead-lettered: lease expired with no attempts left" }, "CLAIMED", now, after));
     // Conditional on the token: two sweepers (or a late ack) cannot both win.
-    return { filter: { _id: doc._id, status: "CLAIMED", claim_token: doc.claim_token, lease_until: { $lte: now } }, update: withEvents(update, entries, now), eventId: entries[0]!.event_id };
+    return { filter: { _id: doc._id, status: "CLAIMED", claim_token: doc.claim_token, lease_until: { $lte: now } }, update: withEvents(update, entries, now), eventId: entries[0]!.event_id, pushed: entries.length, from: doc };
   }
 
   // ---- helpers -----------------------------------------------------------
@@ -664,6 +665,7 @@ export class Mailbox {
         filter: { _id: doc._id, status: "QUEUED" } as Filter<DispatchDoc>,
         update: withEvents<DispatchDoc>({ $set: { status: "SUPERSEDED", terminal: true, completed_at: now, updated_at: now, last_error: reason } }, [entry], now),
         eventId: entry.event_id,
+        from: doc,
       };
     });
     const superseded = (await applyTransitions(this.dispatches, transitions)).flatMap((o) => (o.won ? [o.doc!] : []));

@@ -86,6 +86,9 @@ export interface ThreadDoc extends Doc, OutboxFields {
 
 export const CLAIM_ORDER = { priority: -1, created_at: 1, _id: 1 } as const;
 
+/** Queued dispatches of a thread, its current epoch first, each epoch in claim order (the queued_claim_order index). */
+export const EPOCH_CLAIM_ORDER = { epoch: -1, ...CLAIM_ORDER } as const;
+
 /**
  * Indexes that only queued or claimed work needs are partial on that status,
  * so the terminal dispatches kept for retention (most of them) are not in
@@ -95,7 +98,8 @@ export const CLAIM_ORDER = { priority: -1, created_at: 1, _id: 1 } as const;
 export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1 }, name: "one_claimed_per_thread", unique: true, partialFilterExpression: { status: "CLAIMED" } },
   { key: { thread_id: 1, dedupe_key: 1 }, name: "dedupe_key_per_thread", unique: true, partialFilterExpression: { dedupe_key: { $exists: true } } },
-  { key: { thread_id: 1, epoch: 1, priority: -1, created_at: 1, _id: 1 }, name: "queued_claim_order", partialFilterExpression: { status: "QUEUED" } },
+  // Epoch descending: a thread's current epoch first, so one seek per thread finds its next head (Threads.claimed).
+  { key: { thread_id: 1, epoch: -1, priority: -1, created_at: 1, _id: 1 }, name: "queued_claim_order", partialFilterExpression: { status: "QUEUED" } },
   { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
   { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
   { key: { status: 1, thread_id: 1 }, name: "status_counts" },

@@ -21,7 +21,7 @@ import { type BulkUpdate, type Collection, DuplicateKeyError, type Store } from 
 import type { Logger } from "../logger.js";
 import type { PendingEvent } from "../journal/records.js";
 import { withEvents } from "../outbox.js";
-import { CLAIM_ORDER, DISPATCHES, type DispatchDoc, rankOf, THREAD_INDEXES, THREADS, type ThreadDoc } from "./records.js";
+import { CLAIM_ORDER, DISPATCHES, type DispatchDoc, EPOCH_CLAIM_ORDER, rankOf, THREAD_INDEXES, THREADS, type ThreadDoc } from "./records.js";
 
 /** Rank of a thread with nothing queued: after every real rank. */
 export const IDLE_RANK = "~";
@@ -164,7 +164,7 @@ export class Threads {
   async claimed(claims: TakenClaim[]): Promise<void> {
     if (claims.length === 0) return;
     const now = this.clock.now();
-    const nexts = await Promise.all(claims.map(({ thread }) => (thread.queued !== undefined && thread.queued <= 1 ? null : this.nextHead(thread))));
+    const nexts = await this.nextHeads(claims.map(({ thread }) => thread));
     const operations: BulkUpdate<ThreadDoc>[] = [];
     claims.forEach(({ thread, dispatch }, i) => {
       const record = { claimed: dispatch._id, claim_lease_until: dispatch.lease_until, updated_at: now };
@@ -268,9 +268,20 @@ export class Threads {
     return repaired;
   }
 
-  /** The thread's best queued dispatch (claimable now or not). */
-  private nextHead(thread: ThreadDoc): Promise<DispatchDoc | null> {
-    return this.dispatches.findOne({ thread_id: thread._id, status: "QUEUED", epoch: thread.epoch }, { sort: CLAIM_ORDER });
+  /**
+   * Each thread's best queued dispatch of its epoch (claimable now or not),
+   * or null: without a read when it counted none left besides the one just
+   * claimed, else with one read for all of them.
+   */
+  private async nextHeads(threads: ThreadDoc[]): Promise<Array<DispatchDoc | null>> {
+    const unknown = threads.filter((t) => t.queued === undefined || t.queued > 1);
+    const found = unknown.length === 0 ? [] : await this.dispatches.firstOfEach("thread_id", unknown.map((t) => t._id), { status: "QUEUED" }, EPOCH_CLAIM_ORDER);
+    const byThread = new Map(found.map((d) => [d.thread_id, d]));
+    return threads.map((thread) => {
+      const next = byThread.get(thread._id);
+      // Only queued work of an older epoch left: it is being superseded.
+      return next && next.epoch === thread.epoch ? next : null;
+    });
   }
 
   private async upsertOne(threadId: string, update: object): Promise<ThreadDoc> {

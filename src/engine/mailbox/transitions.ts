@@ -6,6 +6,13 @@
  * outbox entry with a fresh event id, which is in the document exactly when
  * the update applied (an outbox is cleared only after its entries are
  * journaled, which happens after this read).
+ *
+ * The read may also see later transitions of a document (another instance
+ * claimed a dispatch this sweep had just requeued): the answer must be the
+ * document as this transition left it, as `findOneAndUpdate` would give it.
+ * A transition that knows the document it applies to (`from`: its
+ * conditions pin every field its update does not write) gets that document
+ * with its update applied in that case.
  */
 import { type BulkUpdate, type Collection, DuplicateKeyError, type Filter, type UpdateFilter } from "../../store/port.js";
 import type { OutboxFields } from "../outbox.js";
@@ -13,8 +20,12 @@ import type { OutboxFields } from "../outbox.js";
 export interface Transition<T> {
   filter: Filter<T>;
   update: UpdateFilter<T>;
-  /** The event id of the outbox entry the update pushes. */
+  /** The event id of the (first) outbox entry the update pushes. */
   eventId: string;
+  /** How many outbox entries the update pushes (1 when omitted). */
+  pushed?: number;
+  /** The document the update applies to, as read (see above). */
+  from?: T;
 }
 
 export interface TransitionOutcome<T> {
@@ -49,9 +60,29 @@ export async function applyTransitions<T extends Transitionable>(collection: Col
   const docs = new Map((await collection.find({ _id: { $in: ids } } as Filter<T>, { readOwnWrites: true })).map((doc) => [doc._id, doc]));
   return transitions.map((transition, i) => {
     const doc = docs.get(idOf(transition.filter)) ?? null;
-    const won = doc?.outbox?.some((entry) => entry.event_id === transition.eventId) ?? false;
-    return { doc, won, ...(refused.has(i) ? { refusedBy: refused.get(i) } : {}) };
+    const entries = doc?.outbox ?? [];
+    const at = entries.findIndex((entry) => entry.event_id === transition.eventId);
+    const won = at >= 0;
+    const pushed = transition.pushed ?? 1;
+    const movedOn = won && at + pushed < entries.length;
+    const answer = movedOn && transition.from ? applied(transition.from, transition.update, entries.slice(at, at + pushed)) : doc;
+    return { doc: answer, won, ...(refused.has(i) ? { refusedBy: refused.get(i) } : {}) };
   });
+}
+
+/**
+ * `from` with an update of the engine's own applied: top-level $set, $unset,
+ * $inc, and the outbox operators (which leave `pushed`, this transition's
+ * entries, as the outbox: earlier entries are journaled already).
+ */
+function applied<T extends Transitionable>(from: T, update: UpdateFilter<T>, pushed: NonNullable<OutboxFields["outbox"]>): T {
+  const doc = { ...from } as Record<string, unknown>;
+  const ops = update as Record<string, Record<string, unknown> | undefined>;
+  for (const [field, value] of Object.entries(ops.$set ?? {})) doc[field] = value;
+  for (const field of Object.keys(ops.$unset ?? {})) delete doc[field];
+  for (const [field, value] of Object.entries(ops.$inc ?? {})) if (field !== "outbox_n") doc[field] = ((doc[field] as number | undefined) ?? 0) + (value as number);
+  doc.outbox = pushed;
+  return doc as T;
 }
 
 function idOf<T>(filter: Filter<T>): string {

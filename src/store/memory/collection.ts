@@ -319,6 +319,15 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     return this.select(filter as Record<string, unknown>, {}).length;
   }
 
+  async firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
+    const out: T[] = [];
+    for (const value of new Set(values)) {
+      const [first] = this.select({ ...(filter as Record<string, unknown>), [field]: value }, { sort, limit: 1 });
+      if (first) out.push(copy(first) as unknown as T);
+    }
+    return out;
+  }
+
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options: FindOneAndUpdateOptions = {}): Promise<T | null> {
     const { modifier, update: compiled } = this.checkModifier(update);
     const [target] = this.select(filter as Record<string, unknown>, { sort: options.sort, limit: 1 });

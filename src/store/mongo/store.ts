@@ -28,6 +28,7 @@ import {
   type IndexSpec,
   type InsertManyResult,
   type ResumeToken,
+  type SortSpec,
   type Store,
   StoreError,
   StoreUnavailableError,
@@ -193,6 +194,19 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
 
   async countDocuments(filter: Filter<T>): Promise<number> {
     return guard(this.name, () => this.collection.countDocuments(filter as Filter<MongoDocument>, this.limit));
+  }
+
+  async firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
+    if (values.length === 0) return [];
+    // $sort on the field then the sort fields, $group taking the first: with
+    // an index in that order MongoDB seeks once per value (DISTINCT_SCAN).
+    const pipeline = [
+      { $match: { ...(filter as MongoDocument), [field]: { $in: [...new Set(values)] } } },
+      { $sort: { [field]: 1, ...sort } },
+      { $group: { _id: `$${field}`, first: { $first: "$$ROOT" } } },
+      { $replaceWith: "$first" },
+    ];
+    return fromStored((await guard(this.name, () => this.collection.aggregate(pipeline, this.limit).toArray())) as unknown as T[]);
   }
 }
 

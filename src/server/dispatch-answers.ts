@@ -80,8 +80,29 @@ function withText(dispatch: RunDispatch, text: DispatchText): RunDispatch {
   return next;
 }
 
+/** JSON's worst case for text: every UTF-16 unit escaped as \uXXXX; binary takes at most 3 bytes a unit. */
+const TEXT_FACTOR = 6;
+
+/** Bytes JSON takes for bytes at most (base64), binary at most their length. */
+function bytesBound(length: number): number {
+  return 4 * Math.ceil(length / 3);
+}
+
+function textBound(...texts: Array<string | undefined>): number {
+  let units = 0;
+  for (const text of texts) units += text?.length ?? 0;
+  return TEXT_FACTOR * units;
+}
+
 export class DispatchAnswers {
   private readonly limit: AnswerLimit;
+  /**
+   * At least the size of a served dispatch with every text field empty and
+   * every other field at its widest, in either encoding: with textBound and
+   * bytesBound of what a dispatch holds, a bound of its size that needs no
+   * encoding (the exact measure runs only when the bound does not fit).
+   */
+  private readonly bareBound: number;
   /** Whether any dispatch, with any text a later call may add, fits alone in an answer: then no change needs a look first. */
   private readonly anyDispatchFits: boolean;
   /** The largest a listed dispatch can be (for the answers that take only what fits). */
@@ -112,6 +133,8 @@ export class DispatchAnswers {
       payload: { data: new Uint8Array(limits.maxPayloadBytes), mediaType: WIDEST_ID },
     });
     this.anyDispatchFits = this.limit.measure(RunDispatchSchema, largest, this.aloneOverhead + pageTokenAfter(WIDEST_ID).length).fits;
+    // Field names, framing and the widest numbers, timestamps and token, with no text: ids as one character each.
+    this.bareBound = this.limit.largestSize(RunDispatchSchema, asServed({ dispatchId: "x", threadId: "x", runId: "x", claimToken: `ct_${"0".repeat(32)}`, termination: { kind: 1 }, payload: { data: new Uint8Array(0) } })) + ENTRY_FRAMING;
     this.widestListed = this.limit.largestSize(RunDispatchSchema, largest) + ENTRY_FRAMING;
   }
 
@@ -122,6 +145,11 @@ export class DispatchAnswers {
    * names entry i ("dispatch", "dispatches[3]").
    */
   checkEnqueue(commands: readonly EnqueueCommand[], field: (i: number) => string, batch?: WireFormat): void {
+    // Surely fitting, without encoding anything (the common case): each alone, and all in one answer.
+    const bounds = commands.map((command) => this.bareBound + textBound(command.dispatchId ?? "x".repeat(36), command.threadId, command.runId ?? "x".repeat(36), command.agentId, command.dedupeKey, SERVER_TEXT, command.payload?.mediaType) + bytesBound(command.payload?.data.length ?? 0));
+    const token = pageTokenAfter(WIDEST_ID).length;
+    const aloneFits = bounds.every((bound) => bound + this.aloneOverhead + token <= this.limit.maxBytes);
+    if (aloneFits && (batch === undefined || bounds.reduce((a, b) => a + b, 64) <= this.limit.maxBytes)) return;
     const results = commands.map((command, i) => {
       const served = asServed({
         ...(command.dispatchId ? { dispatchId: command.dispatchId } : {}),
@@ -158,6 +186,12 @@ export class DispatchAnswers {
 
   /** Refuses an AckBatch whose answer, holding these dispatches acked, would not fit in the call's encoding. */
   checkAckBatch(dispatches: readonly DispatchDoc[], format: WireFormat): void {
+    let bound = 64;
+    for (const doc of dispatches) {
+      bound += ENTRY_FRAMING + textBound(doc._id) + this.bareBound + bytesBound(doc.payload?.data.length ?? 0) +
+        textBound(doc._id, doc.thread_id, doc.run_id, doc.agent_id, doc.dedupe_key, doc.last_error, doc.claimed_by, doc.dispatch_instance_id, doc.run_response, doc.run_error, doc.termination?.detail, doc.payload?.media_type);
+    }
+    if (bound <= this.limit.maxBytes) return;
     const results = dispatches.map((doc) => create(AckResultSchema, {
       dispatchId: doc._id,
       dispatch: asServed(toRunDispatch(doc)),

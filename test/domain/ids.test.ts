@@ -20,3 +20,13 @@ describe("ids", () => {
     expect([...ids].sort()).toEqual(ids);
   });
 });
+
+describe("ids made within one millisecond", () => {
+  it("sort in the order they were made", () => {
+    const ids: string[] = [];
+    // Many ids per millisecond: the sequence counter, not the clock, orders them.
+    while (ids.length < 50_000) ids.push(newId());
+    expect(new Set(ids).size).toBe(ids.length);
+    for (let i = 1; i < ids.length; i++) expect(ids[i]! > ids[i - 1]!).toBe(true);
+  });
+});

@@ -15,6 +15,7 @@ import * as updateOperators from "mingo/operators/update";
 import { Query } from "mingo/query";
 import { compare, resolve, setValue } from "mingo/util";
 import { compareUtf8 } from "../../domain/order.js";
+import { simpleFilter } from "./simple-filter.js";
 
 /** MongoDB's order of two values (strings by UTF-8 bytes). */
 export function compareValues(a: unknown, b: unknown): number {
@@ -64,9 +65,16 @@ function needsExpressions(value: unknown): boolean {
   return false;
 }
 
-/** A filter (MongoDB's query language) compiled for testing documents. */
-export function compileFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
+/** A filter compiled by mingo (with strings ordered by UTF-8 bytes): any shape. */
+export function generalFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
   return new Query(filter, { context: needsExpressions(filter) ? EXPRESSION_CONTEXT : QUERY_CONTEXT });
+}
+
+/** A filter (MongoDB's query language) compiled for testing documents: the simple shapes directly, any other by mingo. */
+export function compileFilter(filter: Record<string, unknown>): { test(doc: object): boolean } {
+  const general = () => generalFilter(filter);
+  const simple = simpleFilter(filter, general);
+  return simple ? { test: (doc) => simple(doc as Record<string, unknown>) } : general();
 }
 
 export type UpdateOperator = (expr: Record<string, unknown>) => (doc: Record<string, unknown>) => string[];

@@ -68,7 +68,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const storeOperations = new StoreOperationCounts();
   const store = new CountingStore(deps.store, storeOperations);
   const tls = config.tlsCert && config.tlsKey ? await readTls(config.tlsCert, config.tlsKey) : undefined;
-  if (store instanceof MemoryStore) store.limitTo(config.memoryStoreMaxBytes);
+  // The store as given, not the counting wrapper around it.
+  if (deps.store instanceof MemoryStore) deps.store.limitTo(config.memoryStoreMaxBytes);
   const auth = await Authenticator.start(authSourceOf(config));
   const engine = await Engine.start(store, {
     log: logger,

@@ -440,7 +440,14 @@ export const EventService: GenService<{
    * batch whose event_ids were all recorded before (a retry) returns the
    * recorded events with deduplicated = true; one mixing recorded and new
    * event_ids gets ALREADY_EXISTS naming the first recorded one, and
-   * nothing is recorded.
+   * nothing is recorded. The batch is written in one store operation without
+   * a transaction: if that write takes longer than --journal-hole-timeout-ms,
+   * readers close the positions not yet filled and the events that found
+   * theirs closed are recorded further on (the answer gives every event's
+   * position; the server logs a warning); if the store fails during the
+   * write (UNAVAILABLE), a part of the batch may be recorded: a retry of the
+   * batch then gets ALREADY_EXISTS naming a recorded event, and ListEvents
+   * by run shows which were; publish the rest again as a new batch.
    * Role: producer (or admin).
    *
    * @generated from rpc mailroom.v1.EventService.PublishBatch

@@ -361,7 +361,8 @@ type SourceRef struct {
 
 	// Kind of producer.
 	Kind SourceKind `protobuf:"varint,1,opt,name=kind,proto3,enum=mailroom.v1.SourceKind" json:"kind,omitempty"`
-	// Producer name; at most 256 bytes.
+	// Producer name; identifier rules apply when set (INVALID_ARGUMENT: at
+	// most 256 bytes, no control characters).
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 }
 
@@ -419,7 +420,8 @@ type DestinationRef struct {
 
 	// Kind of destination.
 	Kind DestinationKind `protobuf:"varint,1,opt,name=kind,proto3,enum=mailroom.v1.DestinationKind" json:"kind,omitempty"`
-	// Destination id; at most 256 bytes.
+	// Destination id; identifier rules apply when set (INVALID_ARGUMENT: at
+	// most 256 bytes, no control characters).
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 }
 

@@ -354,9 +354,11 @@ type RunDispatchResult struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The run's status. Must not be RUN_STATUS_UNSPECIFIED (INVALID_ARGUMENT).
+	// The run's status: a value RunStatus defines other than
+	// RUN_STATUS_UNSPECIFIED (INVALID_ARGUMENT otherwise).
 	RunStatus RunStatus `protobuf:"varint,1,opt,name=run_status,json=runStatus,proto3,enum=mailroom.v1.RunStatus" json:"run_status,omitempty"`
-	// Why it stopped, if it did.
+	// Why it stopped, if it did; its kind must be a value TerminationKind
+	// defines (INVALID_ARGUMENT otherwise).
 	Termination *TerminationReason `protobuf:"bytes,2,opt,name=termination,proto3" json:"termination,omitempty"`
 	// The run's response; at most 64 KiB (INVALID_ARGUMENT above).
 	Response string `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
@@ -458,8 +460,9 @@ type RunDispatch struct {
 	MaxAttempts uint32 `protobuf:"varint,11,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// The error of the last nack, dead letter or lease expiry.
 	LastError string `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	// The token of the current (or, for ACKED and DEAD_LETTER, the final) claim.
-	// Empty while QUEUED.
+	// The token of the claim. It is a secret of the worker that claimed: it
+	// is set only in the responses of Claim and ClaimDispatch, and empty in
+	// every other response, stream and event, whatever the caller's role.
 	ClaimToken string `protobuf:"bytes,13,opt,name=claim_token,json=claimToken,proto3" json:"claim_token,omitempty"`
 	// consumer_id of the worker holding (or that last held) the claim.
 	ClaimedBy string `protobuf:"bytes,14,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`

@@ -20,14 +20,44 @@ type EventServiceClient interface {
 	// Record an event a run emits (progress, lifecycle, custom). The server
 	// assigns event_seq, recorded_at, family and journal_cursor. Idempotent by
 	// event_id: a repeat returns the recorded event with deduplicated = true.
+	// An event that could not be delivered in a frame of its own within the
+	// server's largest message (--max-message-bytes; in the protobuf binary
+	// format or in JSON, with the fields the server fills in, a cursor scoped
+	// to its run or agent and an overflow notice) gets RESOURCE_EXHAUSTED with
+	// reason LIMIT_EXCEEDED (field "event.full.data" when it has a payload)
+	// and is not journaled: every journaled event stays deliverable.
+	// RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: it is the server's configured
+	// message size that the event exceeds, not a limit of the contract.
+	// Role: producer (or admin).
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Server stream of frames for a scope: the journal after the cursor, then
 	// one CAUGHT_UP frame, then live events with no gap and no duplicate at the
 	// seam; HEARTBEAT frames with the current cursor on idle streams. The first
 	// frame is sent once the subscription is registered.
+	// Role: observer (or admin).
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (EventService_SubscribeClient, error)
-	// Paged replay of the journal for a scope and cursor range.
+	// Paged replay of the journal for a scope and cursor range. A page holds
+	// at most page_size events, and only as many as fit in one answer (at
+	// least one); next_cursor continues after the last.
+	// Role: observer (or admin).
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// Record up to 500 events in one call (the seed's publish_all): all or
+	// nothing, at consecutive journal positions in the order given. Every
+	// event is checked first (as Publish checks one); one bad entry gets
+	// INVALID_ARGUMENT naming it (events[i]...) and nothing is recorded. A
+	// batch whose event_ids were all recorded before (a retry) returns the
+	// recorded events with deduplicated = true; one mixing recorded and new
+	// event_ids gets ALREADY_EXISTS naming the first recorded one, and
+	// nothing is recorded. The batch is written in one store operation without
+	// a transaction: if that write takes longer than --journal-hole-timeout-ms,
+	// readers close the positions not yet filled and the events that found
+	// theirs closed are recorded further on (the answer gives every event's
+	// position; the server logs a warning); if the store fails during the
+	// write (UNAVAILABLE), a part of the batch may be recorded: a retry of the
+	// batch then gets ALREADY_EXISTS naming a recorded event, and ListEvents
+	// by run shows which were; publish the rest again as a new batch.
+	// Role: producer (or admin).
+	PublishBatch(ctx context.Context, in *PublishBatchRequest, opts ...grpc.CallOption) (*PublishBatchResponse, error)
 }
 
 type eventServiceClient struct {
@@ -88,6 +118,15 @@ func (c *eventServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 	return out, nil
 }
 
+func (c *eventServiceClient) PublishBatch(ctx context.Context, in *PublishBatchRequest, opts ...grpc.CallOption) (*PublishBatchResponse, error) {
+	out := new(PublishBatchResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.EventService/PublishBatch", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventServiceServer is the server API for EventService service.
 // All implementations must embed UnimplementedEventServiceServer
 // for forward compatibility
@@ -95,14 +134,44 @@ type EventServiceServer interface {
 	// Record an event a run emits (progress, lifecycle, custom). The server
 	// assigns event_seq, recorded_at, family and journal_cursor. Idempotent by
 	// event_id: a repeat returns the recorded event with deduplicated = true.
+	// An event that could not be delivered in a frame of its own within the
+	// server's largest message (--max-message-bytes; in the protobuf binary
+	// format or in JSON, with the fields the server fills in, a cursor scoped
+	// to its run or agent and an overflow notice) gets RESOURCE_EXHAUSTED with
+	// reason LIMIT_EXCEEDED (field "event.full.data" when it has a payload)
+	// and is not journaled: every journaled event stays deliverable.
+	// RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: it is the server's configured
+	// message size that the event exceeds, not a limit of the contract.
+	// Role: producer (or admin).
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Server stream of frames for a scope: the journal after the cursor, then
 	// one CAUGHT_UP frame, then live events with no gap and no duplicate at the
 	// seam; HEARTBEAT frames with the current cursor on idle streams. The first
 	// frame is sent once the subscription is registered.
+	// Role: observer (or admin).
 	Subscribe(*SubscribeRequest, EventService_SubscribeServer) error
-	// Paged replay of the journal for a scope and cursor range.
+	// Paged replay of the journal for a scope and cursor range. A page holds
+	// at most page_size events, and only as many as fit in one answer (at
+	// least one); next_cursor continues after the last.
+	// Role: observer (or admin).
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// Record up to 500 events in one call (the seed's publish_all): all or
+	// nothing, at consecutive journal positions in the order given. Every
+	// event is checked first (as Publish checks one); one bad entry gets
+	// INVALID_ARGUMENT naming it (events[i]...) and nothing is recorded. A
+	// batch whose event_ids were all recorded before (a retry) returns the
+	// recorded events with deduplicated = true; one mixing recorded and new
+	// event_ids gets ALREADY_EXISTS naming the first recorded one, and
+	// nothing is recorded. The batch is written in one store operation without
+	// a transaction: if that write takes longer than --journal-hole-timeout-ms,
+	// readers close the positions not yet filled and the events that found
+	// theirs closed are recorded further on (the answer gives every event's
+	// position; the server logs a warning); if the store fails during the
+	// write (UNAVAILABLE), a part of the batch may be recorded: a retry of the
+	// batch then gets ALREADY_EXISTS naming a recorded event, and ListEvents
+	// by run shows which were; publish the rest again as a new batch.
+	// Role: producer (or admin).
+	PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error)
 	mustEmbedUnimplementedEventServiceServer()
 }
 
@@ -118,6 +187,9 @@ func (UnimplementedEventServiceServer) Subscribe(*SubscribeRequest, EventService
 }
 func (UnimplementedEventServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedEventServiceServer) PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PublishBatch not implemented")
 }
 func (UnimplementedEventServiceServer) mustEmbedUnimplementedEventServiceServer() {}
 
@@ -189,6 +261,24 @@ func _EventService_ListEvents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventService_PublishBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).PublishBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.EventService/PublishBatch",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).PublishBatch(ctx, req.(*PublishBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _EventService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "mailroom.v1.EventService",
 	HandlerType: (*EventServiceServer)(nil),
@@ -200,6 +290,10 @@ var _EventService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _EventService_ListEvents_Handler,
+		},
+		{
+			MethodName: "PublishBatch",
+			Handler:    _EventService_PublishBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -133,8 +133,10 @@ func (LiveDeliveryOutcome) EnumDescriptor() ([]byte, []int) {
 }
 
 // The running run a live command is for. A command reaches every open live
-// channel whose thread_id and run_id are equal to the target's and whose
-// dispatch_id is equal to the target's or empty on either side.
+// channel whose thread_id is equal to the target's and whose run_id and
+// dispatch_id are each equal to the target's or empty on either side. So a
+// target with only a thread_id means "whatever runs in this thread" (the
+// seed's deliver_live(thread) and open_live_channel(thread)).
 type LiveRunTarget struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -142,7 +144,9 @@ type LiveRunTarget struct {
 
 	// The run's thread; required (INVALID_ARGUMENT when empty).
 	ThreadId string `protobuf:"bytes,1,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
-	// The run; required (INVALID_ARGUMENT when empty).
+	// The run; empty = whatever runs in the thread: a command for it reaches
+	// every channel of the thread, and a channel for it receives the
+	// thread's commands for any run.
 	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Narrows the target to one dispatch of the run; optional.
 	DispatchId string `protobuf:"bytes,3,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
@@ -372,9 +376,9 @@ type ToolCallDecision struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The tool call decided on; required.
+	// The tool call decided on; required (identifier rules apply).
 	ToolCallId string `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
-	// The decision.
+	// The decision; required (UNSPECIFIED gets INVALID_ARGUMENT).
 	Outcome ToolCallOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=mailroom.v1.ToolCallOutcome" json:"outcome,omitempty"`
 	// For RESUME_WITH_RESULT: the result; at most 64 KiB of data.
 	Result *InlinePayload `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
@@ -501,7 +505,7 @@ type LiveRunCommand struct {
 	// Identifies the command; the receiver acks it with AckLiveCommand. Empty in
 	// DeliverLive = generated.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// The target it was sent to.
+	// The target it was sent to (set by the server; ignored in DeliverLive).
 	Target *LiveRunTarget `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	// The body.
 	//
@@ -511,7 +515,7 @@ type LiveRunCommand struct {
 	//	*LiveRunCommand_Cancel
 	//	*LiveRunCommand_Decisions
 	Body isLiveRunCommand_Body `protobuf_oneof:"body"`
-	// When the server accepted it.
+	// When the server accepted it (set by the server; ignored in DeliverLive).
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 }
 

@@ -19,83 +19,148 @@ const _ = grpc.SupportPackageIsVersion7
 type MailboxServiceClient interface {
 	// Add a dispatch to its thread, stamped with the thread's current epoch.
 	// A dedupe_key already used in the thread returns the original dispatch
-	// with deduplicated = true and changes nothing.
+	// with deduplicated = true and changes nothing. A dispatch (its payload)
+	// too large to be served back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED,
+	// field "dispatch.payload.data") and nothing is stored.
+	// Role: producer (or admin).
 	Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error)
 	// Enqueue up to 500 dispatches in one call. The whole batch is validated
 	// first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
-	// enqueued. Each entry is then deduplicated on its own.
+	// enqueued; so does RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) for an entry too
+	// large to be served back, or for a batch whose answer (every dispatch)
+	// would not fit (field "dispatches": enqueue fewer at once). Each entry is
+	// then deduplicated on its own.
+	// Role: producer (or admin).
 	EnqueueBatch(ctx context.Context, in *EnqueueBatchRequest, opts ...grpc.CallOption) (*EnqueueBatchResponse, error)
 	// Claim up to `limit` claimable dispatches: QUEUED, available_at passed,
 	// of their thread's current epoch, in threads with no CLAIMED dispatch;
 	// highest priority first, then oldest. At most one per thread.
+	// Role: worker (or admin).
 	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
 	// Claim one named dispatch. Not claimable gets FAILED_PRECONDITION with
 	// reason DISPATCH_NOT_QUEUED, DISPATCH_NOT_AVAILABLE, THREAD_HAS_CLAIM or
 	// DISPATCH_EPOCH_STALE.
+	// Role: worker (or admin).
 	ClaimDispatch(ctx context.Context, in *ClaimDispatchRequest, opts ...grpc.CallOption) (*ClaimDispatchResponse, error)
 	// Complete a claimed dispatch: CLAIMED -> ACKED.
+	// Role: worker (or admin).
 	Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error)
 	// Ack up to 500 dispatches in one call; each entry succeeds or fails on
-	// its own.
+	// its own. A batch whose answer (every dispatch, acked) would not fit in
+	// one message gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "claims")
+	// before anything is acked: ack fewer at once.
+	// Role: worker (or admin).
 	AckBatch(ctx context.Context, in *AckBatchRequest, opts ...grpc.CallOption) (*AckBatchResponse, error)
 	// Record the run instance a worker started for its claim.
+	//
+	// This call, RecordRunResult, Nack, DeadLetter, Cancel and SupersedeClaimed
+	// add text to the dispatch; one that would make it too large to be served
+	// back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field naming the text) and
+	// changes nothing (at the default --max-message-bytes no dispatch can get
+	// that large).
+	// Role: worker (or admin).
 	RecordDispatchStart(ctx context.Context, in *RecordDispatchStartRequest, opts ...grpc.CallOption) (*RecordDispatchStartResponse, error)
 	// Record how the run ended (status, termination, response, error). Does
 	// not change the dispatch status; Ack, Nack or DeadLetter does.
+	// Role: worker (or admin).
 	RecordRunResult(ctx context.Context, in *RecordRunResultRequest, opts ...grpc.CallOption) (*RecordRunResultResponse, error)
 	// Give a claimed dispatch back for retry at retry_at (or after delay):
 	// CLAIMED -> QUEUED; CLAIMED -> DEAD_LETTER once attempt_count has reached
 	// max_attempts. The error is kept in last_error.
+	// Role: worker (or admin).
 	Nack(ctx context.Context, in *NackRequest, opts ...grpc.CallOption) (*NackResponse, error)
 	// Give up on a claimed dispatch: CLAIMED -> DEAD_LETTER.
+	// Role: worker (or admin).
 	DeadLetter(ctx context.Context, in *DeadLetterRequest, opts ...grpc.CallOption) (*DeadLetterResponse, error)
 	// Cancel a QUEUED or CLAIMED dispatch: -> CANCELLED. A dispatch already
 	// terminal is returned unchanged (changed = false).
+	// Role: producer (or admin).
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 	// Extend the lease of a claimed dispatch (a heartbeat). The response says
 	// whether the thread was interrupted meanwhile; a cancelled or superseded
 	// dispatch gets FAILED_PRECONDITION with reason DISPATCH_CANCELLED or
 	// DISPATCH_SUPERSEDED, so a worker that only heartbeats learns to stop.
+	// Role: worker (or admin).
 	ExtendLease(ctx context.Context, in *ExtendLeaseRequest, opts ...grpc.CallOption) (*ExtendLeaseResponse, error)
 	// Interrupt a thread: bump its epoch, supersede its QUEUED dispatches of
 	// older epochs, and return the new epoch and the active (CLAIMED) dispatch,
 	// which the caller may then cancel, supersede or let finish.
+	// Role: producer (or admin).
 	Interrupt(ctx context.Context, in *InterruptRequest, opts ...grpc.CallOption) (*InterruptResponse, error)
 	// The current epoch of a thread (0 for a thread never seen).
+	// Role: observer (or admin).
 	GetDispatchEpoch(ctx context.Context, in *GetDispatchEpochRequest, opts ...grpc.CallOption) (*GetDispatchEpochResponse, error)
 	// Supersede a claimed dispatch: CLAIMED -> SUPERSEDED, with a reason.
+	// Role: admin.
 	SupersedeClaimed(ctx context.Context, in *SupersedeClaimedRequest, opts ...grpc.CallOption) (*SupersedeClaimedResponse, error)
 	// One dispatch by id.
+	// Role: observer (or admin).
 	GetDispatch(ctx context.Context, in *GetDispatchRequest, opts ...grpc.CallOption) (*GetDispatchResponse, error)
-	// Dispatches of a thread (or of all threads), oldest first, by status.
+	// Dispatches of a thread (or of all threads), oldest first, by status. A
+	// page holds at most page_size dispatches, and only as many as fit in one
+	// answer (at least one); next_page_token continues after the last.
+	// Role: observer (or admin).
 	ListDispatches(ctx context.Context, in *ListDispatchesRequest, opts ...grpc.CallOption) (*ListDispatchesResponse, error)
 	// Counts of dispatches by status.
+	// Role: observer (or admin).
 	CountDispatches(ctx context.Context, in *CountDispatchesRequest, opts ...grpc.CallOption) (*CountDispatchesResponse, error)
-	// Terminal dispatches, most recently completed first.
+	// Terminal dispatches, most recently completed first; pages as
+	// ListDispatches.
+	// Role: observer (or admin).
 	ListTerminalDispatches(ctx context.Context, in *ListTerminalDispatchesRequest, opts ...grpc.CallOption) (*ListTerminalDispatchesResponse, error)
 	// Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
-	// their attempts are spent). A background sweeper does this too.
+	// their attempts are spent). A background sweeper does this too. One call
+	// reclaims no more than surely fit in its answer (at least one); the rest
+	// are left to the next call or the sweeper.
+	// Role: admin.
 	ReclaimExpiredLeases(ctx context.Context, in *ReclaimExpiredLeasesRequest, opts ...grpc.CallOption) (*ReclaimExpiredLeasesResponse, error)
 	// Delete terminal dispatches completed before a time. A retention sweeper
 	// does this too. Deleting a dispatch releases its dedupe_key.
+	// Role: admin.
 	PurgeTerminal(ctx context.Context, in *PurgeTerminalRequest, opts ...grpc.CallOption) (*PurgeTerminalResponse, error)
 	// Threads that have a dispatch Claim could return now.
+	// Role: observer (or admin).
 	ListQueuedThreads(ctx context.Context, in *ListQueuedThreadsRequest, opts ...grpc.CallOption) (*ListQueuedThreadsResponse, error)
 	// Server stream of signals, one each time a dispatch becomes claimable, so
 	// workers never poll. Signals are hints: after (re)connecting, and after
 	// the first frame (a heartbeat), call Claim once to pick up earlier work.
+	// Role: worker (or admin).
 	WatchDispatchSignals(ctx context.Context, in *WatchDispatchSignalsRequest, opts ...grpc.CallOption) (MailboxService_WatchDispatchSignalsClient, error)
 	// Server stream of live commands for one running run. The first frame is a
 	// heartbeat: from then on DeliverLive to the target reports DELIVERED.
 	// Commands not acked with AckLiveCommand are sent again when a channel for
 	// the target is opened again, for up to 10 minutes after they were sent.
+	// Role: worker (or admin).
 	OpenLiveChannel(ctx context.Context, in *OpenLiveChannelRequest, opts ...grpc.CallOption) (MailboxService_OpenLiveChannelClient, error)
 	// The receiver's receipt for one live command; it is not sent again.
+	// Role: worker (or admin).
 	AckLiveCommand(ctx context.Context, in *AckLiveCommandRequest, opts ...grpc.CallOption) (*AckLiveCommandResponse, error)
 	// Send a live command to a running run: DELIVERED when a live channel for
 	// the target is open on any server instance, NO_SUBSCRIBER otherwise (and
-	// then nothing is stored).
+	// then nothing is stored). A command too large for a live channel's frame
+	// gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "command").
+	// Role: producer (or admin).
 	DeliverLive(ctx context.Context, in *DeliverLiveRequest, opts ...grpc.CallOption) (*DeliverLiveResponse, error)
+	// The seed's pull_dispatch_signals: up to `max` dispatch signals, each
+	// with a receipt, leased to the caller for `expires`. A signal is a queued
+	// dispatch whose available_at has come (enqueued, its retry time reached,
+	// its lease reclaimed): it is there for as long as the dispatch is queued,
+	// and is delivered again, with redelivery_attempts one higher, until it is
+	// acked: when its lease expires unacked, or after NackDispatchSignal.
+	// Beside the push stream (WatchDispatchSignals), not instead of it. A
+	// dispatch that is claimed and queued again is a new signal (attempts start
+	// again at 0, an outstanding receipt no longer holds). Receipts are kept
+	// until --dispatch-retention-ms after they last changed. Oldest available
+	// first; one call looks at up to 2000 queued dispatches.
+	// Role: worker (or admin).
+	PullDispatchSignals(ctx context.Context, in *PullDispatchSignalsRequest, opts ...grpc.CallOption) (*PullDispatchSignalsResponse, error)
+	// Acknowledge a pulled signal: it is not delivered again.
+	// Role: worker (or admin).
+	AckDispatchSignal(ctx context.Context, in *AckDispatchSignalRequest, opts ...grpc.CallOption) (*AckDispatchSignalResponse, error)
+	// Give a pulled signal back: it is delivered again after `delay` (the
+	// seed's nack / nack_with_delay), with redelivery_attempts one higher.
+	// Role: worker (or admin).
+	NackDispatchSignal(ctx context.Context, in *NackDispatchSignalRequest, opts ...grpc.CallOption) (*NackDispatchSignalResponse, error)
 }
 
 type mailboxServiceClient struct {
@@ -386,89 +451,181 @@ func (c *mailboxServiceClient) DeliverLive(ctx context.Context, in *DeliverLiveR
 	return out, nil
 }
 
+func (c *mailboxServiceClient) PullDispatchSignals(ctx context.Context, in *PullDispatchSignalsRequest, opts ...grpc.CallOption) (*PullDispatchSignalsResponse, error) {
+	out := new(PullDispatchSignalsResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.MailboxService/PullDispatchSignals", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailboxServiceClient) AckDispatchSignal(ctx context.Context, in *AckDispatchSignalRequest, opts ...grpc.CallOption) (*AckDispatchSignalResponse, error) {
+	out := new(AckDispatchSignalResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.MailboxService/AckDispatchSignal", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailboxServiceClient) NackDispatchSignal(ctx context.Context, in *NackDispatchSignalRequest, opts ...grpc.CallOption) (*NackDispatchSignalResponse, error) {
+	out := new(NackDispatchSignalResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.MailboxService/NackDispatchSignal", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailboxServiceServer is the server API for MailboxService service.
 // All implementations must embed UnimplementedMailboxServiceServer
 // for forward compatibility
 type MailboxServiceServer interface {
 	// Add a dispatch to its thread, stamped with the thread's current epoch.
 	// A dedupe_key already used in the thread returns the original dispatch
-	// with deduplicated = true and changes nothing.
+	// with deduplicated = true and changes nothing. A dispatch (its payload)
+	// too large to be served back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED,
+	// field "dispatch.payload.data") and nothing is stored.
+	// Role: producer (or admin).
 	Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error)
 	// Enqueue up to 500 dispatches in one call. The whole batch is validated
 	// first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
-	// enqueued. Each entry is then deduplicated on its own.
+	// enqueued; so does RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) for an entry too
+	// large to be served back, or for a batch whose answer (every dispatch)
+	// would not fit (field "dispatches": enqueue fewer at once). Each entry is
+	// then deduplicated on its own.
+	// Role: producer (or admin).
 	EnqueueBatch(context.Context, *EnqueueBatchRequest) (*EnqueueBatchResponse, error)
 	// Claim up to `limit` claimable dispatches: QUEUED, available_at passed,
 	// of their thread's current epoch, in threads with no CLAIMED dispatch;
 	// highest priority first, then oldest. At most one per thread.
+	// Role: worker (or admin).
 	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
 	// Claim one named dispatch. Not claimable gets FAILED_PRECONDITION with
 	// reason DISPATCH_NOT_QUEUED, DISPATCH_NOT_AVAILABLE, THREAD_HAS_CLAIM or
 	// DISPATCH_EPOCH_STALE.
+	// Role: worker (or admin).
 	ClaimDispatch(context.Context, *ClaimDispatchRequest) (*ClaimDispatchResponse, error)
 	// Complete a claimed dispatch: CLAIMED -> ACKED.
+	// Role: worker (or admin).
 	Ack(context.Context, *AckRequest) (*AckResponse, error)
 	// Ack up to 500 dispatches in one call; each entry succeeds or fails on
-	// its own.
+	// its own. A batch whose answer (every dispatch, acked) would not fit in
+	// one message gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "claims")
+	// before anything is acked: ack fewer at once.
+	// Role: worker (or admin).
 	AckBatch(context.Context, *AckBatchRequest) (*AckBatchResponse, error)
 	// Record the run instance a worker started for its claim.
+	//
+	// This call, RecordRunResult, Nack, DeadLetter, Cancel and SupersedeClaimed
+	// add text to the dispatch; one that would make it too large to be served
+	// back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field naming the text) and
+	// changes nothing (at the default --max-message-bytes no dispatch can get
+	// that large).
+	// Role: worker (or admin).
 	RecordDispatchStart(context.Context, *RecordDispatchStartRequest) (*RecordDispatchStartResponse, error)
 	// Record how the run ended (status, termination, response, error). Does
 	// not change the dispatch status; Ack, Nack or DeadLetter does.
+	// Role: worker (or admin).
 	RecordRunResult(context.Context, *RecordRunResultRequest) (*RecordRunResultResponse, error)
 	// Give a claimed dispatch back for retry at retry_at (or after delay):
 	// CLAIMED -> QUEUED; CLAIMED -> DEAD_LETTER once attempt_count has reached
 	// max_attempts. The error is kept in last_error.
+	// Role: worker (or admin).
 	Nack(context.Context, *NackRequest) (*NackResponse, error)
 	// Give up on a claimed dispatch: CLAIMED -> DEAD_LETTER.
+	// Role: worker (or admin).
 	DeadLetter(context.Context, *DeadLetterRequest) (*DeadLetterResponse, error)
 	// Cancel a QUEUED or CLAIMED dispatch: -> CANCELLED. A dispatch already
 	// terminal is returned unchanged (changed = false).
+	// Role: producer (or admin).
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	// Extend the lease of a claimed dispatch (a heartbeat). The response says
 	// whether the thread was interrupted meanwhile; a cancelled or superseded
 	// dispatch gets FAILED_PRECONDITION with reason DISPATCH_CANCELLED or
 	// DISPATCH_SUPERSEDED, so a worker that only heartbeats learns to stop.
+	// Role: worker (or admin).
 	ExtendLease(context.Context, *ExtendLeaseRequest) (*ExtendLeaseResponse, error)
 	// Interrupt a thread: bump its epoch, supersede its QUEUED dispatches of
 	// older epochs, and return the new epoch and the active (CLAIMED) dispatch,
 	// which the caller may then cancel, supersede or let finish.
+	// Role: producer (or admin).
 	Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error)
 	// The current epoch of a thread (0 for a thread never seen).
+	// Role: observer (or admin).
 	GetDispatchEpoch(context.Context, *GetDispatchEpochRequest) (*GetDispatchEpochResponse, error)
 	// Supersede a claimed dispatch: CLAIMED -> SUPERSEDED, with a reason.
+	// Role: admin.
 	SupersedeClaimed(context.Context, *SupersedeClaimedRequest) (*SupersedeClaimedResponse, error)
 	// One dispatch by id.
+	// Role: observer (or admin).
 	GetDispatch(context.Context, *GetDispatchRequest) (*GetDispatchResponse, error)
-	// Dispatches of a thread (or of all threads), oldest first, by status.
+	// Dispatches of a thread (or of all threads), oldest first, by status. A
+	// page holds at most page_size dispatches, and only as many as fit in one
+	// answer (at least one); next_page_token continues after the last.
+	// Role: observer (or admin).
 	ListDispatches(context.Context, *ListDispatchesRequest) (*ListDispatchesResponse, error)
 	// Counts of dispatches by status.
+	// Role: observer (or admin).
 	CountDispatches(context.Context, *CountDispatchesRequest) (*CountDispatchesResponse, error)
-	// Terminal dispatches, most recently completed first.
+	// Terminal dispatches, most recently completed first; pages as
+	// ListDispatches.
+	// Role: observer (or admin).
 	ListTerminalDispatches(context.Context, *ListTerminalDispatchesRequest) (*ListTerminalDispatchesResponse, error)
 	// Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
-	// their attempts are spent). A background sweeper does this too.
+	// their attempts are spent). A background sweeper does this too. One call
+	// reclaims no more than surely fit in its answer (at least one); the rest
+	// are left to the next call or the sweeper.
+	// Role: admin.
 	ReclaimExpiredLeases(context.Context, *ReclaimExpiredLeasesRequest) (*ReclaimExpiredLeasesResponse, error)
 	// Delete terminal dispatches completed before a time. A retention sweeper
 	// does this too. Deleting a dispatch releases its dedupe_key.
+	// Role: admin.
 	PurgeTerminal(context.Context, *PurgeTerminalRequest) (*PurgeTerminalResponse, error)
 	// Threads that have a dispatch Claim could return now.
+	// Role: observer (or admin).
 	ListQueuedThreads(context.Context, *ListQueuedThreadsRequest) (*ListQueuedThreadsResponse, error)
 	// Server stream of signals, one each time a dispatch becomes claimable, so
 	// workers never poll. Signals are hints: after (re)connecting, and after
 	// the first frame (a heartbeat), call Claim once to pick up earlier work.
+	// Role: worker (or admin).
 	WatchDispatchSignals(*WatchDispatchSignalsRequest, MailboxService_WatchDispatchSignalsServer) error
 	// Server stream of live commands for one running run. The first frame is a
 	// heartbeat: from then on DeliverLive to the target reports DELIVERED.
 	// Commands not acked with AckLiveCommand are sent again when a channel for
 	// the target is opened again, for up to 10 minutes after they were sent.
+	// Role: worker (or admin).
 	OpenLiveChannel(*OpenLiveChannelRequest, MailboxService_OpenLiveChannelServer) error
 	// The receiver's receipt for one live command; it is not sent again.
+	// Role: worker (or admin).
 	AckLiveCommand(context.Context, *AckLiveCommandRequest) (*AckLiveCommandResponse, error)
 	// Send a live command to a running run: DELIVERED when a live channel for
 	// the target is open on any server instance, NO_SUBSCRIBER otherwise (and
-	// then nothing is stored).
+	// then nothing is stored). A command too large for a live channel's frame
+	// gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "command").
+	// Role: producer (or admin).
 	DeliverLive(context.Context, *DeliverLiveRequest) (*DeliverLiveResponse, error)
+	// The seed's pull_dispatch_signals: up to `max` dispatch signals, each
+	// with a receipt, leased to the caller for `expires`. A signal is a queued
+	// dispatch whose available_at has come (enqueued, its retry time reached,
+	// its lease reclaimed): it is there for as long as the dispatch is queued,
+	// and is delivered again, with redelivery_attempts one higher, until it is
+	// acked: when its lease expires unacked, or after NackDispatchSignal.
+	// Beside the push stream (WatchDispatchSignals), not instead of it. A
+	// dispatch that is claimed and queued again is a new signal (attempts start
+	// again at 0, an outstanding receipt no longer holds). Receipts are kept
+	// until --dispatch-retention-ms after they last changed. Oldest available
+	// first; one call looks at up to 2000 queued dispatches.
+	// Role: worker (or admin).
+	PullDispatchSignals(context.Context, *PullDispatchSignalsRequest) (*PullDispatchSignalsResponse, error)
+	// Acknowledge a pulled signal: it is not delivered again.
+	// Role: worker (or admin).
+	AckDispatchSignal(context.Context, *AckDispatchSignalRequest) (*AckDispatchSignalResponse, error)
+	// Give a pulled signal back: it is delivered again after `delay` (the
+	// seed's nack / nack_with_delay), with redelivery_attempts one higher.
+	// Role: worker (or admin).
+	NackDispatchSignal(context.Context, *NackDispatchSignalRequest) (*NackDispatchSignalResponse, error)
 	mustEmbedUnimplementedMailboxServiceServer()
 }
 
@@ -553,6 +710,15 @@ func (UnimplementedMailboxServiceServer) AckLiveCommand(context.Context, *AckLiv
 }
 func (UnimplementedMailboxServiceServer) DeliverLive(context.Context, *DeliverLiveRequest) (*DeliverLiveResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeliverLive not implemented")
+}
+func (UnimplementedMailboxServiceServer) PullDispatchSignals(context.Context, *PullDispatchSignalsRequest) (*PullDispatchSignalsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PullDispatchSignals not implemented")
+}
+func (UnimplementedMailboxServiceServer) AckDispatchSignal(context.Context, *AckDispatchSignalRequest) (*AckDispatchSignalResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AckDispatchSignal not implemented")
+}
+func (UnimplementedMailboxServiceServer) NackDispatchSignal(context.Context, *NackDispatchSignalRequest) (*NackDispatchSignalResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method NackDispatchSignal not implemented")
 }
 func (UnimplementedMailboxServiceServer) mustEmbedUnimplementedMailboxServiceServer() {}
 
@@ -1041,6 +1207,60 @@ func _MailboxService_DeliverLive_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MailboxService_PullDispatchSignals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullDispatchSignalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).PullDispatchSignals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.MailboxService/PullDispatchSignals",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).PullDispatchSignals(ctx, req.(*PullDispatchSignalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MailboxService_AckDispatchSignal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AckDispatchSignalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).AckDispatchSignal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.MailboxService/AckDispatchSignal",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).AckDispatchSignal(ctx, req.(*AckDispatchSignalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MailboxService_NackDispatchSignal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackDispatchSignalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).NackDispatchSignal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.MailboxService/NackDispatchSignal",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).NackDispatchSignal(ctx, req.(*NackDispatchSignalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _MailboxService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "mailroom.v1.MailboxService",
 	HandlerType: (*MailboxServiceServer)(nil),
@@ -1140,6 +1360,18 @@ var _MailboxService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeliverLive",
 			Handler:    _MailboxService_DeliverLive_Handler,
+		},
+		{
+			MethodName: "PullDispatchSignals",
+			Handler:    _MailboxService_PullDispatchSignals_Handler,
+		},
+		{
+			MethodName: "AckDispatchSignal",
+			Handler:    _MailboxService_AckDispatchSignal_Handler,
+		},
+		{
+			MethodName: "NackDispatchSignal",
+			Handler:    _MailboxService_NackDispatchSignal_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

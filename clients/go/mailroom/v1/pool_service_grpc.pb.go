@@ -20,43 +20,101 @@ type PoolServiceClient interface {
 	// Open a pool with a config, or re-open it with the same config. A
 	// different config for an existing pool gets FAILED_PRECONDITION
 	// (POOL_CONFIG_CONFLICT).
+	// Role: admin.
 	OpenPool(ctx context.Context, in *OpenPoolRequest, opts ...grpc.CallOption) (*OpenPoolResponse, error)
 	// The pool's snapshot: members, topics, config, recent messages, pending
-	// wakes and cursor.
+	// wakes and cursor. The messages (newest kept) and wakes are only those
+	// that fit in the answer within --max-message-bytes; messages_truncated
+	// and wakes_truncated say when some were left out.
+	// Role: observer (or admin).
 	GetPool(ctx context.Context, in *GetPoolRequest, opts ...grpc.CallOption) (*GetPoolResponse, error)
 	// Add a run (or update its topics and policies). The first join marks the
-	// pool created (event AGENT_POOL_CREATED).
+	// pool created (event AGENT_POOL_CREATED). A join after which the pool's
+	// members would not fit in ListMembers or GetPool within
+	// --max-message-bytes gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field
+	// "member") and changes nothing.
+	// Role: agent (or admin).
 	JoinRun(ctx context.Context, in *JoinRunRequest, opts ...grpc.CallOption) (*JoinRunResponse, error)
 	// Remove a run. A non-member gets FAILED_PRECONDITION (RUN_NOT_MEMBER).
+	// Role: agent (or admin).
 	LeaveRun(ctx context.Context, in *LeaveRunRequest, opts ...grpc.CallOption) (*LeaveRunResponse, error)
 	// The pool's members.
+	// Role: observer (or admin).
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	// Send a message. A repeated idempotency key returns the first receipt.
 	// Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
-	// DELIVERED to the sorted, deduplicated recipients.
+	// DELIVERED to the sorted, deduplicated recipients. A message whose
+	// delivery (an inbox frame, a WatchPool record, with a receipt naming
+	// every member) would not fit within --max-message-bytes gets
+	// RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) and is not stored; so does a reply
+	// in Respond.
+	// Role: agent (or admin).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Reply to a message (reply_to). When the original's response contract has
 	// its expected replies it becomes RESPONDED.
+	// Role: agent (or admin).
 	Respond(ctx context.Context, in *RespondRequest, opts ...grpc.CallOption) (*RespondResponse, error)
 	// Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
 	// NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
 	// CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
+	// Role: agent (or admin).
 	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
 	// Server stream of the messages delivered to one run (its inbox), after a
 	// cursor, then live.
+	// Role: agent (or admin).
 	ReceiveMessages(ctx context.Context, in *ReceiveMessagesRequest, opts ...grpc.CallOption) (PoolService_ReceiveMessagesClient, error)
 	// Register a wake condition for a run. Timeout 0 times out at once; an
-	// event after `after` that matches triggers it.
+	// event after `after` that matches triggers it. A condition whose
+	// WatchPool record would not fit within --max-message-bytes gets
+	// RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "condition").
+	// Role: agent (or admin).
 	SuspendUntil(ctx context.Context, in *SuspendUntilRequest, opts ...grpc.CallOption) (*SuspendUntilResponse, error)
 	// The current registration of a wake condition.
+	// Role: agent (or admin).
 	PollWake(ctx context.Context, in *PollWakeRequest, opts ...grpc.CallOption) (*PollWakeResponse, error)
 	// Cancel a REGISTERED wake condition; a terminal one is returned unchanged.
+	// Role: agent (or admin).
 	CancelWake(ctx context.Context, in *CancelWakeRequest, opts ...grpc.CallOption) (*CancelWakeResponse, error)
 	// Server stream that sends the registration as it is, and once more when
 	// it leaves REGISTERED, then ends.
+	// Role: agent (or admin).
 	AwaitWake(ctx context.Context, in *AwaitWakeRequest, opts ...grpc.CallOption) (PoolService_AwaitWakeClient, error)
-	// Server stream of the pool's records after a cursor, then live.
+	// Server stream of the pool's records after a cursor, then live. A pool's
+	// records are kept for the pool's life (journal retention does not apply),
+	// so WatchPool from the start replays every record since the pool opened.
+	// Role: observer (or admin).
 	WatchPool(ctx context.Context, in *WatchPoolRequest, opts ...grpc.CallOption) (PoolService_WatchPoolClient, error)
+	// Delete a pool and everything of it: members, messages, wake conditions
+	// (REGISTERED ones are CANCELLED first, so AwaitWake streams end) and its
+	// history. Records event AGENT_POOL_DELETED; the pool's open streams end
+	// with NOT_FOUND. The pool id may then be opened afresh (with a new,
+	// empty history). An unknown pool gets NOT_FOUND (so a retry after a
+	// success does too). Events already in the journal stay until retention.
+	// Role: admin.
+	DeletePool(ctx context.Context, in *DeletePoolRequest, opts ...grpc.CallOption) (*DeletePoolResponse, error)
+	// Every message of the pool (whatever its status), oldest first, a page at
+	// a time: unlike the snapshot, not limited to the most recent.
+	// Role: observer (or admin).
+	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
+	// Every wake condition of the pool (whatever its status), oldest first, a
+	// page at a time: unlike the snapshot, not limited to REGISTERED ones.
+	// Role: observer (or admin).
+	ListWakeConditions(ctx context.Context, in *ListWakeConditionsRequest, opts ...grpc.CallOption) (*ListWakeConditionsResponse, error)
+	// The seed's pool-scoped subscription: a member's view of the event
+	// journal, narrowed by the server to what the pool lets it see. Events of
+	// runs that are not observable members (members holding every policy of
+	// the pool) are left out, and so are events carrying a policy the
+	// subscribing member does not hold; payloads are envelope-only when the
+	// pool's wake policy is envelope-only (whatever the filter asks). The
+	// scope follows membership: a run's events are included from its join
+	// record on and left out from its leave record on (replay after a cursor
+	// uses the membership when the stream opened). Frames are those of
+	// EventService.Subscribe (CAUGHT_UP once, heartbeats with cursors,
+	// overflow notices). The stream ends with FAILED_PRECONDITION
+	// RUN_NOT_MEMBER when the subscribing run leaves the pool, and NOT_FOUND
+	// when the pool is deleted.
+	// Role: agent (or admin).
+	SubscribePool(ctx context.Context, in *SubscribePoolRequest, opts ...grpc.CallOption) (PoolService_SubscribePoolClient, error)
 }
 
 type poolServiceClient struct {
@@ -262,6 +320,65 @@ func (x *poolServiceWatchPoolClient) Recv() (*WatchPoolResponse, error) {
 	return m, nil
 }
 
+func (c *poolServiceClient) DeletePool(ctx context.Context, in *DeletePoolRequest, opts ...grpc.CallOption) (*DeletePoolResponse, error) {
+	out := new(DeletePoolResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.PoolService/DeletePool", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *poolServiceClient) ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error) {
+	out := new(ListMessagesResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.PoolService/ListMessages", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *poolServiceClient) ListWakeConditions(ctx context.Context, in *ListWakeConditionsRequest, opts ...grpc.CallOption) (*ListWakeConditionsResponse, error) {
+	out := new(ListWakeConditionsResponse)
+	err := c.cc.Invoke(ctx, "/mailroom.v1.PoolService/ListWakeConditions", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *poolServiceClient) SubscribePool(ctx context.Context, in *SubscribePoolRequest, opts ...grpc.CallOption) (PoolService_SubscribePoolClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PoolService_serviceDesc.Streams[3], "/mailroom.v1.PoolService/SubscribePool", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &poolServiceSubscribePoolClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type PoolService_SubscribePoolClient interface {
+	Recv() (*SubscribePoolResponse, error)
+	grpc.ClientStream
+}
+
+type poolServiceSubscribePoolClient struct {
+	grpc.ClientStream
+}
+
+func (x *poolServiceSubscribePoolClient) Recv() (*SubscribePoolResponse, error) {
+	m := new(SubscribePoolResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // PoolServiceServer is the server API for PoolService service.
 // All implementations must embed UnimplementedPoolServiceServer
 // for forward compatibility
@@ -269,43 +386,101 @@ type PoolServiceServer interface {
 	// Open a pool with a config, or re-open it with the same config. A
 	// different config for an existing pool gets FAILED_PRECONDITION
 	// (POOL_CONFIG_CONFLICT).
+	// Role: admin.
 	OpenPool(context.Context, *OpenPoolRequest) (*OpenPoolResponse, error)
 	// The pool's snapshot: members, topics, config, recent messages, pending
-	// wakes and cursor.
+	// wakes and cursor. The messages (newest kept) and wakes are only those
+	// that fit in the answer within --max-message-bytes; messages_truncated
+	// and wakes_truncated say when some were left out.
+	// Role: observer (or admin).
 	GetPool(context.Context, *GetPoolRequest) (*GetPoolResponse, error)
 	// Add a run (or update its topics and policies). The first join marks the
-	// pool created (event AGENT_POOL_CREATED).
+	// pool created (event AGENT_POOL_CREATED). A join after which the pool's
+	// members would not fit in ListMembers or GetPool within
+	// --max-message-bytes gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field
+	// "member") and changes nothing.
+	// Role: agent (or admin).
 	JoinRun(context.Context, *JoinRunRequest) (*JoinRunResponse, error)
 	// Remove a run. A non-member gets FAILED_PRECONDITION (RUN_NOT_MEMBER).
+	// Role: agent (or admin).
 	LeaveRun(context.Context, *LeaveRunRequest) (*LeaveRunResponse, error)
 	// The pool's members.
+	// Role: observer (or admin).
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	// Send a message. A repeated idempotency key returns the first receipt.
 	// Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
-	// DELIVERED to the sorted, deduplicated recipients.
+	// DELIVERED to the sorted, deduplicated recipients. A message whose
+	// delivery (an inbox frame, a WatchPool record, with a receipt naming
+	// every member) would not fit within --max-message-bytes gets
+	// RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) and is not stored; so does a reply
+	// in Respond.
+	// Role: agent (or admin).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Reply to a message (reply_to). When the original's response contract has
 	// its expected replies it becomes RESPONDED.
+	// Role: agent (or admin).
 	Respond(context.Context, *RespondRequest) (*RespondResponse, error)
 	// Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
 	// NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
 	// CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
+	// Role: agent (or admin).
 	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
 	// Server stream of the messages delivered to one run (its inbox), after a
 	// cursor, then live.
+	// Role: agent (or admin).
 	ReceiveMessages(*ReceiveMessagesRequest, PoolService_ReceiveMessagesServer) error
 	// Register a wake condition for a run. Timeout 0 times out at once; an
-	// event after `after` that matches triggers it.
+	// event after `after` that matches triggers it. A condition whose
+	// WatchPool record would not fit within --max-message-bytes gets
+	// RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "condition").
+	// Role: agent (or admin).
 	SuspendUntil(context.Context, *SuspendUntilRequest) (*SuspendUntilResponse, error)
 	// The current registration of a wake condition.
+	// Role: agent (or admin).
 	PollWake(context.Context, *PollWakeRequest) (*PollWakeResponse, error)
 	// Cancel a REGISTERED wake condition; a terminal one is returned unchanged.
+	// Role: agent (or admin).
 	CancelWake(context.Context, *CancelWakeRequest) (*CancelWakeResponse, error)
 	// Server stream that sends the registration as it is, and once more when
 	// it leaves REGISTERED, then ends.
+	// Role: agent (or admin).
 	AwaitWake(*AwaitWakeRequest, PoolService_AwaitWakeServer) error
-	// Server stream of the pool's records after a cursor, then live.
+	// Server stream of the pool's records after a cursor, then live. A pool's
+	// records are kept for the pool's life (journal retention does not apply),
+	// so WatchPool from the start replays every record since the pool opened.
+	// Role: observer (or admin).
 	WatchPool(*WatchPoolRequest, PoolService_WatchPoolServer) error
+	// Delete a pool and everything of it: members, messages, wake conditions
+	// (REGISTERED ones are CANCELLED first, so AwaitWake streams end) and its
+	// history. Records event AGENT_POOL_DELETED; the pool's open streams end
+	// with NOT_FOUND. The pool id may then be opened afresh (with a new,
+	// empty history). An unknown pool gets NOT_FOUND (so a retry after a
+	// success does too). Events already in the journal stay until retention.
+	// Role: admin.
+	DeletePool(context.Context, *DeletePoolRequest) (*DeletePoolResponse, error)
+	// Every message of the pool (whatever its status), oldest first, a page at
+	// a time: unlike the snapshot, not limited to the most recent.
+	// Role: observer (or admin).
+	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
+	// Every wake condition of the pool (whatever its status), oldest first, a
+	// page at a time: unlike the snapshot, not limited to REGISTERED ones.
+	// Role: observer (or admin).
+	ListWakeConditions(context.Context, *ListWakeConditionsRequest) (*ListWakeConditionsResponse, error)
+	// The seed's pool-scoped subscription: a member's view of the event
+	// journal, narrowed by the server to what the pool lets it see. Events of
+	// runs that are not observable members (members holding every policy of
+	// the pool) are left out, and so are events carrying a policy the
+	// subscribing member does not hold; payloads are envelope-only when the
+	// pool's wake policy is envelope-only (whatever the filter asks). The
+	// scope follows membership: a run's events are included from its join
+	// record on and left out from its leave record on (replay after a cursor
+	// uses the membership when the stream opened). Frames are those of
+	// EventService.Subscribe (CAUGHT_UP once, heartbeats with cursors,
+	// overflow notices). The stream ends with FAILED_PRECONDITION
+	// RUN_NOT_MEMBER when the subscribing run leaves the pool, and NOT_FOUND
+	// when the pool is deleted.
+	// Role: agent (or admin).
+	SubscribePool(*SubscribePoolRequest, PoolService_SubscribePoolServer) error
 	mustEmbedUnimplementedPoolServiceServer()
 }
 
@@ -354,6 +529,18 @@ func (UnimplementedPoolServiceServer) AwaitWake(*AwaitWakeRequest, PoolService_A
 }
 func (UnimplementedPoolServiceServer) WatchPool(*WatchPoolRequest, PoolService_WatchPoolServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchPool not implemented")
+}
+func (UnimplementedPoolServiceServer) DeletePool(context.Context, *DeletePoolRequest) (*DeletePoolResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeletePool not implemented")
+}
+func (UnimplementedPoolServiceServer) ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListMessages not implemented")
+}
+func (UnimplementedPoolServiceServer) ListWakeConditions(context.Context, *ListWakeConditionsRequest) (*ListWakeConditionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListWakeConditions not implemented")
+}
+func (UnimplementedPoolServiceServer) SubscribePool(*SubscribePoolRequest, PoolService_SubscribePoolServer) error {
+	return status.Errorf(codes.Unimplemented, "method SubscribePool not implemented")
 }
 func (UnimplementedPoolServiceServer) mustEmbedUnimplementedPoolServiceServer() {}
 
@@ -629,6 +816,81 @@ func (x *poolServiceWatchPoolServer) Send(m *WatchPoolResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
+func _PoolService_DeletePool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePoolRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolServiceServer).DeletePool(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.PoolService/DeletePool",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolServiceServer).DeletePool(ctx, req.(*DeletePoolRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PoolService_ListMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolServiceServer).ListMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.PoolService/ListMessages",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolServiceServer).ListMessages(ctx, req.(*ListMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PoolService_ListWakeConditions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWakeConditionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolServiceServer).ListWakeConditions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/mailroom.v1.PoolService/ListWakeConditions",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolServiceServer).ListWakeConditions(ctx, req.(*ListWakeConditionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PoolService_SubscribePool_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribePoolRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PoolServiceServer).SubscribePool(m, &poolServiceSubscribePoolServer{stream})
+}
+
+type PoolService_SubscribePoolServer interface {
+	Send(*SubscribePoolResponse) error
+	grpc.ServerStream
+}
+
+type poolServiceSubscribePoolServer struct {
+	grpc.ServerStream
+}
+
+func (x *poolServiceSubscribePoolServer) Send(m *SubscribePoolResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _PoolService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "mailroom.v1.PoolService",
 	HandlerType: (*PoolServiceServer)(nil),
@@ -677,6 +939,18 @@ var _PoolService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "CancelWake",
 			Handler:    _PoolService_CancelWake_Handler,
 		},
+		{
+			MethodName: "DeletePool",
+			Handler:    _PoolService_DeletePool_Handler,
+		},
+		{
+			MethodName: "ListMessages",
+			Handler:    _PoolService_ListMessages_Handler,
+		},
+		{
+			MethodName: "ListWakeConditions",
+			Handler:    _PoolService_ListWakeConditions_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -692,6 +966,11 @@ var _PoolService_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchPool",
 			Handler:       _PoolService_WatchPool_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribePool",
+			Handler:       _PoolService_SubscribePool_Handler,
 			ServerStreams: true,
 		},
 	},

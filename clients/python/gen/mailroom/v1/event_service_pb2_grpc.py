@@ -39,6 +39,11 @@ class EventServiceStub(object):
                 request_serializer=mailroom_dot_v1_dot_event__service__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=mailroom_dot_v1_dot_event__service__pb2.ListEventsResponse.FromString,
                 )
+        self.PublishBatch = channel.unary_unary(
+                '/mailroom.v1.EventService/PublishBatch',
+                request_serializer=mailroom_dot_v1_dot_event__service__pb2.PublishBatchRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_event__service__pb2.PublishBatchResponse.FromString,
+                )
 
 
 class EventServiceServicer(object):
@@ -58,6 +63,15 @@ class EventServiceServicer(object):
         """Record an event a run emits (progress, lifecycle, custom). The server
         assigns event_seq, recorded_at, family and journal_cursor. Idempotent by
         event_id: a repeat returns the recorded event with deduplicated = true.
+        An event that could not be delivered in a frame of its own within the
+        server's largest message (--max-message-bytes; in the protobuf binary
+        format or in JSON, with the fields the server fills in, a cursor scoped
+        to its run or agent and an overflow notice) gets RESOURCE_EXHAUSTED with
+        reason LIMIT_EXCEEDED (field "event.full.data" when it has a payload)
+        and is not journaled: every journaled event stays deliverable.
+        RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: it is the server's configured
+        message size that the event exceeds, not a limit of the contract.
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,13 +82,39 @@ class EventServiceServicer(object):
         one CAUGHT_UP frame, then live events with no gap and no duplicate at the
         seam; HEARTBEAT frames with the current cursor on idle streams. The first
         frame is sent once the subscription is registered.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListEvents(self, request, context):
-        """Paged replay of the journal for a scope and cursor range.
+        """Paged replay of the journal for a scope and cursor range. A page holds
+        at most page_size events, and only as many as fit in one answer (at
+        least one); next_cursor continues after the last.
+        Role: observer (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishBatch(self, request, context):
+        """Record up to 500 events in one call (the seed's publish_all): all or
+        nothing, at consecutive journal positions in the order given. Every
+        event is checked first (as Publish checks one); one bad entry gets
+        INVALID_ARGUMENT naming it (events[i]...) and nothing is recorded. A
+        batch whose event_ids were all recorded before (a retry) returns the
+        recorded events with deduplicated = true; one mixing recorded and new
+        event_ids gets ALREADY_EXISTS naming the first recorded one, and
+        nothing is recorded. The batch is written in one store operation without
+        a transaction: if that write takes longer than --journal-hole-timeout-ms,
+        readers close the positions not yet filled and the events that found
+        theirs closed are recorded further on (the answer gives every event's
+        position; the server logs a warning); if the store fails during the
+        write (UNAVAILABLE), a part of the batch may be recorded: a retry of the
+        batch then gets ALREADY_EXISTS naming a recorded event, and ListEvents
+        by run shows which were; publish the rest again as a new batch.
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +137,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=mailroom_dot_v1_dot_event__service__pb2.ListEventsRequest.FromString,
                     response_serializer=mailroom_dot_v1_dot_event__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'PublishBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishBatch,
+                    request_deserializer=mailroom_dot_v1_dot_event__service__pb2.PublishBatchRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_event__service__pb2.PublishBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -166,5 +211,22 @@ class EventService(object):
         return grpc.experimental.unary_unary(request, target, '/mailroom.v1.EventService/ListEvents',
             mailroom_dot_v1_dot_event__service__pb2.ListEventsRequest.SerializeToString,
             mailroom_dot_v1_dot_event__service__pb2.ListEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PublishBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.EventService/PublishBatch',
+            mailroom_dot_v1_dot_event__service__pb2.PublishBatchRequest.SerializeToString,
+            mailroom_dot_v1_dot_event__service__pb2.PublishBatchResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -16,6 +16,17 @@ class MailboxServiceStub(object):
     dispatch_id gets NOT_FOUND. Repeating a successful Ack or DeadLetter with
     the same token returns the dispatch unchanged, so retries are safe.
 
+    Answers fit: no call stores or changes a dispatch that could then not be
+    served back within the server's largest message (--max-message-bytes), in
+    the protobuf binary format or in JSON, with the fields the server fills in
+    itself. Such a call gets RESOURCE_EXHAUSTED with reason LIMIT_EXCEEDED
+    (metadata "limit" = "max_message_bytes"; `field` names the request field
+    that made it too large) and changes nothing. RESOURCE_EXHAUSTED, not
+    INVALID_ARGUMENT: the request is within every limit the contract states;
+    it is the server's configured message size, like the request size limit
+    itself (also RESOURCE_EXHAUSTED), that it exceeds. Answers listing many
+    dispatches take only what fits (see each).
+
     Every state change is recorded as an event in the journal (EventService).
     """
 
@@ -155,6 +166,21 @@ class MailboxServiceStub(object):
                 request_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveRequest.SerializeToString,
                 response_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveResponse.FromString,
                 )
+        self.PullDispatchSignals = channel.unary_unary(
+                '/mailroom.v1.MailboxService/PullDispatchSignals',
+                request_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsResponse.FromString,
+                )
+        self.AckDispatchSignal = channel.unary_unary(
+                '/mailroom.v1.MailboxService/AckDispatchSignal',
+                request_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalResponse.FromString,
+                )
+        self.NackDispatchSignal = channel.unary_unary(
+                '/mailroom.v1.MailboxService/NackDispatchSignal',
+                request_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalResponse.FromString,
+                )
 
 
 class MailboxServiceServicer(object):
@@ -168,13 +194,27 @@ class MailboxServiceServicer(object):
     dispatch_id gets NOT_FOUND. Repeating a successful Ack or DeadLetter with
     the same token returns the dispatch unchanged, so retries are safe.
 
+    Answers fit: no call stores or changes a dispatch that could then not be
+    served back within the server's largest message (--max-message-bytes), in
+    the protobuf binary format or in JSON, with the fields the server fills in
+    itself. Such a call gets RESOURCE_EXHAUSTED with reason LIMIT_EXCEEDED
+    (metadata "limit" = "max_message_bytes"; `field` names the request field
+    that made it too large) and changes nothing. RESOURCE_EXHAUSTED, not
+    INVALID_ARGUMENT: the request is within every limit the contract states;
+    it is the server's configured message size, like the request size limit
+    itself (also RESOURCE_EXHAUSTED), that it exceeds. Answers listing many
+    dispatches take only what fits (see each).
+
     Every state change is recorded as an event in the journal (EventService).
     """
 
     def Enqueue(self, request, context):
         """Add a dispatch to its thread, stamped with the thread's current epoch.
         A dedupe_key already used in the thread returns the original dispatch
-        with deduplicated = true and changes nothing.
+        with deduplicated = true and changes nothing. A dispatch (its payload)
+        too large to be served back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED,
+        field "dispatch.payload.data") and nothing is stored.
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,7 +223,11 @@ class MailboxServiceServicer(object):
     def EnqueueBatch(self, request, context):
         """Enqueue up to 500 dispatches in one call. The whole batch is validated
         first: one bad entry gets INVALID_ARGUMENT naming it and nothing is
-        enqueued. Each entry is then deduplicated on its own.
+        enqueued; so does RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) for an entry too
+        large to be served back, or for a batch whose answer (every dispatch)
+        would not fit (field "dispatches": enqueue fewer at once). Each entry is
+        then deduplicated on its own.
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +237,7 @@ class MailboxServiceServicer(object):
         """Claim up to `limit` claimable dispatches: QUEUED, available_at passed,
         of their thread's current epoch, in threads with no CLAIMED dispatch;
         highest priority first, then oldest. At most one per thread.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +247,7 @@ class MailboxServiceServicer(object):
         """Claim one named dispatch. Not claimable gets FAILED_PRECONDITION with
         reason DISPATCH_NOT_QUEUED, DISPATCH_NOT_AVAILABLE, THREAD_HAS_CLAIM or
         DISPATCH_EPOCH_STALE.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,6 +255,7 @@ class MailboxServiceServicer(object):
 
     def Ack(self, request, context):
         """Complete a claimed dispatch: CLAIMED -> ACKED.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,7 +263,10 @@ class MailboxServiceServicer(object):
 
     def AckBatch(self, request, context):
         """Ack up to 500 dispatches in one call; each entry succeeds or fails on
-        its own.
+        its own. A batch whose answer (every dispatch, acked) would not fit in
+        one message gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "claims")
+        before anything is acked: ack fewer at once.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +274,13 @@ class MailboxServiceServicer(object):
 
     def RecordDispatchStart(self, request, context):
         """Record the run instance a worker started for its claim.
+
+        This call, RecordRunResult, Nack, DeadLetter, Cancel and SupersedeClaimed
+        add text to the dispatch; one that would make it too large to be served
+        back gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field naming the text) and
+        changes nothing (at the default --max-message-bytes no dispatch can get
+        that large).
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +289,7 @@ class MailboxServiceServicer(object):
     def RecordRunResult(self, request, context):
         """Record how the run ended (status, termination, response, error). Does
         not change the dispatch status; Ack, Nack or DeadLetter does.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,6 +299,7 @@ class MailboxServiceServicer(object):
         """Give a claimed dispatch back for retry at retry_at (or after delay):
         CLAIMED -> QUEUED; CLAIMED -> DEAD_LETTER once attempt_count has reached
         max_attempts. The error is kept in last_error.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,6 +307,7 @@ class MailboxServiceServicer(object):
 
     def DeadLetter(self, request, context):
         """Give up on a claimed dispatch: CLAIMED -> DEAD_LETTER.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,6 +316,7 @@ class MailboxServiceServicer(object):
     def Cancel(self, request, context):
         """Cancel a QUEUED or CLAIMED dispatch: -> CANCELLED. A dispatch already
         terminal is returned unchanged (changed = false).
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -266,6 +327,7 @@ class MailboxServiceServicer(object):
         whether the thread was interrupted meanwhile; a cancelled or superseded
         dispatch gets FAILED_PRECONDITION with reason DISPATCH_CANCELLED or
         DISPATCH_SUPERSEDED, so a worker that only heartbeats learns to stop.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -275,6 +337,7 @@ class MailboxServiceServicer(object):
         """Interrupt a thread: bump its epoch, supersede its QUEUED dispatches of
         older epochs, and return the new epoch and the active (CLAIMED) dispatch,
         which the caller may then cancel, supersede or let finish.
+        Role: producer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +345,7 @@ class MailboxServiceServicer(object):
 
     def GetDispatchEpoch(self, request, context):
         """The current epoch of a thread (0 for a thread never seen).
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,6 +353,7 @@ class MailboxServiceServicer(object):
 
     def SupersedeClaimed(self, request, context):
         """Supersede a claimed dispatch: CLAIMED -> SUPERSEDED, with a reason.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -296,13 +361,17 @@ class MailboxServiceServicer(object):
 
     def GetDispatch(self, request, context):
         """One dispatch by id.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDispatches(self, request, context):
-        """Dispatches of a thread (or of all threads), oldest first, by status.
+        """Dispatches of a thread (or of all threads), oldest first, by status. A
+        page holds at most page_size dispatches, and only as many as fit in one
+        answer (at least one); next_page_token continues after the last.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -310,13 +379,16 @@ class MailboxServiceServicer(object):
 
     def CountDispatches(self, request, context):
         """Counts of dispatches by status.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTerminalDispatches(self, request, context):
-        """Terminal dispatches, most recently completed first.
+        """Terminal dispatches, most recently completed first; pages as
+        ListDispatches.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,7 +396,10 @@ class MailboxServiceServicer(object):
 
     def ReclaimExpiredLeases(self, request, context):
         """Return dispatches whose lease expired to QUEUED (or DEAD_LETTER when
-        their attempts are spent). A background sweeper does this too.
+        their attempts are spent). A background sweeper does this too. One call
+        reclaims no more than surely fit in its answer (at least one); the rest
+        are left to the next call or the sweeper.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -333,6 +408,7 @@ class MailboxServiceServicer(object):
     def PurgeTerminal(self, request, context):
         """Delete terminal dispatches completed before a time. A retention sweeper
         does this too. Deleting a dispatch releases its dedupe_key.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -340,6 +416,7 @@ class MailboxServiceServicer(object):
 
     def ListQueuedThreads(self, request, context):
         """Threads that have a dispatch Claim could return now.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -349,6 +426,7 @@ class MailboxServiceServicer(object):
         """Server stream of signals, one each time a dispatch becomes claimable, so
         workers never poll. Signals are hints: after (re)connecting, and after
         the first frame (a heartbeat), call Claim once to pick up earlier work.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +437,7 @@ class MailboxServiceServicer(object):
         heartbeat: from then on DeliverLive to the target reports DELIVERED.
         Commands not acked with AckLiveCommand are sent again when a channel for
         the target is opened again, for up to 10 minutes after they were sent.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +445,7 @@ class MailboxServiceServicer(object):
 
     def AckLiveCommand(self, request, context):
         """The receiver's receipt for one live command; it is not sent again.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -374,7 +454,44 @@ class MailboxServiceServicer(object):
     def DeliverLive(self, request, context):
         """Send a live command to a running run: DELIVERED when a live channel for
         the target is open on any server instance, NO_SUBSCRIBER otherwise (and
-        then nothing is stored).
+        then nothing is stored). A command too large for a live channel's frame
+        gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "command").
+        Role: producer (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullDispatchSignals(self, request, context):
+        """The seed's pull_dispatch_signals: up to `max` dispatch signals, each
+        with a receipt, leased to the caller for `expires`. A signal is a queued
+        dispatch whose available_at has come (enqueued, its retry time reached,
+        its lease reclaimed): it is there for as long as the dispatch is queued,
+        and is delivered again, with redelivery_attempts one higher, until it is
+        acked: when its lease expires unacked, or after NackDispatchSignal.
+        Beside the push stream (WatchDispatchSignals), not instead of it. A
+        dispatch that is claimed and queued again is a new signal (attempts start
+        again at 0, an outstanding receipt no longer holds). Receipts are kept
+        until --dispatch-retention-ms after they last changed. Oldest available
+        first; one call looks at up to 2000 queued dispatches.
+        Role: worker (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckDispatchSignal(self, request, context):
+        """Acknowledge a pulled signal: it is not delivered again.
+        Role: worker (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NackDispatchSignal(self, request, context):
+        """Give a pulled signal back: it is delivered again after `delay` (the
+        seed's nack / nack_with_delay), with redelivery_attempts one higher.
+        Role: worker (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -513,6 +630,21 @@ def add_MailboxServiceServicer_to_server(servicer, server):
                     request_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveRequest.FromString,
                     response_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveResponse.SerializeToString,
             ),
+            'PullDispatchSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullDispatchSignals,
+                    request_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsResponse.SerializeToString,
+            ),
+            'AckDispatchSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckDispatchSignal,
+                    request_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalResponse.SerializeToString,
+            ),
+            'NackDispatchSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.NackDispatchSignal,
+                    request_deserializer=mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'mailroom.v1.MailboxService', rpc_method_handlers)
@@ -530,6 +662,17 @@ class MailboxService(object):
     DISPATCH_CANCELLED, DISPATCH_SUPERSEDED) and changes nothing. An unknown
     dispatch_id gets NOT_FOUND. Repeating a successful Ack or DeadLetter with
     the same token returns the dispatch unchanged, so retries are safe.
+
+    Answers fit: no call stores or changes a dispatch that could then not be
+    served back within the server's largest message (--max-message-bytes), in
+    the protobuf binary format or in JSON, with the fields the server fills in
+    itself. Such a call gets RESOURCE_EXHAUSTED with reason LIMIT_EXCEEDED
+    (metadata "limit" = "max_message_bytes"; `field` names the request field
+    that made it too large) and changes nothing. RESOURCE_EXHAUSTED, not
+    INVALID_ARGUMENT: the request is within every limit the contract states;
+    it is the server's configured message size, like the request size limit
+    itself (also RESOURCE_EXHAUSTED), that it exceeds. Answers listing many
+    dispatches take only what fits (see each).
 
     Every state change is recorded as an event in the journal (EventService).
     """
@@ -973,5 +1116,56 @@ class MailboxService(object):
         return grpc.experimental.unary_unary(request, target, '/mailroom.v1.MailboxService/DeliverLive',
             mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveRequest.SerializeToString,
             mailroom_dot_v1_dot_mailbox__service__pb2.DeliverLiveResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PullDispatchSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.MailboxService/PullDispatchSignals',
+            mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsRequest.SerializeToString,
+            mailroom_dot_v1_dot_mailbox__service__pb2.PullDispatchSignalsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AckDispatchSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.MailboxService/AckDispatchSignal',
+            mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalRequest.SerializeToString,
+            mailroom_dot_v1_dot_mailbox__service__pb2.AckDispatchSignalResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def NackDispatchSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.MailboxService/NackDispatchSignal',
+            mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalRequest.SerializeToString,
+            mailroom_dot_v1_dot_mailbox__service__pb2.NackDispatchSignalResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -91,6 +91,26 @@ class PoolServiceStub(object):
                 request_serializer=mailroom_dot_v1_dot_pool__service__pb2.WatchPoolRequest.SerializeToString,
                 response_deserializer=mailroom_dot_v1_dot_pool__service__pb2.WatchPoolResponse.FromString,
                 )
+        self.DeletePool = channel.unary_unary(
+                '/mailroom.v1.PoolService/DeletePool',
+                request_serializer=mailroom_dot_v1_dot_pool__service__pb2.DeletePoolRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_pool__service__pb2.DeletePoolResponse.FromString,
+                )
+        self.ListMessages = channel.unary_unary(
+                '/mailroom.v1.PoolService/ListMessages',
+                request_serializer=mailroom_dot_v1_dot_pool__service__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_pool__service__pb2.ListMessagesResponse.FromString,
+                )
+        self.ListWakeConditions = channel.unary_unary(
+                '/mailroom.v1.PoolService/ListWakeConditions',
+                request_serializer=mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsResponse.FromString,
+                )
+        self.SubscribePool = channel.unary_stream(
+                '/mailroom.v1.PoolService/SubscribePool',
+                request_serializer=mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolResponse.FromString,
+                )
 
 
 class PoolServiceServicer(object):
@@ -107,6 +127,7 @@ class PoolServiceServicer(object):
         """Open a pool with a config, or re-open it with the same config. A
         different config for an existing pool gets FAILED_PRECONDITION
         (POOL_CONFIG_CONFLICT).
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +135,10 @@ class PoolServiceServicer(object):
 
     def GetPool(self, request, context):
         """The pool's snapshot: members, topics, config, recent messages, pending
-        wakes and cursor.
+        wakes and cursor. The messages (newest kept) and wakes are only those
+        that fit in the answer within --max-message-bytes; messages_truncated
+        and wakes_truncated say when some were left out.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +146,11 @@ class PoolServiceServicer(object):
 
     def JoinRun(self, request, context):
         """Add a run (or update its topics and policies). The first join marks the
-        pool created (event AGENT_POOL_CREATED).
+        pool created (event AGENT_POOL_CREATED). A join after which the pool's
+        members would not fit in ListMembers or GetPool within
+        --max-message-bytes gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field
+        "member") and changes nothing.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +158,7 @@ class PoolServiceServicer(object):
 
     def LeaveRun(self, request, context):
         """Remove a run. A non-member gets FAILED_PRECONDITION (RUN_NOT_MEMBER).
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +166,7 @@ class PoolServiceServicer(object):
 
     def ListMembers(self, request, context):
         """The pool's members.
+        Role: observer (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,7 +175,12 @@ class PoolServiceServicer(object):
     def Send(self, request, context):
         """Send a message. A repeated idempotency key returns the first receipt.
         Expired -> EXPIRED; no recipient -> FAILED; else ACCEPTED then
-        DELIVERED to the sorted, deduplicated recipients.
+        DELIVERED to the sorted, deduplicated recipients. A message whose
+        delivery (an inbox frame, a WatchPool record, with a receipt naming
+        every member) would not fit within --max-message-bytes gets
+        RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) and is not stored; so does a reply
+        in Respond.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +189,7 @@ class PoolServiceServicer(object):
     def Respond(self, request, context):
         """Reply to a message (reply_to). When the original's response contract has
         its expected replies it becomes RESPONDED.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +199,7 @@ class PoolServiceServicer(object):
         """Cancel a message that awaits replies (sender only; FAILED_PRECONDITION
         NOT_MESSAGE_SENDER otherwise): DELIVERED with a response contract ->
         CANCELLED. Any other status gets FAILED_PRECONDITION ALREADY_TERMINAL.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +208,7 @@ class PoolServiceServicer(object):
     def ReceiveMessages(self, request, context):
         """Server stream of the messages delivered to one run (its inbox), after a
         cursor, then live.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,7 +216,10 @@ class PoolServiceServicer(object):
 
     def SuspendUntil(self, request, context):
         """Register a wake condition for a run. Timeout 0 times out at once; an
-        event after `after` that matches triggers it.
+        event after `after` that matches triggers it. A condition whose
+        WatchPool record would not fit within --max-message-bytes gets
+        RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, field "condition").
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +227,7 @@ class PoolServiceServicer(object):
 
     def PollWake(self, request, context):
         """The current registration of a wake condition.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +235,7 @@ class PoolServiceServicer(object):
 
     def CancelWake(self, request, context):
         """Cancel a REGISTERED wake condition; a terminal one is returned unchanged.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,13 +244,68 @@ class PoolServiceServicer(object):
     def AwaitWake(self, request, context):
         """Server stream that sends the registration as it is, and once more when
         it leaves REGISTERED, then ends.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchPool(self, request, context):
-        """Server stream of the pool's records after a cursor, then live.
+        """Server stream of the pool's records after a cursor, then live. A pool's
+        records are kept for the pool's life (journal retention does not apply),
+        so WatchPool from the start replays every record since the pool opened.
+        Role: observer (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePool(self, request, context):
+        """Delete a pool and everything of it: members, messages, wake conditions
+        (REGISTERED ones are CANCELLED first, so AwaitWake streams end) and its
+        history. Records event AGENT_POOL_DELETED; the pool's open streams end
+        with NOT_FOUND. The pool id may then be opened afresh (with a new,
+        empty history). An unknown pool gets NOT_FOUND (so a retry after a
+        success does too). Events already in the journal stay until retention.
+        Role: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """Every message of the pool (whatever its status), oldest first, a page at
+        a time: unlike the snapshot, not limited to the most recent.
+        Role: observer (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWakeConditions(self, request, context):
+        """Every wake condition of the pool (whatever its status), oldest first, a
+        page at a time: unlike the snapshot, not limited to REGISTERED ones.
+        Role: observer (or admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribePool(self, request, context):
+        """The seed's pool-scoped subscription: a member's view of the event
+        journal, narrowed by the server to what the pool lets it see. Events of
+        runs that are not observable members (members holding every policy of
+        the pool) are left out, and so are events carrying a policy the
+        subscribing member does not hold; payloads are envelope-only when the
+        pool's wake policy is envelope-only (whatever the filter asks). The
+        scope follows membership: a run's events are included from its join
+        record on and left out from its leave record on (replay after a cursor
+        uses the membership when the stream opened). Frames are those of
+        EventService.Subscribe (CAUGHT_UP once, heartbeats with cursors,
+        overflow notices). The stream ends with FAILED_PRECONDITION
+        RUN_NOT_MEMBER when the subscribing run leaves the pool, and NOT_FOUND
+        when the pool is deleted.
+        Role: agent (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,6 +383,26 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     servicer.WatchPool,
                     request_deserializer=mailroom_dot_v1_dot_pool__service__pb2.WatchPoolRequest.FromString,
                     response_serializer=mailroom_dot_v1_dot_pool__service__pb2.WatchPoolResponse.SerializeToString,
+            ),
+            'DeletePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePool,
+                    request_deserializer=mailroom_dot_v1_dot_pool__service__pb2.DeletePoolRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_pool__service__pb2.DeletePoolResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=mailroom_dot_v1_dot_pool__service__pb2.ListMessagesRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_pool__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'ListWakeConditions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWakeConditions,
+                    request_deserializer=mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsResponse.SerializeToString,
+            ),
+            'SubscribePool': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribePool,
+                    request_deserializer=mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,5 +656,73 @@ class PoolService(object):
         return grpc.experimental.unary_stream(request, target, '/mailroom.v1.PoolService/WatchPool',
             mailroom_dot_v1_dot_pool__service__pb2.WatchPoolRequest.SerializeToString,
             mailroom_dot_v1_dot_pool__service__pb2.WatchPoolResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeletePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.PoolService/DeletePool',
+            mailroom_dot_v1_dot_pool__service__pb2.DeletePoolRequest.SerializeToString,
+            mailroom_dot_v1_dot_pool__service__pb2.DeletePoolResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.PoolService/ListMessages',
+            mailroom_dot_v1_dot_pool__service__pb2.ListMessagesRequest.SerializeToString,
+            mailroom_dot_v1_dot_pool__service__pb2.ListMessagesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListWakeConditions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/mailroom.v1.PoolService/ListWakeConditions',
+            mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsRequest.SerializeToString,
+            mailroom_dot_v1_dot_pool__service__pb2.ListWakeConditionsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SubscribePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/mailroom.v1.PoolService/SubscribePool',
+            mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolRequest.SerializeToString,
+            mailroom_dot_v1_dot_pool__service__pb2.SubscribePoolResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

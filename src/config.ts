@@ -26,6 +26,9 @@ export interface ServerConfig {
   maxMessageBytes: number;
   maxDeadlineMs: number;
   maxConcurrentStreams: number;
+  maxStreams: number;
+  maxUnauthenticatedStreams: number;
+  streamStallTimeoutMs: number;
   shutdownGraceMs: number;
   logLevel: LogLevel;
   maxLeaseMs: number;
@@ -185,6 +188,29 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     value: "<number>",
     default: 256,
     meaning: "Concurrent calls (HTTP/2 streams) per connection.",
+    parse: integer(1, MAX_UINT32),
+  },
+  maxStreams: {
+    value: "<number>",
+    default: 10_000,
+    meaning: "Server streams (Subscribe, the Watch and Receive calls, OpenLiveChannel, AwaitWake) open at once on this server; one more gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED).",
+    parse: integer(1, MAX_UINT32),
+  },
+  maxUnauthenticatedStreams: {
+    value: "<number>",
+    default: 64,
+    meaning:
+      "With `--auth-token`: Health.Watch streams (the only ones open to callers without the token) open at once for callers without it; " +
+      "one more gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED).",
+    parse: integer(0, MAX_UINT32),
+  },
+  streamStallTimeoutMs: {
+    value: "<ms>",
+    default: 300_000,
+    defaultText: "300000 (5 min)",
+    meaning:
+      "A stream whose client takes no data for this long while the server waits to write (the client stopped reading) is ended: " +
+      "its HTTP/2 stream reset, an HTTP/1.1 connection closed.",
     parse: integer(1, MAX_UINT32),
   },
   shutdownGraceMs: {

@@ -4,11 +4,18 @@
  * unauthenticated caller cannot make the server receive and parse a large
  * message first.
  */
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { errorWithDetail } from "./errors.js";
+
+/**
+ * Whether the call carried the bearer token (every call does when no token is
+ * configured): the streams open to anyone (Health.Watch) have a smaller cap
+ * for callers without it.
+ */
+export const AUTHENTICATED = createContextKey(false, { description: "caller presented the bearer token" });
 
 /** Load balancers and orchestrators probe health without credentials. */
 const open = new Set([Health.typeName]);
@@ -22,8 +29,9 @@ export function bearerTokenMatches(token: string): (authorization: string | unde
 export function bearerTokenGate(token: string): (context: HandlerContext) => void {
   const matches = bearerTokenMatches(token);
   return (context) => {
-    if (open.has(context.service.typeName)) return;
-    if (!matches(context.requestHeader.get("authorization") ?? undefined)) {
+    if (matches(context.requestHeader.get("authorization") ?? undefined)) {
+      context.values.set(AUTHENTICATED, true);
+    } else if (!open.has(context.service.typeName)) {
       throw errorWithDetail(Code.Unauthenticated, "missing or wrong bearer token: send the header `authorization: Bearer <token>`", {
         reason: ErrorReason.UNAUTHENTICATED,
       });

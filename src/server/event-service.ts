@@ -9,27 +9,31 @@ import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
 import { eventFrame, subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import type { ServerStreams } from "./streams.js";
 
-export function eventService(engine: Engine): ServiceImpl<typeof EventService> {
+export function eventService(engine: Engine, streams: ServerStreams): ServiceImpl<typeof EventService> {
   return {
     async publish(request) {
       return engine.events.publish(parsePublish(request.event, engine.clock.now()));
     },
 
-    async *subscribe(request, context) {
+    subscribe(request, context) {
       const command = parseSubscribe(request);
-      const subscription = await engine.events.subscribe(command);
       const wire = wireFormatOf(context.requestHeader.get("content-type"));
-      try {
-        for (;;) {
-          const frame = await subscription.next(command.heartbeatMs, context.signal);
-          if (!frame) break;
-          yield { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess, wire) };
-        }
-        if (context.signal.aborted) throw context.signal.reason;
-      } finally {
-        subscription.close();
-      }
+      return streams.serve(context, async () => {
+        const subscription = await engine.events.subscribe(command);
+        return {
+          async next() {
+            const frame = await subscription.next(command.heartbeatMs, context.signal);
+            if (!frame) {
+              if (context.signal.aborted) throw context.signal.reason;
+              return undefined;
+            }
+            return { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess, wire) };
+          },
+          close: () => subscription.close(),
+        };
+      });
     },
 
     async listEvents(request) {

@@ -39,7 +39,7 @@ import { toRunDispatch } from "../engine/mailbox/records.js";
 import { PushQueue } from "../engine/push-queue.js";
 import type { WorkSignal } from "../engine/mailbox/work-signals.js";
 import { itemError } from "./errors.js";
-import { heartbeatStream } from "./streams.js";
+import { queueSource, type ServerStreams } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
 const SIGNAL_BUFFER = 10_000;
@@ -57,7 +57,7 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
 }
 
-export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxService> {
+export function mailboxService(engine: Engine, streams: ServerStreams): ServiceImpl<typeof MailboxService> {
   const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
 
@@ -191,41 +191,39 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async *watchDispatchSignals(request, context) {
+    watchDispatchSignals(request, context) {
       const threadId = optionalId("thread_id", request.threadId);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const queue = new PushQueue<WorkSignal>();
-      const stop = signals.listen((signal) => {
-        if (threadId !== undefined && signal.threadId !== threadId) return;
-        if (queue.size >= SIGNAL_BUFFER) queue.shift();
-        queue.push(signal);
-      });
-      try {
-        yield* heartbeatStream(queue, {
+      return streams.serve(context, () => {
+        const queue = new PushQueue<WorkSignal>();
+        const stop = signals.listen((signal) => {
+          if (threadId !== undefined && signal.threadId !== threadId) return;
+          if (queue.size >= SIGNAL_BUFFER) queue.shift();
+          queue.push(signal);
+        });
+        return queueSource(queue, {
           heartbeatMs,
           signal: context.signal,
           frame: (signal) => create(WatchDispatchSignalsResponseSchema, { frame: { case: "signal", value: create(DispatchSignalSchema, signal) } }),
           heartbeat: (beat) => create(WatchDispatchSignalsResponseSchema, { frame: { case: "heartbeat", value: beat } }),
+          close: stop,
         });
-      } finally {
-        stop();
-      }
+      });
     },
 
-    async *openLiveChannel(request, context) {
+    openLiveChannel(request, context) {
       const wanted = target("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const channel = await live.open(wanted);
-      try {
-        yield* heartbeatStream(channel.queue, {
+      return streams.serve(context, async () => {
+        const channel = await live.open(wanted);
+        return queueSource(channel.queue, {
           heartbeatMs,
           signal: context.signal,
           frame: (command) => create(OpenLiveChannelResponseSchema, { frame: { case: "command", value: command } }),
           heartbeat: (beat) => create(OpenLiveChannelResponseSchema, { frame: { case: "heartbeat", value: beat } }),
+          close: () => channel.close(),
         });
-      } finally {
-        await channel.close();
-      }
+      });
     },
 
     async ackLiveCommand(request) {

@@ -7,13 +7,14 @@
  * Labels are bounded: procedures are the contract's methods and codes are
  * gRPC's; no id ever becomes a label.
  */
-import type { Interceptor } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Engine } from "../engine/engine.js";
 import type { Logger } from "../log.js";
-import { observeCall } from "./interceptors.js";
 import { bearerTokenMatches } from "./auth.js";
+import type { CallObserver } from "./calls.js";
 import type { NodeHandlerFn } from "./listener.js";
+import { pathOf } from "./node-adapter.js";
+import type { ServerStreams } from "./streams.js";
 
 export const METRICS_PATH = "/metrics";
 
@@ -21,9 +22,8 @@ export class ServerMetrics {
   readonly registry = new Registry();
   private readonly calls: Counter<"procedure" | "code">;
   private readonly duration: Histogram<"procedure">;
-  private readonly streams: Gauge<"procedure">;
 
-  constructor(engine: Engine) {
+  constructor(engine: Engine, streams: ServerStreams) {
     collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
     this.calls = new Counter({ name: "mailroom_rpc_calls_total", help: "RPCs that ended, by procedure and status code.", labelNames: ["procedure", "code"], registers: [this.registry] });
     this.duration = new Histogram({
@@ -33,7 +33,15 @@ export class ServerMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
-    this.streams = new Gauge({ name: "mailroom_open_streams", help: "Server streams open now, by procedure.", labelNames: ["procedure"], registers: [this.registry] });
+    new Gauge({
+      name: "mailroom_open_streams",
+      help: "Server streams open now, by procedure: a stream counts until its handler has released what it holds.",
+      labelNames: ["procedure"],
+      registers: [this.registry],
+      collect() {
+        for (const [procedure, open] of streams.open) this.set({ procedure }, open);
+      },
+    });
     new Gauge({
       name: "mailroom_journal_position",
       help: "The journal position this instance has delivered to its subscribers (every event up to it).",
@@ -52,16 +60,13 @@ export class ServerMetrics {
     });
   }
 
-  /** Counts every call when it ends; times unary calls; tracks open streams. */
-  interceptor(): Interceptor {
-    return observeCall((call) => {
-      if (call.stream) this.streams.inc({ procedure: call.procedure });
-      return ({ code, seconds }) => {
+  /** Counts every call when it ends, with the code its client received; times unary calls. */
+  observer(): CallObserver {
+    return (call) =>
+      ({ code, seconds }) => {
         this.calls.inc({ procedure: call.procedure, code });
-        if (call.stream) this.streams.dec({ procedure: call.procedure });
-        else this.duration.observe({ procedure: call.procedure }, seconds);
+        if (!call.stream) this.duration.observe({ procedure: call.procedure }, seconds);
       };
-    });
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
@@ -99,10 +104,4 @@ export function withMetricsEndpoint(handler: NodeHandlerFn, metrics: ServerMetri
       },
     );
   };
-}
-
-/** The path of a request target, without its query (`/metrics?name[]=x` is still /metrics). */
-function pathOf(url: string | undefined): string | undefined {
-  const query = url?.indexOf("?") ?? -1;
-  return query < 0 ? url : url!.slice(0, query);
 }

@@ -11,6 +11,7 @@ import { type HealthMonitor, healthService } from "./health.js";
 import { eventService } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
 import { poolService } from "./pool-service.js";
+import type { ServerStreams } from "./streams.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
 export const mailroomServiceNames: readonly string[] = [MailboxService.typeName, PoolService.typeName, EventService.typeName];
@@ -18,13 +19,14 @@ export const mailroomServiceNames: readonly string[] = [MailboxService.typeName,
 export interface RouteDeps {
   health: HealthMonitor;
   engine: Engine;
+  streams: ServerStreams;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(Health, healthService(deps.health));
-    router.service(MailboxService, mailboxService(deps.engine));
-    router.service(PoolService, poolService(deps.engine));
-    router.service(EventService, eventService(deps.engine));
+    router.service(Health, healthService(deps.health, deps.streams));
+    router.service(MailboxService, mailboxService(deps.engine, deps.streams));
+    router.service(PoolService, poolService(deps.engine, deps.streams));
+    router.service(EventService, eventService(deps.engine, deps.streams));
   };
 }

@@ -2,7 +2,6 @@
  * The Mailroom server: the Connect handler (gRPC, gRPC-Web and Connect, each
  * limit set explicitly) on the one-port listener, and its graceful shutdown.
  */
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
@@ -11,10 +10,13 @@ import { Engine, type EngineOptions } from "../engine/engine.js";
 import { requestGate } from "./request-gate.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
-import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
+import { callLog } from "./calls.js";
+import { errorMappingInterceptor } from "./interceptors.js";
 import { listen, type ListenerOptions } from "./listener.js";
 import { ServerMetrics, withMetricsEndpoint } from "./metrics.js";
+import { nodeAdapter } from "./node-adapter.js";
 import { mailroomServiceNames, routes } from "./routes.js";
+import { ServerStreams } from "./streams.js";
 import { StartupError } from "./startup-error.js";
 
 export { StartupError };
@@ -60,9 +62,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const metrics = new ServerMetrics(engine);
-  const connectHandler = connectNodeAdapter({
-    routes: routes({ health, engine }),
+  const streams = new ServerStreams({ maxStreams: config.maxStreams, maxUnauthenticatedStreams: config.maxUnauthenticatedStreams }, logger);
+  const metrics = new ServerMetrics(engine, streams);
+  const connectHandler = nodeAdapter({
+    routes: routes({ health, engine, streams }),
     grpc: true,
     grpcWeb: true,
     connect: true,
@@ -70,8 +73,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
-    interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger)],
+    interceptors: [errorMappingInterceptor(logger)],
     requestGate: requestGate(config.authToken),
+    stallTimeoutMs: config.streamStallTimeoutMs,
+    observers: [callLog(logger), metrics.observer()],
+    logger,
   });
   const handler = withMetricsEndpoint(connectHandler, metrics, logger, config.authToken);
   await health.start();

@@ -1,32 +1,164 @@
 /**
- * How Mailroom's server streams behave: the first frame is a heartbeat (sent
- * once the stream is registered, so whatever happens after the client sees it
+ * How Mailroom's server streams are served.
+ *
+ * A handler describes its stream as a StreamSource (open it, pull the next
+ * message, close it) and ServerStreams serves it as the iterable Connect
+ * reads: one plain iterator, no generator layers, and per message nothing but
+ * the pull itself. Around every stream it
+ * - admits it or refuses it with RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) when the
+ *   server has `maxStreams` open, or `maxUnauthenticatedStreams` opened by
+ *   callers without the bearer token (Health.Watch needs none);
+ * - maps whatever the source throws to what a client may see (errors.ts);
+ * - closes the source exactly once, however the stream ended (it ran out,
+ *   failed, its client went away or took nothing for the stall timeout, the
+ *   server is shutting down), and only then counts it as closed: an open
+ *   stream in the metrics is a handler still holding its resources.
+ *
+ * The streams' shared behaviour: the first frame is a heartbeat (sent once
+ * the stream is registered, so whatever happens after the client sees it
  * reaches the client), then items as they come, with a heartbeat whenever the
- * stream was idle for its interval. When the call's signal aborts (client gone,
- * deadline, server shutting down) the stream ends with the signal's reason,
- * which for a shutdown is UNAVAILABLE with reason SHUTTING_DOWN.
+ * stream was idle for its interval. When the call's signal aborts (client
+ * gone, deadline, server shutting down) the stream ends with the signal's
+ * reason, which for a shutdown is UNAVAILABLE with reason SHUTTING_DOWN.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, type HandlerContext } from "@connectrpc/connect";
 import { type StreamHeartbeat, StreamHeartbeatSchema } from "../../gen/mailroom/v1/common_pb.js";
+import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import type { PushQueue } from "../engine/push-queue.js";
+import type { Logger } from "../log.js";
+import { AUTHENTICATED } from "./auth.js";
+import { errorWithDetail, toConnectError } from "./errors.js";
 
 export function heartbeat(): StreamHeartbeat {
   return create(StreamHeartbeatSchema, { sentAt: timestampNow() });
 }
 
-export async function* heartbeatStream<T, F>(
-  queue: PushQueue<T>,
-  options: { heartbeatMs: number; signal: AbortSignal; frame: (item: T) => F; heartbeat: (beat: StreamHeartbeat) => F },
-): AsyncGenerator<F> {
-  const { signal } = options;
-  yield options.heartbeat(heartbeat());
-  for (;;) {
-    if (signal.aborted) throw signal.reason;
-    const next = await queue.next(options.heartbeatMs, signal);
-    if ("value" in next) yield options.frame(next.value);
-    else if ("timeout" in next) yield options.heartbeat(heartbeat());
-    else if (signal.aborted) throw signal.reason;
-    else return;
+/** A server stream as a handler describes it. */
+export interface StreamSource<M> {
+  /** The next message; undefined ends the stream (OK). A rejection ends it with that error. */
+  next(): Promise<M | undefined>;
+  /** Releases what the stream holds; called exactly once, however the stream ended. */
+  close(): void | Promise<void>;
+}
+
+export interface StreamLimits {
+  /** Server streams open at once on this server. */
+  maxStreams: number;
+  /** Of those, streams opened by callers without the bearer token (with an auth token configured). */
+  maxUnauthenticatedStreams: number;
+}
+
+const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+
+export class ServerStreams {
+  private total = 0;
+  private unauthenticated = 0;
+  /** Streams open now by procedure (`package.Service/Method`); procedures whose streams all closed stay at 0. */
+  readonly open = new Map<string, number>();
+
+  constructor(
+    private readonly limits: StreamLimits,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Serves a stream; `open` runs on the first pull (its errors are the
+   * stream's, before any frame). Throws RESOURCE_EXHAUSTED when a limit is reached.
+   */
+  serve<M>(context: HandlerContext, open: () => Promise<StreamSource<M>> | StreamSource<M>): AsyncIterable<M> {
+    const procedure = `${context.service.typeName}/${context.method.name}`;
+    const anonymous = !context.values.get(AUTHENTICATED);
+    this.admit(anonymous);
+    this.total++;
+    if (anonymous) this.unauthenticated++;
+    this.open.set(procedure, (this.open.get(procedure) ?? 0) + 1);
+
+    let source: StreamSource<M> | undefined;
+    let closing: Promise<void> | undefined;
+    const finish = (): Promise<void> =>
+      (closing ??= (async () => {
+        try {
+          await source?.close();
+        } catch (error) {
+          this.logger.warn({ procedure, error: error instanceof Error ? error.message : String(error) }, "could not close a stream's resources");
+        } finally {
+          this.total--;
+          if (anonymous) this.unauthenticated--;
+          this.open.set(procedure, (this.open.get(procedure) ?? 1) - 1);
+        }
+      })());
+    const iterator: AsyncIterator<M, undefined> = {
+      next: async () => {
+        if (closing) return DONE;
+        try {
+          source ??= await open();
+          const message = await source.next();
+          if (message !== undefined) return { done: false, value: message };
+        } catch (error) {
+          await finish();
+          throw toConnectError(error, this.logger);
+        }
+        await finish();
+        return DONE;
+      },
+      return: async () => {
+        await finish();
+        return DONE;
+      },
+      throw: async (error: unknown) => {
+        await finish();
+        throw error;
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
   }
+
+  private admit(anonymous: boolean): void {
+    if (this.total >= this.limits.maxStreams) {
+      throw errorWithDetail(Code.ResourceExhausted, `the server has ${this.limits.maxStreams} streams open, its limit (--max-streams); retry later`, {
+        reason: ErrorReason.LIMIT_EXCEEDED,
+        metadata: { limit: String(this.limits.maxStreams) },
+      });
+    }
+    if (anonymous && this.unauthenticated >= this.limits.maxUnauthenticatedStreams) {
+      throw errorWithDetail(
+        Code.ResourceExhausted,
+        `the server has ${this.limits.maxUnauthenticatedStreams} streams open for callers without the bearer token, its limit (--max-unauthenticated-streams); send the token, or retry later`,
+        { reason: ErrorReason.LIMIT_EXCEEDED, metadata: { limit: String(this.limits.maxUnauthenticatedStreams) } },
+      );
+    }
+  }
+}
+
+/**
+ * A stream of a queue's items: a heartbeat first (the caller registered the
+ * queue's producer before), then each item as it comes, a heartbeat whenever
+ * the stream was idle for `heartbeatMs`; it ends when the queue closes, or
+ * with the signal's reason.
+ */
+export function queueSource<T, M>(
+  queue: PushQueue<T>,
+  options: { heartbeatMs: number; signal: AbortSignal; frame: (item: T) => M; heartbeat: (beat: StreamHeartbeat) => M; close: () => void | Promise<void> },
+): StreamSource<M> {
+  let first = true;
+  return {
+    async next() {
+      if (first) {
+        first = false;
+        return options.heartbeat(heartbeat());
+      }
+      const pulled = await queue.next(options.heartbeatMs, options.signal);
+      if ("value" in pulled) return options.frame(pulled.value);
+      if ("timeout" in pulled) return options.heartbeat(heartbeat());
+      if (options.signal.aborted) throw options.signal.reason;
+      return undefined;
+    },
+    close: () => {
+      const closing = options.close();
+      queue.close(); // after: the owner's close may look at the queue (LiveChannel does)
+      return closing;
+    },
+  };
 }

@@ -25,6 +25,11 @@ export interface ServerConfig {
   authToken: string | undefined;
   maxMessageBytes: number;
   maxDeadlineMs: number;
+  maxConnections: number;
+  idleTimeoutMs: number;
+  headerTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepaliveMs: number;
   maxConcurrentStreams: number;
   maxStreams: number;
   maxUnauthenticatedStreams: number;
@@ -184,10 +189,47 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     meaning: "Longest deadline (timeout) a client may ask for; a longer one gets INVALID_ARGUMENT.",
     parse: integer(1, MAX_UINT32),
   },
+  maxConnections: {
+    value: "<number>",
+    default: 1000,
+    meaning:
+      "Connections open at once. At the limit a new connection takes the place of the one idle the longest (nothing in flight), " +
+      "or is refused when none is idle. Keep it below the process's open-file limit (`ulimit -n`) less what the store needs.",
+    parse: integer(1, MAX_UINT32),
+  },
+  idleTimeoutMs: {
+    value: "<ms>",
+    default: 120_000,
+    defaultText: "120000 (2 min)",
+    meaning: "A connection with no call in flight for this long is closed (HTTP/2: GOAWAY; clients reconnect when they next call).",
+    parse: integer(1, MAX_UINT32),
+  },
+  headerTimeoutMs: {
+    value: "<ms>",
+    default: 10_000,
+    meaning:
+      "How long a new connection may take to send its first bytes (with TLS: to finish its handshake), " +
+      "and an HTTP/1.1 request its headers; the connection is closed past it.",
+    parse: integer(1, MAX_UINT32),
+  },
+  requestTimeoutMs: {
+    value: "<ms>",
+    default: 60_000,
+    meaning: "How long an HTTP/1.1 request may take to arrive whole, body included (408 past it).",
+    parse: integer(1, MAX_UINT32),
+  },
+  keepaliveMs: {
+    value: "<ms>",
+    default: 20_000,
+    meaning:
+      "HTTP/2 connections with calls in flight are pinged this often; one whose peer has not answered by the next ping is closed and its streams end. " +
+      "HTTP/1.1 connections get TCP keepalive at this interval.",
+    parse: integer(1000, MAX_UINT32),
+  },
   maxConcurrentStreams: {
     value: "<number>",
     default: 256,
-    meaning: "Concurrent calls (HTTP/2 streams) per connection.",
+    meaning: "Concurrent calls (HTTP/2 streams) per connection; the HTTP/2 settings announce it and more are refused (REFUSED_STREAM).",
     parse: integer(1, MAX_UINT32),
   },
   maxStreams: {
@@ -266,6 +308,9 @@ export function defaultServerConfig(): ServerConfig {
 
 /** Rules between settings, which no single flag's parser can check. */
 export function validateServerConfig(config: ServerConfig): ServerConfig {
+  if (config.headerTimeoutMs > config.requestTimeoutMs) {
+    throw new ConfigError(`--header-timeout-ms (${config.headerTimeoutMs}) must not exceed --request-timeout-ms (${config.requestTimeoutMs}): the headers are part of the request`);
+  }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     const [given, missing] = config.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
     throw new ConfigError(`${given} needs ${missing} too: give both (TLS) or neither (cleartext)`);

@@ -81,7 +81,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const handler = withMetricsEndpoint(connectHandler, metrics, logger, config.authToken);
   await health.start();
-  const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };
+  const listenerOptions: ListenerOptions = {
+    host: config.host,
+    port: config.port,
+    tls,
+    maxConcurrentStreams: config.maxConcurrentStreams,
+    limits: { maxConnections: config.maxConnections, idleTimeoutMs: config.idleTimeoutMs, keepaliveMs: config.keepaliveMs },
+    headerTimeoutMs: config.headerTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    logger,
+  };
   let listener;
   try {
     listener = await listen(handler, listenerOptions);

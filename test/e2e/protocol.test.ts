@@ -7,21 +7,11 @@ import { describe, expect, it } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { createMailroomClients } from "../../src/client/index.js";
 import { curlConnect } from "../support/http-tools.js";
-import { grpcFrame, rawGrpcCall } from "../support/raw-grpc.js";
-import { type ServerProcess, useServerProcess } from "../support/server-process.js";
+import { grpcFrame, rawGrpcCall, stillServing } from "../support/raw-grpc.js";
+import { useServerProcess } from "../support/server-process.js";
 
 const GRPC_INVALID_ARGUMENT = "3";
 const SMALL_LIMIT = 64;
-
-async function stillServing(server: ServerProcess): Promise<void> {
-  const clients = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
-  try {
-    expect((await clients.health.check({})).status).toBe(ServingStatus.SERVING);
-  } finally {
-    clients.close();
-  }
-  expect(server.logs.filter((line) => line.level === "error" || line.level === "fatal")).toEqual([]);
-}
 
 describe("a malformed request is INVALID_ARGUMENT and the server keeps answering", () => {
   const server = useServerProcess();

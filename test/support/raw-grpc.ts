@@ -4,6 +4,10 @@
  * misbehave (stop reading, vanish).
  */
 import http2 from "node:http2";
+import { expect } from "vitest";
+import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { createMailroomClients } from "../../src/client/index.js";
+import type { ServerProcess } from "./server-process.js";
 
 /** A length-prefixed gRPC message frame around `payload` (flags 1 = compressed). */
 export function grpcFrame(payload: Uint8Array, flags = 0): Buffer {
@@ -39,22 +43,13 @@ export function rawGrpcCall(baseUrl: string, path: string, body: Buffer, headers
   });
 }
 
-/**
- * A server stream opened on its own connection by a client that never reads
- * it: resolves once the response headers came (the server sent its first
- * frame). `session.destroy()` then leaves without a word.
- */
-export async function unreadStream(baseUrl: string, path: string, request: Uint8Array): Promise<http2.ClientHttp2Session> {
-  const session = http2.connect(baseUrl);
-  session.on("error", () => undefined);
-  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers" });
-  stream.on("error", () => undefined);
-  stream.end(grpcFrame(request));
-  // Paused, the stream's flow-control window is never reopened: the server's writes back up.
-  stream.pause();
-  await new Promise<void>((resolve, reject) => {
-    stream.once("response", () => resolve());
-    session.once("close", () => reject(new Error("the connection closed before the stream answered")));
-  });
-  return session;
+/** The server still answers a Health.Check over a new connection, and has logged no error. */
+export async function stillServing(server: ServerProcess): Promise<void> {
+  const clients = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
+  try {
+    expect((await clients.health.check({})).status).toBe(ServingStatus.SERVING);
+  } finally {
+    clients.close();
+  }
+  expect(server.logs.filter((line) => line.level === "error" || line.level === "fatal")).toEqual([]);
 }

@@ -49,6 +49,8 @@ export interface EventsOptions {
   maxLag: number;
   /** Each subscriber's queue capacity (SubscriberQueueConfig.capacity; 0 = the server's default, 1024). */
   queueCapacity: number;
+  /** Each subscriber's max_frames_per_message (0 = one frame a response, as before batching existed). */
+  framesPerMessage: number;
   /** Prefix of this run's run id, so runs against a shared server do not mix. */
   tag: string;
 }
@@ -64,6 +66,9 @@ export interface EventsReport {
   publishRpcMs: LatencySummary;
   /** EVENT frames received in the window by all subscribers together, and per second. */
   frames: number;
+  /** Responses (stream messages) those frames came in, and frames per response. */
+  messages: number;
+  framesPerMessage: number;
   framesPerSecond: number;
   /** framesPerSecond / subscribers: what one subscriber received per second. */
   framesPerSecondPerSubscriber: number;
@@ -119,7 +124,7 @@ export function startEventsLoad(options: EventsOptions): Load<EventsReport> {
   const errors = new ErrorCounts();
   const latency = new Samples();
   const publishRpc = new Samples();
-  const window = { published: 0, frames: 0, overflowNotices: 0, heartbeats: 0 };
+  const window = { published: 0, frames: 0, messages: 0, overflowNotices: 0, heartbeats: 0 };
   const measuring = new MeasuringWindow();
   let publishedTotal = 0;
   const received = new Array<number>(subscriberCount).fill(0);
@@ -151,28 +156,32 @@ export function startEventsLoad(options: EventsOptions): Load<EventsReport> {
           start: StartPosition.LATEST,
           queue: { capacity: options.queueCapacity },
           heartbeatInterval: HEARTBEAT,
+          maxFramesPerMessage: options.framesPerMessage,
         },
         { signal },
       );
-      for await (const { frame } of stream) {
-        if (!frame) continue;
-        if (frame.kind === EventFrameKind.CAUGHT_UP) {
-          if (++caughtUp === subscriberCount) markReady();
-          continue;
+      for await (const response of stream) {
+        const frames = response.frame ? [response.frame] : response.frames;
+        if (measuring.open && frames.some((f) => f.kind === EventFrameKind.EVENT)) window.messages++;
+        for (const frame of frames) {
+          if (frame.kind === EventFrameKind.CAUGHT_UP) {
+            if (++caughtUp === subscriberCount) markReady();
+            continue;
+          }
+          if (frame.kind !== EventFrameKind.EVENT) {
+            if (measuring.open) window.heartbeats++;
+            continue;
+          }
+          const now = wallMs();
+          received[index]!++;
+          // Only "max" publishers wait, and only on its one subscriber.
+          if (index === 0 && progressWaiters.length > 0) progressed();
+          if (!measuring.open) continue;
+          window.frames++;
+          if (frame.overflow) window.overflowNotices++;
+          const at = publishedAt(frame.event);
+          if (at !== undefined) latency.add(now - at);
         }
-        if (frame.kind !== EventFrameKind.EVENT) {
-          if (measuring.open) window.heartbeats++;
-          continue;
-        }
-        const now = wallMs();
-        received[index]!++;
-        // Only "max" publishers wait, and only on its one subscriber.
-        if (index === 0 && progressWaiters.length > 0) progressed();
-        if (!measuring.open) continue;
-        window.frames++;
-        if (frame.overflow) window.overflowNotices++;
-        const at = publishedAt(frame.event);
-        if (at !== undefined) latency.add(now - at);
       }
     } catch (error) {
       if (isAbort(error, signal)) return;
@@ -264,6 +273,8 @@ export function startEventsLoad(options: EventsOptions): Load<EventsReport> {
         publishPerSecond: perSecond(window.published, seconds),
         publishRpcMs: publishRpc.summary(),
         frames: window.frames,
+        messages: window.messages,
+        framesPerMessage: window.messages === 0 ? 0 : round(window.frames / window.messages, 2),
         framesPerSecond,
         framesPerSecondPerSubscriber: round(framesPerSecond / subscriberCount, 0),
         latencyMs: latency.summary(),

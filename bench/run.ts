@@ -19,6 +19,7 @@ import type { ClientProtocol } from "../src/client/index.js";
 import { type EchoReport, startEchoLoad } from "./echo-load.js";
 import { type EventsOptions, type EventsReport, startEventsLoad } from "./events-load.js";
 import { type Load, sleep } from "./load.js";
+import { round } from "./samples.js";
 import { type MailboxOptions, type MailboxReport, startMailboxLoad } from "./mailbox-load.js";
 import { UsageSampler, waitForQuiet } from "./proc-stats.js";
 import { printProfile, type ProfileSummary, summarizeProfile } from "./profile.js";
@@ -29,7 +30,7 @@ import { describeSlowSubscriber, runSlowSubscriber } from "./slow-subscriber.js"
 /** The mailbox options the command line sets as they are (see the options below). */
 type MailboxFlags = Pick<MailboxOptions, "producers" | "workers" | "threads" | "batch" | "claimLimit" | "ackMode" | "waitMs">;
 /** The events options the command line sets as they are. */
-type EventsFlags = Pick<EventsOptions, "subscribers" | "publishers" | "maxLag" | "queueCapacity">;
+type EventsFlags = Pick<EventsOptions, "subscribers" | "publishers" | "maxLag" | "queueCapacity" | "framesPerMessage">;
 
 interface CliOptions extends MailboxFlags, EventsFlags {
   scenario: "all" | "mailbox" | "events" | "echo" | "health" | "matrix" | "slow-subscriber" | "long-poll";
@@ -140,6 +141,7 @@ function eventsSpec(mode: EventsOptions["mode"], o: CliOptions): RunSpec {
       concurrency: o.publishConcurrency,
       maxLag: o.maxLag,
       queueCapacity: o.queueCapacity,
+      framesPerMessage: o.framesPerMessage,
     },
   };
 }
@@ -316,9 +318,17 @@ function describe(run: RunResult): string {
       return `${run.name}: ${r.publishPerSecond} published/s${offered}, ${r.framesPerSecond} frames/s received ` +
         `(${r.framesPerSecondPerSubscriber} per subscriber); publish -> receive p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms; ` +
         `Publish RPC p50 ${r.publishRpcMs.p50} p99 ${r.publishRpcMs.p99} ms; undelivered ${r.undelivered} after ${r.drainMs} ms drain, ` +
+        `${r.framesPerMessage} frames a message, server CPU ${cpuPerFrame(run)} us a frame; ` +
         `${r.overflowNotices} overflow notices; ${usage}${errorText(r.errors)}`;
     }
   }
+}
+
+/** Server CPU time per delivered EVENT frame, in microseconds: a count-based figure, stable on a shared machine. */
+function cpuPerFrame(run: RunResult & { kind: "events" }): number | string {
+  const cpu = run.server?.cpuPercent;
+  if (cpu === undefined || run.result.framesPerSecond === 0) return "?";
+  return round((cpu / 100) * 1e6 / run.result.framesPerSecond, 1);
 }
 
 function errorText(errors: Record<string, number>): string {
@@ -487,6 +497,7 @@ const program = new Command("bench")
   .option("--publish-concurrency <n>", "events: Publish calls in flight (max run and slow-subscriber: closed loops; fan-out run: the most in flight)", integer(1, 4096), 64)
   .option("--max-lag <n>", "events, max run: publishers pause while the subscriber is this many events behind", integer(1), 10_000)
   .option("--queue-capacity <n>", "events: each subscriber's queue capacity (0 = the server's default, 1024)", integer(0, 100_000), 0)
+  .option("--frames-per-message <n>", "events: each subscriber's max_frames_per_message (0 = one frame a response; above 1, batches when behind)", integer(0, 1000), 0)
   .option("--events <n>", "slow-subscriber: events published in each phase", integer(1, 10_000_000), 100_000)
   .option("--rounds <n>", "long-poll: claims to wake, one at a time", integer(1, 100_000), 200)
   .option("--terminal-every <n>", "slow-subscriber: every n-th event is terminal (RUN_COMPLETED), the rest progress (MODEL_STREAM_DELTA)", integer(1), 100)

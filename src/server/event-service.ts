@@ -2,16 +2,24 @@
  * EventService: each handler checks its request (domain), calls the engine
  * and translates the answer.
  */
+import { create } from "@bufbuild/protobuf";
+import { WireType } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
+import { type EventService, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/mailroom/v1/event_service_pb.js";
 import { parsePublish } from "../domain/events/publish.js";
-import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
+import { parseListEvents, parseSubscribe, type SubscribeCommand } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
-import { eventFrame, subscriptionFrame, wireFormatOf } from "./event-frames.js";
-import type { ServerStreams } from "./streams.js";
+import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
+import { eventFrame, frameField, jsonFrameBytes, subscriptionFrame, type WireFormat, wireFormatOf } from "./event-frames.js";
+import type { ServerStreams, StreamSource } from "./streams.js";
 
-export function eventService(engine: Engine, streams: ServerStreams): ServiceImpl<typeof EventService> {
+export interface EventServiceLimits {
+  /** The largest message the server writes (--max-message-bytes): batches stay well within it. */
+  maxMessageBytes: number;
+}
+
+export function eventService(engine: Engine, streams: ServerStreams, limits: EventServiceLimits): ServiceImpl<typeof EventService> {
   return {
     async publish(request) {
       return engine.events.publish(parsePublish(request.event, engine.clock.now()));
@@ -22,17 +30,7 @@ export function eventService(engine: Engine, streams: ServerStreams): ServiceImp
       const wire = wireFormatOf(context.requestHeader.get("content-type"));
       return streams.serve(context, async () => {
         const subscription = await engine.events.subscribe(command);
-        return {
-          async next() {
-            const frame = await subscription.next(command.heartbeatMs, context.signal);
-            if (!frame) {
-              if (context.signal.aborted) throw context.signal.reason;
-              return undefined;
-            }
-            return { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess, wire) };
-          },
-          close: () => subscription.close(),
-        };
+        return new SubscribeSource(subscription, command, context.signal, wire, batchBudget(limits.maxMessageBytes));
       });
     },
 
@@ -46,4 +44,74 @@ export function eventService(engine: Engine, streams: ServerStreams): ServiceImp
       };
     },
   };
+}
+
+/** Bytes of frames one batch may carry: half the message limit (room for framing and JSON), at most 1 MiB. */
+function batchBudget(maxMessageBytes: number): number {
+  return Math.min(1024 * 1024, Math.floor(maxMessageBytes / 2));
+}
+
+const FRAME_FIELD = SubscribeResponseSchema.field.frame.number;
+const FRAMES_FIELD = SubscribeResponseSchema.field.frames.number;
+
+/**
+ * A Subscribe stream's responses. A binary stream's frames travel
+ * pre-encoded (frameField: one encoding per event, scope and payload access,
+ * shared by every subscriber) as the response's field, written verbatim. With
+ * batching, a response takes what the subscription has ready, up to
+ * `max_frames_per_message` frames and the batch budget; frames beyond the
+ * budget go first in the next response.
+ */
+class SubscribeSource implements StreamSource<SubscribeResponse> {
+  private carried: SubscriptionFrame[] = [];
+  private readonly batched: boolean;
+
+  constructor(
+    private readonly subscription: Subscription,
+    private readonly command: SubscribeCommand,
+    private readonly signal: AbortSignal,
+    private readonly wire: WireFormat,
+    private readonly budget: number,
+  ) {
+    this.batched = command.maxFramesPerMessage > 1;
+  }
+
+  async next(): Promise<SubscribeResponse | undefined> {
+    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(this.command.maxFramesPerMessage, this.command.heartbeatMs, this.signal);
+    this.carried = [];
+    if (!frames) {
+      if (this.signal.aborted) throw this.signal.reason;
+      return undefined;
+    }
+    const { scope, filter } = this.command;
+    const response = create(SubscribeResponseSchema);
+    if (this.wire === "json") {
+      const fitting = this.fit(frames, jsonFrameBytes);
+      const made = fitting.map((frame) => subscriptionFrame(frame, scope, filter.payloadAccess, "json"));
+      if (this.batched) response.frames = made;
+      else response.frame = made[0];
+      return response;
+    }
+    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess));
+    const fitting = this.fit(frames, (_frame, i) => fields[i]!.byteLength);
+    response.$unknown = fitting.map((_frame, i) => ({ no: this.batched ? FRAMES_FIELD : FRAME_FIELD, wireType: WireType.LengthDelimited, data: fields[i]! }));
+    return response;
+  }
+
+  close(): void {
+    this.subscription.close();
+  }
+
+  /** The leading frames that fit the budget (always at least one); the rest are carried to the next response. */
+  private fit(frames: SubscriptionFrame[], size: (frame: SubscriptionFrame, i: number) => number): SubscriptionFrame[] {
+    let bytes = 0;
+    let count = 0;
+    while (count < frames.length) {
+      bytes += size(frames[count]!, count);
+      if (count > 0 && bytes > this.budget) break;
+      count++;
+    }
+    if (count < frames.length) this.carried = frames.slice(count);
+    return count < frames.length ? frames.slice(0, count) : frames;
+  }
 }

@@ -8,7 +8,7 @@ import { MailboxService } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
 import type { Engine } from "../engine/engine.js";
 import { type HealthMonitor, healthService } from "./health.js";
-import { eventService } from "./event-service.js";
+import { eventService, type EventServiceLimits } from "./event-service.js";
 import { mailboxService } from "./mailbox-service.js";
 import { poolService } from "./pool-service.js";
 import type { ServerStreams } from "./streams.js";
@@ -20,6 +20,7 @@ export interface RouteDeps {
   health: HealthMonitor;
   engine: Engine;
   streams: ServerStreams;
+  events: EventServiceLimits;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
@@ -27,6 +28,6 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
     router.service(Health, healthService(deps.health, deps.streams));
     router.service(MailboxService, mailboxService(deps.engine, deps.streams));
     router.service(PoolService, poolService(deps.engine, deps.streams));
-    router.service(EventService, eventService(deps.engine, deps.streams));
+    router.service(EventService, eventService(deps.engine, deps.streams, deps.events));
   };
 }

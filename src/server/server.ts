@@ -65,7 +65,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const streams = new ServerStreams({ maxStreams: config.maxStreams, maxUnauthenticatedStreams: config.maxUnauthenticatedStreams }, logger);
   const metrics = new ServerMetrics(engine, streams);
   const connectHandler = nodeAdapter({
-    routes: routes({ health, engine, streams }),
+    routes: routes({ health, engine, streams, events: { maxMessageBytes: config.maxMessageBytes } }),
     grpc: true,
     grpcWeb: true,
     connect: true,

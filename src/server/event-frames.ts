@@ -19,6 +19,7 @@ import { cursor, type Scope } from "../domain/events/scope.js";
 import type { OverflowNotice } from "../domain/events/subscriber-queue.js";
 import type { SubscriptionFrame } from "../engine/events/subscription.js";
 import { type EventDoc, eventOf } from "../engine/journal/records.js";
+import type { WireFormat } from "./streams.js";
 
 function notice(scope: Scope, given: OverflowNotice | undefined): EventOverflowNotice | undefined {
   if (!given) return undefined;
@@ -76,15 +77,6 @@ function scopeKey(scope: Scope): string {
     case "filter":
       return `filter:${scope.fingerprint}`;
   }
-}
-
-/** How a stream's frames are serialized: the protobuf binary format, or JSON. */
-export type WireFormat = "binary" | "json";
-
-/** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
-export function wireFormatOf(contentType: string | null): WireFormat {
-  // Connect matches content types case-insensitively (`application/connect+JSON` is a JSON call).
-  return contentType?.toLowerCase().includes("json") ? "json" : "binary";
 }
 
 /**

@@ -11,8 +11,8 @@ import { parseListEvents, parseSubscribe, type SubscribeCommand } from "../domai
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
 import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
-import { eventFrame, frameField, jsonFrameBytes, subscriptionFrame, type WireFormat, wireFormatOf } from "./event-frames.js";
-import type { ServerStreams, StreamSource } from "./streams.js";
+import { eventFrame, frameField, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
+import { type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
 
 export interface EventServiceLimits {
   /** The largest message the server writes (--max-message-bytes): batches stay well within it. */

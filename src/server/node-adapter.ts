@@ -21,13 +21,22 @@
  */
 import http from "node:http";
 import http2 from "node:http2";
-import { type ConnectRouter, type ConnectRouterOptions, createConnectRouter, createContextValues } from "@connectrpc/connect";
-import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest } from "@connectrpc/connect-node";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type ConnectRouterOptions,
+  type ContextValues,
+  createConnectRouter,
+  createContextValues,
+} from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
 import { TimerWheel, type WheelEntry } from "../engine/timer-wheel.js";
 import { CALL, type CallObserver, CallRecord } from "./calls.js";
 import type { NodeHandlerFn } from "./listener.js";
+import { DIRECT_WRITER, type DirectWriter } from "./streams.js";
 
 type NodeRequest = Parameters<NodeHandlerFn>[0];
 type NodeResponse = Parameters<NodeHandlerFn>[1];
@@ -56,15 +65,13 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
       response.end();
       return;
     }
-    const call = new CallRecord(
-      { procedure: `${handler.service.typeName}/${handler.method.name}`, stream: handler.method.methodKind !== "unary" },
-      options.observers,
-    );
+    const procedure = `${handler.service.typeName}/${handler.method.name}`;
+    const call = new CallRecord({ procedure, stream: handler.method.methodKind !== "unary" }, options.observers);
     const writer = new ResponseWriter(response, options.stallTimeoutMs, () => {
-      options.logger.info({ procedure: `${handler.service.typeName}/${handler.method.name}`, stall_timeout_ms: options.stallTimeoutMs }, "ended a stream whose client took no data for the stall timeout");
+      options.logger.info({ procedure, stall_timeout_ms: options.stallTimeoutMs }, "ended a stream whose client took no data for the stall timeout");
     });
-    const universal = universalRequestFromNodeRequest(request, response, undefined, createContextValues().set(CALL, call));
-    handler(universal)
+    const values = createContextValues().set(CALL, call).set(DIRECT_WRITER, writer.direct);
+    handler(universalRequest(request, writer, values))
       .then((answer) => respond(answer, writer))
       .catch((error: unknown) => {
         // Connect turns a handler's failures into responses; this is a failure of the plumbing itself.
@@ -73,6 +80,41 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
       })
       .finally(() => call.end(writer.finished, response.statusCode));
   };
+}
+
+/**
+ * Connect's view of a Node request. Its signal aborts when the client goes
+ * away before the response was written (with CANCELED), or on a request
+ * error; a response written to the end aborts nothing (connect-node aborts
+ * every call's request signal when its stream closes, with a DOMException,
+ * costly to make, that nobody reads).
+ */
+function universalRequest(request: NodeRequest, writer: ResponseWriter, contextValues: ContextValues): UniversalServerRequest {
+  const authority = "authority" in request ? request.authority : request.headers.host;
+  const encrypted = "encrypted" in request.socket && request.socket.encrypted === true;
+  const abort = new AbortController();
+  writer.onGone = (reason) => abort.abort(reason);
+  request.once("error", (error: Error) => abort.abort(new ConnectError(`the request failed: ${error.message}`, Code.Canceled)));
+  return {
+    httpVersion: request.httpVersion,
+    method: request.method ?? "",
+    url: new URL(request.url ?? "", `${encrypted ? "https" : "http"}://${authority ?? "localhost"}`).toString(),
+    header: webHeaders(request.headers),
+    // A Node request is an async iterable of Buffers, which are Uint8Arrays.
+    body: request,
+    signal: abort.signal,
+    contextValues,
+  };
+}
+
+function webHeaders(headers: NodeRequest["headers"]): Headers {
+  const out = new Headers();
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    if (Array.isArray(value)) for (const each of value) out.append(name, each);
+    else out.append(name, String(value));
+  }
+  return out;
 }
 
 /** Writes a Connect response to Node's response, telling the handler when the client is gone. */
@@ -103,15 +145,21 @@ async function respond(answer: UniversalServerResponse, writer: ResponseWriter):
 }
 
 /** The client went away (or took nothing for the stall timeout) before the response was written. */
-class ClientGone extends Error {
-  override readonly name = "ClientGone";
+class ClientGone extends ConnectError {
+  constructor(message: string) {
+    super(message, Code.Canceled);
+  }
 }
 
 class ResponseWriter {
   /** The whole response was handed to the transport. */
   finished = false;
+  /** Told once when the client goes away (or stalls) before the response was written. */
+  onGone: ((reason: ConnectError) => void) | undefined;
+  /** What streams write their messages with, past Connect's pipeline (streams.ts). */
+  readonly direct: DirectWriter;
   private closed = false;
-  private failure: Error | undefined;
+  private failure: ClientGone | undefined;
   private blocked: { resolve: () => void; reject: (error: Error) => void } | undefined;
   private readonly stall: WheelEntry;
   private readonly onDrain = () => this.unblock(undefined);
@@ -122,12 +170,20 @@ class ResponseWriter {
     private readonly onStall: () => void,
   ) {
     this.stall = stallWheel.entry(() => this.stalled());
+    const ready = () => this.response.headersSent && this.failure === undefined;
+    this.direct = {
+      get ready() {
+        return ready();
+      },
+      write: (chunk) => this.write(chunk),
+    };
     response.once("close", () => {
       this.closed = true;
-      this.fail(new ClientGone("the client went away"));
+      // The error is made only when someone is left to learn of it.
+      if (!this.finished) this.fail(new ClientGone("the client went away"));
     });
     // Errors on the response (HTTP/1.1 socket errors) end it like a close.
-    response.on("error", (error: Error) => this.fail(error));
+    response.on("error", (error: Error) => this.fail(new ClientGone(`the response failed: ${error.message}`)));
   }
 
   /** Whether the response can no longer be written (the client went away, or an error or a stall ended it). */
@@ -142,7 +198,7 @@ class ResponseWriter {
       this.response.writeHead(status, nodeHeaders(header));
     } catch (error) {
       // An HTTP/2 stream already destroyed, its `close` not yet emitted.
-      this.fail(error instanceof Error ? error : new ClientGone("the response can no longer be written"));
+      this.fail(new ClientGone(`the response can no longer be written: ${error instanceof Error ? error.message : String(error)}`));
       throw this.failure;
     }
   }
@@ -182,8 +238,11 @@ class ResponseWriter {
     }
   }
 
-  private fail(error: Error): void {
-    this.failure ??= error;
+  private fail(error: ClientGone): void {
+    if (this.failure === undefined) {
+      this.failure = error;
+      if (!this.finished) this.onGone?.(error);
+    }
     this.unblock(this.failure);
   }
 

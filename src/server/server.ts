@@ -62,7 +62,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const streams = new ServerStreams({ maxStreams: config.maxStreams, maxUnauthenticatedStreams: config.maxUnauthenticatedStreams }, logger);
+  const streams = new ServerStreams(
+    { maxStreams: config.maxStreams, maxUnauthenticatedStreams: config.maxUnauthenticatedStreams, maxMessageBytes: config.maxMessageBytes },
+    logger,
+  );
   const metrics = new ServerMetrics(engine, streams);
   const connectHandler = nodeAdapter({
     routes: routes({ health, engine, streams, events: { maxMessageBytes: config.maxMessageBytes } }),

@@ -3,8 +3,15 @@
  *
  * A handler describes its stream as a StreamSource (open it, pull the next
  * message, close it) and ServerStreams serves it as the iterable Connect
- * reads: one plain iterator, no generator layers, and per message nothing but
- * the pull itself. Around every stream it
+ * reads: one plain iterator, no generator layers. Connect's response pipeline
+ * (half a dozen async generators a message) carries the stream's first
+ * message, which commits the response headers, and its end (status,
+ * trailers); every message in between is encoded here and written straight
+ * to the response (DIRECT_WRITER, from the Node adapter), as a length-prefixed
+ * envelope, the same for gRPC, gRPC-Web and Connect, never compressed (each
+ * envelope says so; peers accept that whatever encoding was negotiated), in
+ * the call's wire format and within the message size limit. Around every
+ * stream it
  * - admits it or refuses it with RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) when the
  *   server has `maxStreams` open, or `maxUnauthenticatedStreams` opened by
  *   callers without the bearer token (Health.Watch needs none);
@@ -21,15 +28,35 @@
  * gone, deadline, server shutting down) the stream ends with the signal's
  * reason, which for a shutdown is UNAVAILABLE with reason SHUTTING_DOWN.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type DescMessage, type JsonWriteOptions, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { type StreamHeartbeat, StreamHeartbeatSchema } from "../../gen/mailroom/v1/common_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import type { PushQueue } from "../engine/push-queue.js";
 import type { Logger } from "../log.js";
 import { AUTHENTICATED } from "./auth.js";
 import { errorWithDetail, toConnectError } from "./errors.js";
+
+/** How a call's messages are serialized: the protobuf binary format, or JSON. */
+export type WireFormat = "binary" | "json";
+
+/** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
+export function wireFormatOf(contentType: string | null): WireFormat {
+  // Connect matches content types case-insensitively (`application/connect+JSON` is a JSON call).
+  return contentType?.toLowerCase().includes("json") ? "json" : "binary";
+}
+
+/** Writes bytes to a call's response once its headers are out (see ServerStreams). */
+export interface DirectWriter {
+  /** Whether the response headers went out, so the body may be written. */
+  readonly ready: boolean;
+  /** A promise only when the client must take data first; throws (rejects) with CANCELED once the client is gone. */
+  write(chunk: Uint8Array): Promise<void> | undefined;
+}
+
+/** The call's DirectWriter, in the context values of every call the Node adapter routes. */
+export const DIRECT_WRITER = createContextKey<DirectWriter | undefined>(undefined, { description: "mailroom direct writer" });
 
 export function heartbeat(): StreamHeartbeat {
   return create(StreamHeartbeatSchema, { sentAt: timestampNow() });
@@ -48,9 +75,22 @@ export interface StreamLimits {
   maxStreams: number;
   /** Of those, streams opened by callers without the bearer token (with an auth token configured). */
   maxUnauthenticatedStreams: number;
+  /** The largest message written (--max-message-bytes). */
+  maxMessageBytes: number;
+  /** JSON options of the router, so messages written directly read as Connect would write them. */
+  jsonOptions?: Partial<JsonWriteOptions>;
 }
 
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+const textEncoder = new TextEncoder();
+
+/** A message as gRPC, gRPC-Web and Connect frame it in a body: flags (0: uncompressed data), length (big-endian), bytes. */
+function envelope(bytes: Uint8Array): Uint8Array {
+  const framed = new Uint8Array(bytes.byteLength + 5);
+  new DataView(framed.buffer).setUint32(1, bytes.byteLength);
+  framed.set(bytes, 5);
+  return framed;
+}
 
 export class ServerStreams {
   private total = 0;
@@ -77,6 +117,8 @@ export class ServerStreams {
 
     let source: StreamSource<M> | undefined;
     let closing: Promise<void> | undefined;
+    /** Set once the first message went through Connect: the response is committed and later ones may be written directly. */
+    let direct: ((message: M) => Promise<void> | undefined) | undefined;
     const finish = (): Promise<void> =>
       (closing ??= (async () => {
         try {
@@ -94,8 +136,19 @@ export class ServerStreams {
         if (closing) return DONE;
         try {
           source ??= await open();
-          const message = await source.next();
-          if (message !== undefined) return { done: false, value: message };
+          if (direct) {
+            // Everything up to the end goes straight to the response; the end goes through Connect.
+            for (let message = await source.next(); message !== undefined; message = await source.next()) {
+              const pending = direct(message);
+              if (pending) await pending;
+            }
+          } else {
+            const message = await source.next();
+            if (message !== undefined) {
+              direct = this.directWriter<M>(context);
+              return { done: false, value: message };
+            }
+          }
         } catch (error) {
           await finish();
           throw toConnectError(error, this.logger);
@@ -113,6 +166,27 @@ export class ServerStreams {
       },
     };
     return { [Symbol.asyncIterator]: () => iterator };
+  }
+
+  /** Encodes a message of the call's output type, enveloped, and writes it past Connect's pipeline; undefined when the call has no direct writer. */
+  private directWriter<M>(context: HandlerContext): ((message: M) => Promise<void> | undefined) | undefined {
+    const writer = context.values.get(DIRECT_WRITER);
+    const contentType = context.requestHeader.get("content-type");
+    // gRPC-Web's text variant (base64) is not served; its envelopes would need encoding too.
+    if (writer === undefined || /grpc-web-text/i.test(contentType ?? "")) return undefined;
+    const schema: DescMessage = context.method.output;
+    const { maxMessageBytes, jsonOptions } = this.limits;
+    const serialize = wireFormatOf(contentType) === "json"
+      ? (message: M) => textEncoder.encode(toJsonString(schema, create(schema, message as MessageInitShape<DescMessage>), jsonOptions))
+      : (message: M) => toBinary(schema, create(schema, message as MessageInitShape<DescMessage>));
+    return (message) => {
+      if (!writer.ready) throw new ConnectError("a stream message came before the response was committed", Code.Internal);
+      const bytes = serialize(message);
+      if (bytes.byteLength > maxMessageBytes) {
+        throw new ConnectError(`message size ${bytes.byteLength} is larger than configured writeMaxBytes ${maxMessageBytes}`, Code.ResourceExhausted);
+      }
+      return writer.write(envelope(bytes));
+    };
   }
 
   private admit(anonymous: boolean): void {

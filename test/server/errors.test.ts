@@ -141,7 +141,7 @@ describe("a ConnectError passes through unchanged", () => {
 describe("errors thrown in the middle of a server stream are mapped too", () => {
   it("delivers the messages before the failure, then INTERNAL without the error's text, and logs it with a reference", async () => {
     const log = captureLog();
-    const streams = new ServerStreams({ maxStreams: 10, maxUnauthenticatedStreams: 10 }, log.logger);
+    const streams = new ServerStreams({ maxStreams: 10, maxUnauthenticatedStreams: 10, maxMessageBytes: 1024 }, log.logger);
     const impl: Partial<ServiceImpl<typeof EventService>> = {
       subscribe(_request, context) {
         let sent = false;

@@ -9,7 +9,8 @@ import { describe, expect, it } from "vitest";
 import { AgentEventSchema, EventFrameSchema, EventKind, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
 import { EventOverflowReason, SubscriberOverflowPolicy } from "../../src/domain/events/subscriber-queue.js";
 import { type EventDoc, pendingEvent } from "../../src/engine/journal/records.js";
-import { eventFrame, frameField, wireFormatOf } from "../../src/server/event-frames.js";
+import { eventFrame, frameField } from "../../src/server/event-frames.js";
+import { wireFormatOf } from "../../src/server/streams.js";
 
 function journaled(seq: number): EventDoc {
   const event = create(AgentEventSchema, {

@@ -12,7 +12,7 @@ import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
 import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
 import { eventFrame, frameField, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
-import { type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
+import { ENVELOPE_HEADER, type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
 
 export interface EventServiceLimits {
   /** The largest message the server writes (--max-message-bytes): batches stay well within it. */
@@ -65,6 +65,8 @@ const FRAMES_FIELD = SubscribeResponseSchema.field.frames.number;
 class SubscribeSource implements StreamSource<SubscribeResponse> {
   private carried: SubscriptionFrame[] = [];
   private readonly batched: boolean;
+  /** The response field frames travel in: `frames` when batched, else `frame` (both length-delimited; tags fit one byte). */
+  private readonly field: number;
 
   constructor(
     private readonly subscription: Subscription,
@@ -74,28 +76,56 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
     private readonly budget: number,
   ) {
     this.batched = command.maxFramesPerMessage > 1;
+    this.field = this.batched ? FRAMES_FIELD : FRAME_FIELD;
   }
 
   async next(): Promise<SubscribeResponse | undefined> {
-    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(this.command.maxFramesPerMessage, this.command.heartbeatMs, this.signal);
-    this.carried = [];
-    if (!frames) {
-      if (this.signal.aborted) throw this.signal.reason;
-      return undefined;
-    }
+    const frames = await this.nextFrames();
+    if (!frames) return undefined;
     const { scope, filter } = this.command;
     const response = create(SubscribeResponseSchema);
     if (this.wire === "json") {
-      const fitting = this.fit(frames, jsonFrameBytes);
-      const made = fitting.map((frame) => subscriptionFrame(frame, scope, filter.payloadAccess, "json"));
+      const made = this.fit(frames, jsonFrameBytes).map((frame) => subscriptionFrame(frame, scope, filter.payloadAccess, "json"));
       if (this.batched) response.frames = made;
       else response.frame = made[0];
       return response;
     }
-    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess));
-    const fitting = this.fit(frames, (_frame, i) => fields[i]!.byteLength);
-    response.$unknown = fitting.map((_frame, i) => ({ no: this.batched ? FRAMES_FIELD : FRAME_FIELD, wireType: WireType.LengthDelimited, data: fields[i]! }));
+    response.$unknown = this.fields(frames).map((data) => ({ no: this.field, wireType: WireType.LengthDelimited, data }));
     return response;
+  }
+
+  /** The next response of a binary stream, encoded and enveloped, without making a message: each frame's field is written after its tag. */
+  async nextEnveloped(): Promise<Uint8Array | undefined> {
+    const frames = await this.nextFrames();
+    if (!frames) return undefined;
+    const fields = this.fields(frames);
+    let length = 0;
+    for (const field of fields) length += 1 + field.byteLength;
+    const bytes = new Uint8Array(ENVELOPE_HEADER + length);
+    new DataView(bytes.buffer).setUint32(1, length);
+    let at = ENVELOPE_HEADER;
+    const tag = (this.field << 3) | WireType.LengthDelimited;
+    for (const field of fields) {
+      bytes[at++] = tag;
+      bytes.set(field, at);
+      at += field.byteLength;
+    }
+    return bytes;
+  }
+
+  /** Frames for the next response: those carried over, else what the subscription has; undefined once it ended. */
+  private async nextFrames(): Promise<SubscriptionFrame[] | undefined> {
+    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(this.command.maxFramesPerMessage, this.command.heartbeatMs, this.signal);
+    this.carried = [];
+    if (frames === undefined && this.signal.aborted) throw this.signal.reason;
+    return frames;
+  }
+
+  /** The encoded frame fields of a binary response: those that fit the budget. */
+  private fields(frames: SubscriptionFrame[]): Uint8Array[] {
+    const { scope, filter } = this.command;
+    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess));
+    return fields.slice(0, this.fit(frames, (_frame, i) => fields[i]!.byteLength).length);
   }
 
   close(): void {

@@ -68,6 +68,12 @@ export interface StreamSource<M> {
   next(): Promise<M | undefined>;
   /** Releases what the stream holds; called exactly once, however the stream ended. */
   close(): void | Promise<void>;
+  /**
+   * Optional, for a binary stream's messages after the first: the next
+   * message encoded and enveloped already (flags 0, length, protobuf bytes),
+   * for a source that can make those bytes cheaper than encoding a message.
+   */
+  nextEnveloped?(): Promise<Uint8Array | undefined>;
 }
 
 export interface StreamLimits {
@@ -84,11 +90,14 @@ export interface StreamLimits {
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 const textEncoder = new TextEncoder();
 
+/** Flags (1 byte) and length (4 bytes) before each message in a body. */
+export const ENVELOPE_HEADER = 5;
+
 /** A message as gRPC, gRPC-Web and Connect frame it in a body: flags (0: uncompressed data), length (big-endian), bytes. */
 function envelope(bytes: Uint8Array): Uint8Array {
-  const framed = new Uint8Array(bytes.byteLength + 5);
+  const framed = new Uint8Array(bytes.byteLength + ENVELOPE_HEADER);
   new DataView(framed.buffer).setUint32(1, bytes.byteLength);
-  framed.set(bytes, 5);
+  framed.set(bytes, ENVELOPE_HEADER);
   return framed;
 }
 
@@ -117,8 +126,13 @@ export class ServerStreams {
 
     let source: StreamSource<M> | undefined;
     let closing: Promise<void> | undefined;
-    /** Set once the first message went through Connect: the response is committed and later ones may be written directly. */
-    let direct: ((message: M) => Promise<void> | undefined) | undefined;
+    /**
+     * Once the first message went through Connect (the response is
+     * committed): what writes the rest straight to the response until the
+     * source ends, or null when this call cannot be written to directly.
+     */
+    let pump: ((source: StreamSource<M>) => Promise<void>) | null | undefined;
+    let sentFirst = false;
     const finish = (): Promise<void> =>
       (closing ??= (async () => {
         try {
@@ -136,16 +150,14 @@ export class ServerStreams {
         if (closing) return DONE;
         try {
           source ??= await open();
-          if (direct) {
+          if (sentFirst) pump ??= this.directPump<M>(context);
+          if (pump) {
             // Everything up to the end goes straight to the response; the end goes through Connect.
-            for (let message = await source.next(); message !== undefined; message = await source.next()) {
-              const pending = direct(message);
-              if (pending) await pending;
-            }
+            await pump(source);
           } else {
             const message = await source.next();
             if (message !== undefined) {
-              direct = this.directWriter<M>(context);
+              sentFirst = true;
               return { done: false, value: message };
             }
           }
@@ -168,24 +180,40 @@ export class ServerStreams {
     return { [Symbol.asyncIterator]: () => iterator };
   }
 
-  /** Encodes a message of the call's output type, enveloped, and writes it past Connect's pipeline; undefined when the call has no direct writer. */
-  private directWriter<M>(context: HandlerContext): ((message: M) => Promise<void> | undefined) | undefined {
+  /**
+   * Writes a source's messages to the response past Connect's pipeline, each
+   * enveloped in the call's wire format (or as the source envelopes it
+   * itself); null when the call has no direct writer or its response is not
+   * committed.
+   */
+  private directPump<M>(context: HandlerContext): ((source: StreamSource<M>) => Promise<void>) | null {
     const writer = context.values.get(DIRECT_WRITER);
     const contentType = context.requestHeader.get("content-type");
     // gRPC-Web's text variant (base64) is not served; its envelopes would need encoding too.
-    if (writer === undefined || /grpc-web-text/i.test(contentType ?? "")) return undefined;
+    if (writer === undefined || !writer.ready || /grpc-web-text/i.test(contentType ?? "")) return null;
     const schema: DescMessage = context.method.output;
     const { maxMessageBytes, jsonOptions } = this.limits;
-    const serialize = wireFormatOf(contentType) === "json"
-      ? (message: M) => textEncoder.encode(toJsonString(schema, create(schema, message as MessageInitShape<DescMessage>), jsonOptions))
-      : (message: M) => toBinary(schema, create(schema, message as MessageInitShape<DescMessage>));
-    return (message) => {
-      if (!writer.ready) throw new ConnectError("a stream message came before the response was committed", Code.Internal);
-      const bytes = serialize(message);
-      if (bytes.byteLength > maxMessageBytes) {
-        throw new ConnectError(`message size ${bytes.byteLength} is larger than configured writeMaxBytes ${maxMessageBytes}`, Code.ResourceExhausted);
+    const binary = wireFormatOf(contentType) === "binary";
+    const serialize = binary
+      ? (message: M) => toBinary(schema, create(schema, message as MessageInitShape<DescMessage>))
+      : (message: M) => textEncoder.encode(toJsonString(schema, create(schema, message as MessageInitShape<DescMessage>), jsonOptions));
+    return async (source) => {
+      const enveloped = binary ? source.nextEnveloped?.bind(source) : undefined;
+      for (;;) {
+        let bytes: Uint8Array | undefined;
+        if (enveloped) {
+          bytes = await enveloped();
+        } else {
+          const message = await source.next();
+          bytes = message === undefined ? undefined : envelope(serialize(message));
+        }
+        if (bytes === undefined) return;
+        if (bytes.byteLength - ENVELOPE_HEADER > maxMessageBytes) {
+          throw new ConnectError(`message size ${bytes.byteLength - ENVELOPE_HEADER} is larger than configured writeMaxBytes ${maxMessageBytes}`, Code.ResourceExhausted);
+        }
+        const pending = writer.write(bytes);
+        if (pending) await pending;
       }
-      return writer.write(envelope(bytes));
     };
   }
 

@@ -75,7 +75,7 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
       .then((answer) => respond(answer, writer))
       .catch((error: unknown) => {
         // Connect turns a handler's failures into responses; this is a failure of the plumbing itself.
-        options.logger.error({ error, procedure: `${handler.service.typeName}/${handler.method.name}` }, "could not serve a call");
+        options.logger.error({ error, procedure }, "could not serve a call");
         writer.abandon();
       })
       .finally(() => call.end(writer.finished, response.statusCode));

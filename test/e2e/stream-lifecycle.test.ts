@@ -14,6 +14,7 @@
  */
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import http2 from "node:http2";
+import net from "node:net";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { SubscribeRequestSchema } from "../../gen/mailroom/v1/event_service_pb.js";
@@ -187,5 +188,39 @@ describe("a server stream ends and releases what it holds once its client is gon
         expect((await clients.mailbox.deliverLive({ target: world.liveTarget, command: say("anyone?") })).outcome).toBe(LiveDeliveryOutcome.NO_SUBSCRIBER);
       }
     });
+  });
+});
+
+describe("over HTTP/1.1 (the Connect protocol), a stream whose client stopped reading and then closed its connection", () => {
+  const server = useServerProcess();
+
+  it("ends, counted as canceled", async () => {
+    const url = server().url;
+    const runId = uid("h1-run");
+    const before = await metrics(url);
+    const body = grpcFrame(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { scope: { case: "runId", value: runId } })));
+    const socket = net.connect(server().port, "127.0.0.1");
+    onTestFinished(() => {
+      socket.destroy();
+    });
+    socket.on("error", () => undefined);
+    socket.write(`POST /mailroom.v1.EventService/Subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${body.length}\r\n\r\n`);
+    socket.write(body);
+    // The response head means the stream is registered; from then on nothing is read.
+    await new Promise((resolve) => socket.once("data", resolve));
+    socket.pause();
+    const clients = createMailroomClients({ baseUrl: url, protocol: "grpc" });
+    onTestFinished(() => clients.close());
+    // Far more than the sockets' buffers hold, so the server's writes wait for the client.
+    const data = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 150; i++) await clients.events.publish({ event: { envelope: { kind: EventKind.MODEL_STREAM_DELTA, runId }, payload: { case: "full", value: { data } } } });
+    const procedure = "mailroom.v1.EventService/Subscribe";
+    expect(sample(await metrics(url), openStreams(procedure)) - sample(before, openStreams(procedure))).toBe(1);
+    socket.destroy();
+    const after = await until(async () => {
+      const text = await metrics(url);
+      return sample(text, openStreams(procedure)) === sample(before, openStreams(procedure)) && text;
+    }, "the stream to end", 20_000);
+    expect(sample(after, canceled(procedure)) - sample(before, canceled(procedure))).toBe(1);
   });
 });

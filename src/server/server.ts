@@ -62,6 +62,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
+  // Streams write their messages past the router (streams.ts): should the router get jsonOptions, give them to both.
   const streams = new ServerStreams(
     { maxStreams: config.maxStreams, maxUnauthenticatedStreams: config.maxUnauthenticatedStreams, maxMessageBytes: config.maxMessageBytes },
     logger,

@@ -21,12 +21,13 @@
  *   server is shutting down), and only then counts it as closed: an open
  *   stream in the metrics is a handler still holding its resources.
  *
- * The streams' shared behaviour: the first frame is a heartbeat (sent once
- * the stream is registered, so whatever happens after the client sees it
- * reaches the client), then items as they come, with a heartbeat whenever the
- * stream was idle for its interval. When the call's signal aborts (client
- * gone, deadline, server shutting down) the stream ends with the signal's
- * reason, which for a shutdown is UNAVAILABLE with reason SHUTTING_DOWN.
+ * The queue streams (queueSource: WatchDispatchSignals, OpenLiveChannel)
+ * send a heartbeat first (once the stream is registered, so whatever happens
+ * after the client sees it reaches the client), then items as they come,
+ * with a heartbeat whenever the stream was idle for its interval. When the
+ * call's signal aborts (client gone, deadline, server shutting down) a stream
+ * ends with the signal's reason, which for a shutdown is UNAVAILABLE with
+ * reason SHUTTING_DOWN.
  */
 import { create, type DescMessage, type JsonWriteOptions, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";

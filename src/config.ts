@@ -220,7 +220,7 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
   },
   keepaliveMs: {
     value: "<ms>",
-    default: 20_000,
+    default: 10_000,
     meaning:
       "HTTP/2 connections with calls in flight are pinged this often; one whose peer has not answered by the next ping is closed and its streams end. " +
       "HTTP/1.1 connections get TCP keepalive at this interval.",

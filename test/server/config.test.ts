@@ -74,7 +74,7 @@ describe("defaults", () => {
       idleTimeoutMs: 120_000,
       headerTimeoutMs: 10_000,
       requestTimeoutMs: 60_000,
-      keepaliveMs: 20_000,
+      keepaliveMs: 10_000,
       maxConcurrentStreams: 256,
       maxStreams: 10_000,
       maxUnauthenticatedStreams: 64,

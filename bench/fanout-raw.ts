@@ -34,13 +34,14 @@ const options = new Command("fanout-raw")
   .option("--frames-per-message <n>", "each subscriber's max_frames_per_message", integer, 0)
   .option("--duration <seconds>", "measured time", integer, 8)
   .option("--server-root <dir>", "start Mailroom from this checkout instead")
+  .option("--cpu-prof <dir>", "run the server with node --cpu-prof, writing its profile into dir")
   .option("--quiet <percent>", "first wait (up to 120 s) until the machine's busy CPU is at most this % of one core (0: do not wait)", integer, 40)
   .parse()
-  .opts<{ subscribers: number; eventRate: number; framesPerMessage: number; duration: number; serverRoot?: string; quiet: number }>();
+  .opts<{ subscribers: number; eventRate: number; framesPerMessage: number; duration: number; serverRoot?: string; quiet: number; cpuProf?: string }>();
 
 const beforeRun = options.quiet > 0 ? await waitForQuiet(options.quiet, 120_000) : undefined;
 
-const server = await spawnServer({ script: mailroomServer("memory", []), cwd: options.serverRoot });
+const server = await spawnServer({ script: mailroomServer("memory", []), cwd: options.serverRoot, cpuProfileDir: options.cpuProf });
 const runId = `raw-${process.pid}`;
 const window = { open: false, frames: 0, messages: 0, published: 0 };
 const latency = new Samples();

@@ -30,6 +30,8 @@ export interface EventsOptions extends FanoutOptions {
   publishers: number;
   /** Each subscriber's queue capacity (SubscriberQueueConfig.capacity; 0 = the server's default, 1024). */
   queueCapacity: number;
+  /** Each subscriber's max_frames_per_message (0 = one frame a response, as before batching existed). */
+  framesPerMessage: number;
   /** Prefix of this run's run id, so runs against a shared server do not mix. */
   tag: string;
 }
@@ -51,14 +53,18 @@ function mailroomTransport(options: EventsOptions): FanoutTransport {
       const { events, close } = connect(options.url, options.protocol);
       try {
         const stream = events.subscribe(
-          { scope: { case: "runId", value: runId }, start: StartPosition.LATEST, queue: { capacity: options.queueCapacity }, heartbeatInterval: HEARTBEAT },
+          { scope: { case: "runId", value: runId }, start: StartPosition.LATEST, queue: { capacity: options.queueCapacity }, heartbeatInterval: HEARTBEAT, maxFramesPerMessage: options.framesPerMessage },
           { signal },
         );
-        for await (const { frame } of stream) {
-          if (!frame) continue;
-          if (frame.kind === EventFrameKind.CAUGHT_UP) sink.ready();
-          else if (frame.kind === EventFrameKind.EVENT) sink.event(stampOf(payloadOf(frame.event)), frame.overflow !== undefined);
-          else sink.other();
+        for await (const response of stream) {
+          // One frame a response, or a batch of them (max_frames_per_message).
+          const frames = response.frame ? [response.frame] : response.frames;
+          if (frames.some((frame) => frame.kind === EventFrameKind.EVENT)) sink.message();
+          for (const frame of frames) {
+            if (frame.kind === EventFrameKind.CAUGHT_UP) sink.ready();
+            else if (frame.kind === EventFrameKind.EVENT) sink.event(stampOf(payloadOf(frame.event)), frame.overflow !== undefined);
+            else sink.other();
+          }
         }
       } finally {
         close();

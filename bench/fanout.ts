@@ -46,6 +46,9 @@ export interface EventsReport {
   /** Events received in the window by all subscribers together, and per second. */
   frames: number;
   framesPerSecond: number;
+  /** Stream messages that carried those events (a peer's: one an event), and events a message. */
+  messages: number;
+  framesPerMessage: number;
   /** framesPerSecond / subscribers: what one subscriber received per second. */
   framesPerSecondPerSubscriber: number;
   /** Publish call -> event off a subscriber's stream, every event of the window. */
@@ -72,6 +75,8 @@ export interface SubscriberSink {
   event(stamp: number | undefined, overflow?: boolean): void;
   /** A frame that is not an event (heartbeat, notice). */
   other(): void;
+  /** A stream message holding events arrived (before its events); transports of one event a message may skip it. */
+  message(): void;
 }
 
 export interface FanoutTransport {
@@ -97,7 +102,7 @@ export function startFanoutLoad(options: FanoutOptions, transport: FanoutTranspo
   const errors = new ErrorCounts();
   const latency = new Samples();
   const publishRpc = new Samples();
-  const window = { published: 0, frames: 0, overflowNotices: 0, heartbeats: 0 };
+  const window = { published: 0, frames: 0, messages: 0, messagesSeen: false, overflowNotices: 0, heartbeats: 0 };
   const measuring = new MeasuringWindow();
   let publishedTotal = 0;
   const received = new Array<number>(subscriberCount).fill(0);
@@ -140,6 +145,10 @@ export function startFanoutLoad(options: FanoutOptions, transport: FanoutTranspo
       },
       other: () => {
         if (measuring.open) window.heartbeats++;
+      },
+      message: () => {
+        window.messagesSeen = true;
+        if (measuring.open) window.messages++;
       },
     };
     try {
@@ -230,6 +239,8 @@ export function startFanoutLoad(options: FanoutOptions, transport: FanoutTranspo
         publishRpcMs: publishRpc.summary(),
         frames: window.frames,
         framesPerSecond,
+        messages: window.messagesSeen ? window.messages : window.frames,
+        framesPerMessage: window.messagesSeen && window.messages > 0 ? round(window.frames / window.messages, 2) : 1,
         framesPerSecondPerSubscriber: round(framesPerSecond / subscriberCount, 0),
         latencyMs: latency.summary(),
         overflowNotices: window.overflowNotices,

@@ -21,6 +21,7 @@ export interface SpecDefaults extends Pick<MailboxOptions, "protocol" | "produce
   publishConcurrency: number;
   maxLag: number;
   queueCapacity: number;
+  framesPerMessage: number;
   concurrency: number;
   repeat: number;
   backlog: number;
@@ -74,6 +75,7 @@ export function eventsSpec(mode: EventsOptions["mode"], o: SpecDefaults, system:
       concurrency: o.publishConcurrency,
       maxLag: o.maxLag,
       queueCapacity: o.queueCapacity,
+      framesPerMessage: o.framesPerMessage,
     },
   };
 }

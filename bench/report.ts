@@ -45,7 +45,7 @@ export function describeRun(run: RunResult | SkippedRun): string {
       const r = run.result;
       const offered = r.targetPerSecond === undefined ? "" : ` (offered ${r.targetPerSecond}/s)`;
       return `${run.name}: ${r.publishPerSecond} published/s${offered}, ${r.framesPerSecond} frames/s received ` +
-        `(${r.framesPerSecondPerSubscriber} per subscriber); publish -> receive p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms; ` +
+        `(${r.framesPerSecondPerSubscriber} per subscriber, ${r.framesPerMessage} a stream message); publish -> receive p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms; ` +
         `Publish RPC p50 ${r.publishRpcMs.p50} p99 ${r.publishRpcMs.p99} ms; undelivered ${r.undelivered} after ${r.drainMs} ms drain, ` +
         `${r.overflowNotices} overflow notices; ${usage}${costs}${errorText(r.errors)}`;
     }

@@ -31,7 +31,14 @@ export interface ServerConfig {
   maxUnauthenticatedStreams: number;
   maxMessageBytes: number;
   maxDeadlineMs: number;
+  maxConnections: number;
+  idleTimeoutMs: number;
+  headerTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepaliveMs: number;
   maxConcurrentStreams: number;
+  maxStreams: number;
+  streamStallTimeoutMs: number;
   shutdownGraceMs: number;
   logLevel: LogLevel;
   maxLeaseMs: number;
@@ -228,7 +235,9 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
   maxUnauthenticatedStreams: {
     value: "<number>",
     default: 16,
-    meaning: "With authentication on: server streams (Health.Watch) open at once, in all, by callers without valid credentials.",
+    meaning:
+      "With authentication on: server streams (Health.Watch, the only ones open to them) open at once, in all, by callers without valid credentials; " +
+      "one more gets RESOURCE_EXHAUSTED (STREAM_LIMIT).",
     parse: integer(0, MAX_UINT32),
   },
   maxMessageBytes: {
@@ -245,10 +254,62 @@ const settings: { [K in keyof ServerConfig]-?: Setting<ServerConfig[K]> } = {
     meaning: "Longest deadline (timeout) a client may ask for; a longer one gets INVALID_ARGUMENT.",
     parse: integer(1, MAX_UINT32),
   },
+  maxConnections: {
+    value: "<number>",
+    default: 1000,
+    meaning:
+      "Connections open at once. At the limit a new connection takes the place of the one idle the longest (nothing in flight), " +
+      "or is refused when none is idle. Keep it below the process's open-file limit (`ulimit -n`) less what the store needs.",
+    parse: integer(1, MAX_UINT32),
+  },
+  idleTimeoutMs: {
+    value: "<ms>",
+    default: 120_000,
+    defaultText: "120000 (2 min)",
+    meaning: "A connection with no call in flight for this long is closed (HTTP/2: GOAWAY; clients reconnect when they next call).",
+    parse: integer(1, MAX_UINT32),
+  },
+  headerTimeoutMs: {
+    value: "<ms>",
+    default: 10_000,
+    meaning:
+      "How long a new connection may take to send its first bytes (with TLS: to finish its handshake), " +
+      "and an HTTP/1.1 request its headers; the connection is closed past it.",
+    parse: integer(1, MAX_UINT32),
+  },
+  requestTimeoutMs: {
+    value: "<ms>",
+    default: 60_000,
+    meaning: "How long an HTTP/1.1 request may take to arrive whole, body included (408 past it).",
+    parse: integer(1, MAX_UINT32),
+  },
+  keepaliveMs: {
+    value: "<ms>",
+    default: 10_000,
+    meaning:
+      "HTTP/2 connections with calls in flight are pinged this often; one whose peer has not answered by the next ping is closed and its streams end. " +
+      "HTTP/1.1 connections get TCP keepalive at this interval.",
+    parse: integer(1000, MAX_UINT32),
+  },
   maxConcurrentStreams: {
     value: "<number>",
     default: 256,
-    meaning: "Concurrent calls (HTTP/2 streams) per connection.",
+    meaning: "Concurrent calls (HTTP/2 streams) per connection; the HTTP/2 settings announce it and more are refused (REFUSED_STREAM).",
+    parse: integer(1, MAX_UINT32),
+  },
+  maxStreams: {
+    value: "<number>",
+    default: 10_000,
+    meaning: "Server streams (Subscribe, the Watch and Receive calls, OpenLiveChannel, AwaitWake) open at once on this server; one more gets RESOURCE_EXHAUSTED (LIMIT_EXCEEDED).",
+    parse: integer(1, MAX_UINT32),
+  },
+  streamStallTimeoutMs: {
+    value: "<ms>",
+    default: 300_000,
+    defaultText: "300000 (5 min)",
+    meaning:
+      "A stream whose client takes no data for this long while the server waits to write (the client stopped reading) is ended: " +
+      "its HTTP/2 stream reset, an HTTP/1.1 connection closed.",
     parse: integer(1, MAX_UINT32),
   },
   shutdownGraceMs: {
@@ -316,6 +377,9 @@ export function validateServerConfig(config: ServerConfig): ServerConfig {
   if (config.journalHoleTimeoutMs !== undefined && config.journalHoleTimeoutMs <= config.storeTimeoutMs) {
     // Below the bound, a write that is merely slow has its position closed, again and again.
     throw new ConfigError(`--journal-hole-timeout-ms (${config.journalHoleTimeoutMs}) must be above --store-timeout-ms (${config.storeTimeoutMs})`);
+  }
+  if (config.headerTimeoutMs > config.requestTimeoutMs) {
+    throw new ConfigError(`--header-timeout-ms (${config.headerTimeoutMs}) must not exceed --request-timeout-ms (${config.requestTimeoutMs}): the headers are part of the request`);
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     const [given, missing] = config.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];

@@ -50,6 +50,14 @@ export function shuttingDownError(): ConnectError {
   });
 }
 
+/** The INTERNAL errors toConnectError made of unexpected throws (bugs), as opposed to protocol errors a client caused. */
+const serverFaults = new WeakSet<ConnectError>();
+
+/** Whether the error is an unexpected failure of the server (it was logged, with the reference its message names). */
+export function isServerFault(error: ConnectError): boolean {
+  return serverFaults.has(error);
+}
+
 /** Maps any thrown value to the ConnectError the client receives. */
 export function toConnectError(error: unknown, logger: Logger): ConnectError {
   if (error instanceof MailroomError) return errorWithDetail(codes[error.code], error.message, error.details);
@@ -73,5 +81,7 @@ export function toConnectError(error: unknown, logger: Logger): ConnectError {
   if (error instanceof Error && error.name === "AbortError") return new ConnectError("the call was cancelled", Code.Canceled);
   const reference = randomBytes(6).toString("hex");
   logger.error({ error, error_reference: reference }, "internal error");
-  return new ConnectError(`internal error (reference ${reference})`, Code.Internal);
+  const fault = new ConnectError(`internal error (reference ${reference})`, Code.Internal);
+  serverFaults.add(fault);
+  return fault;
 }

@@ -14,12 +14,12 @@ import {
   JournalCursorSchema,
   type PayloadAccessMode,
 } from "../../gen/mailroom/v1/event_pb.js";
-import type { WireFormat } from "../domain/answer-size.js";
 import { progressSummary, withPayloadAccess } from "../domain/events/payload.js";
 import { cursor, type Scope } from "../domain/events/scope.js";
 import type { OverflowNotice } from "../domain/events/subscriber-queue.js";
 import type { SubscriptionFrame } from "../engine/events/subscription.js";
 import { type EventDoc, eventOf } from "../engine/journal/records.js";
+import { type WireFormat, wireFormatOf } from "./streams.js";
 
 function notice(scope: Scope, given: OverflowNotice | undefined): EventOverflowNotice | undefined {
   if (!given) return undefined;
@@ -53,32 +53,30 @@ function recordedEvent(doc: EventDoc): AgentEvent {
   return event;
 }
 
-/**
- * The event of a frame, already encoded, by journal document and payload
- * access: a live event goes to every subscriber, and encoding it is most of
- * the cost of a frame, so binary streams encode it once (see eventFrame).
- */
-const encoded = new WeakMap<EventDoc, Map<PayloadAccessMode, Uint8Array>>();
-
 /** Field 3 (`event`) of EventFrame, tag excluded, as protobuf-es keeps an unknown field: length prefix and bytes. */
 function encodedEventField(doc: EventDoc, access: PayloadAccessMode): Uint8Array {
-  let byAccess = encoded.get(doc);
-  if (byAccess === undefined) encoded.set(doc, (byAccess = new Map()));
-  let field = byAccess.get(access);
-  if (field === undefined) {
-    field = new BinaryWriter().bytes(toBinary(AgentEventSchema, withPayloadAccess(recordedEvent(doc), access))).finish();
-    byAccess.set(access, field);
-  }
-  return field;
+  return new BinaryWriter().bytes(toBinary(AgentEventSchema, withPayloadAccess(recordedEvent(doc), access))).finish();
 }
 
-/** How a stream's frames are serialized: the protobuf binary format, or JSON. */
-export type { WireFormat };
+/**
+ * Whole EVENT frames, already encoded, by journal document and then by scope
+ * and payload access: a live event goes to every subscriber, and subscribers
+ * of one scope (a run's watchers, the `all` tails) get the very same frame,
+ * so encoding it is done once for all of them (see frameField).
+ */
+const encodedFrames = new WeakMap<EventDoc, Map<string, Uint8Array>>();
 
-/** The wire format a call's messages use, from its content type (`application/grpc`, `application/connect+json`, ...). */
-export function wireFormatOf(contentType: string | null): WireFormat {
-  // Connect matches content types case-insensitively (`application/connect+JSON` is a JSON call).
-  return contentType?.toLowerCase().includes("json") ? "json" : "binary";
+function scopeKey(scope: Scope): string {
+  switch (scope.kind) {
+    case "all":
+      return "all";
+    case "run":
+      return `run:${scope.runId}`;
+    case "agent":
+      return `agent:${scope.agentId}`;
+    case "filter":
+      return `filter:${scope.fingerprint}`;
+  }
 }
 
 /** The encoding of a call's answers, from its request headers. */
@@ -93,7 +91,7 @@ export function formatOf(context: { requestHeader: Headers }): WireFormat {
  * (an unknown field to protobuf-es, written verbatim): the bytes on the wire
  * are exactly those of a frame with `event` set, since protobuf readers accept
  * fields in any order. JSON streams cannot carry pre-encoded fields and get
- * the event itself.
+ * the event itself. (Subscriptions cache whole frames: frameField.)
  */
 export function eventFrame(doc: EventDoc, scope: Scope, access: PayloadAccessMode, overflow?: OverflowNotice, summarized?: number, wire: WireFormat = "json"): EventFrame {
   const frame = create(EventFrameSchema, {
@@ -109,6 +107,33 @@ export function eventFrame(doc: EventDoc, scope: Scope, access: PayloadAccessMod
 }
 
 const EVENT_FIELD = EventFrameSchema.field.event.number;
+
+/**
+ * A subscription frame as a response field carries it (tag excluded; length
+ * prefix and encoded EventFrame, as protobuf-es keeps an unknown field). A
+ * plain EVENT frame is encoded once per document, scope and payload access;
+ * frames with a notice or a summary, and CAUGHT_UP and heartbeats, each time.
+ */
+export function frameField(frame: SubscriptionFrame, scope: Scope, access: PayloadAccessMode): Uint8Array {
+  if (frame.kind !== "event" || frame.delivery.notice !== undefined || frame.delivery.summarized !== undefined) {
+    return new BinaryWriter().bytes(toBinary(EventFrameSchema, subscriptionFrame(frame, scope, access, "binary"))).finish();
+  }
+  const doc = frame.delivery.frame.item;
+  let byScope = encodedFrames.get(doc);
+  if (byScope === undefined) encodedFrames.set(doc, (byScope = new Map()));
+  const key = `${access}|${scopeKey(scope)}`;
+  let field = byScope.get(key);
+  if (field === undefined) {
+    field = new BinaryWriter().bytes(toBinary(EventFrameSchema, eventFrame(doc, scope, access, undefined, undefined, "binary"))).finish();
+    byScope.set(key, field);
+  }
+  return field;
+}
+
+/** How many bytes a frame may take in a JSON response, to size batches (JSON has no pre-encoded frames): base64 payloads and field names, generously. */
+export function jsonFrameBytes(frame: SubscriptionFrame): number {
+  return frame.kind === "event" ? 2 * frame.delivery.frame.item.event.byteLength + 512 : 512;
+}
 
 export function subscriptionFrame(frame: SubscriptionFrame, scope: Scope, access: PayloadAccessMode, wire: WireFormat = "json"): EventFrame {
   if (frame.kind === "event") {

@@ -2,17 +2,21 @@
  * EventService: each handler checks its request (domain), calls the engine
  * and translates the answer.
  */
+import { create } from "@bufbuild/protobuf";
+import { WireType } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
+import { type EventService, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/mailroom/v1/event_service_pb.js";
 import { parsePublishBatch } from "../domain/events/batch.js";
 import { parsePublish } from "../domain/events/publish.js";
-import { parseListEvents, parseSubscribe } from "../domain/events/requests.js";
+import { parseListEvents, parseSubscribe, type SubscribeCommand } from "../domain/events/requests.js";
 import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
+import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
 import { EventAnswers } from "./event-answers.js";
-import { eventFrame, formatOf, subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import { eventFrame, formatOf, frameField, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
+import { ENVELOPE_HEADER, type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
 
-export function eventService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof EventService> {
+export function eventService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof EventService> {
   const answers = new EventAnswers(maxMessageBytes);
   return {
     async publish(request) {
@@ -25,20 +29,13 @@ export function eventService(engine: Engine, maxMessageBytes: number): ServiceIm
       return engine.events.publishBatch(parsePublishBatch(request.events, engine.clock.now()));
     },
 
-    async *subscribe(request, context) {
+    subscribe(request, context) {
       const command = parseSubscribe(request);
-      const subscription = await engine.events.subscribe(command);
       const wire = wireFormatOf(context.requestHeader.get("content-type"));
-      try {
-        for (;;) {
-          const frame = await subscription.next(command.heartbeatMs, context.signal);
-          if (!frame) break;
-          yield { frame: subscriptionFrame(frame, command.scope, command.filter.payloadAccess, wire) };
-        }
-        if (context.signal.aborted) throw context.signal.reason;
-      } finally {
-        subscription.close();
-      }
+      return streams.serve(context, async () => {
+        const subscription = await engine.events.subscribe(command);
+        return new SubscribeSource(subscription, command, context.signal, wire, batchBudget(maxMessageBytes));
+      });
     },
 
     async listEvents(request, context) {
@@ -51,4 +48,104 @@ export function eventService(engine: Engine, maxMessageBytes: number): ServiceIm
       return { frames, nextCursor: cursor(command.scope, page.next), endOfRange: page.end };
     },
   };
+}
+
+/** Bytes of frames one batch may carry: half the message limit (room for framing and JSON), at most 1 MiB. */
+function batchBudget(maxMessageBytes: number): number {
+  return Math.min(1024 * 1024, Math.floor(maxMessageBytes / 2));
+}
+
+const FRAME_FIELD = SubscribeResponseSchema.field.frame.number;
+const FRAMES_FIELD = SubscribeResponseSchema.field.frames.number;
+
+/**
+ * A Subscribe stream's responses. A binary stream's frames travel
+ * pre-encoded (frameField: one encoding per event, scope and payload access,
+ * shared by every subscriber) as the response's field, written verbatim. With
+ * batching, a response takes what the subscription has ready, up to
+ * `max_frames_per_message` frames and the batch budget; frames beyond the
+ * budget go first in the next response.
+ */
+class SubscribeSource implements StreamSource<SubscribeResponse> {
+  private carried: SubscriptionFrame[] = [];
+  private readonly batched: boolean;
+  /** The response field frames travel in: `frames` when batched, else `frame` (both length-delimited; tags fit one byte). */
+  private readonly field: number;
+
+  constructor(
+    private readonly subscription: Subscription,
+    private readonly command: SubscribeCommand,
+    private readonly signal: AbortSignal,
+    private readonly wire: WireFormat,
+    private readonly budget: number,
+  ) {
+    this.batched = command.maxFramesPerMessage > 1;
+    this.field = this.batched ? FRAMES_FIELD : FRAME_FIELD;
+  }
+
+  async next(): Promise<SubscribeResponse | undefined> {
+    const frames = await this.nextFrames();
+    if (!frames) return undefined;
+    const { scope, filter } = this.command;
+    const response = create(SubscribeResponseSchema);
+    if (this.wire === "json") {
+      const made = this.fit(frames, jsonFrameBytes).map((frame) => subscriptionFrame(frame, scope, filter.payloadAccess, "json"));
+      if (this.batched) response.frames = made;
+      else response.frame = made[0];
+      return response;
+    }
+    response.$unknown = this.fields(frames).map((data) => ({ no: this.field, wireType: WireType.LengthDelimited, data }));
+    return response;
+  }
+
+  /** The next response of a binary stream, encoded and enveloped, without making a message: each frame's field is written after its tag. */
+  async nextEnveloped(): Promise<Uint8Array | undefined> {
+    const frames = await this.nextFrames();
+    if (!frames) return undefined;
+    const fields = this.fields(frames);
+    let length = 0;
+    for (const field of fields) length += 1 + field.byteLength;
+    const bytes = new Uint8Array(ENVELOPE_HEADER + length);
+    new DataView(bytes.buffer).setUint32(1, length);
+    let at = ENVELOPE_HEADER;
+    const tag = (this.field << 3) | WireType.LengthDelimited;
+    for (const field of fields) {
+      bytes[at++] = tag;
+      bytes.set(field, at);
+      at += field.byteLength;
+    }
+    return bytes;
+  }
+
+  /** Frames for the next response: those carried over, else what the subscription has; undefined once it ended. */
+  private async nextFrames(): Promise<SubscriptionFrame[] | undefined> {
+    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(this.command.maxFramesPerMessage, this.command.heartbeatMs, this.signal);
+    this.carried = [];
+    if (frames === undefined && this.signal.aborted) throw this.signal.reason;
+    return frames;
+  }
+
+  /** The encoded frame fields of a binary response: those that fit the budget. */
+  private fields(frames: SubscriptionFrame[]): Uint8Array[] {
+    const { scope, filter } = this.command;
+    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess));
+    return fields.slice(0, this.fit(frames, (_frame, i) => fields[i]!.byteLength).length);
+  }
+
+  close(): void {
+    this.subscription.close();
+  }
+
+  /** The leading frames that fit the budget (always at least one); the rest are carried to the next response. */
+  private fit(frames: SubscriptionFrame[], size: (frame: SubscriptionFrame, i: number) => number): SubscriptionFrame[] {
+    let bytes = 0;
+    let count = 0;
+    while (count < frames.length) {
+      bytes += size(frames[count]!, count);
+      if (count > 0 && bytes > this.budget) break;
+      count++;
+    }
+    if (count < frames.length) this.carried = frames.slice(count);
+    return count < frames.length ? frames.slice(0, count) : frames;
+  }
 }

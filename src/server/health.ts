@@ -8,6 +8,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/port.js";
+import type { ServerStreams } from "./streams.js";
 
 export { ServingStatus };
 
@@ -108,7 +109,7 @@ export class HealthMonitor {
   }
 }
 
-export function healthService(monitor: HealthMonitor): ServiceImpl<typeof Health> {
+export function healthService(monitor: HealthMonitor, streams: ServerStreams): ServiceImpl<typeof Health> {
   return {
     async check(request) {
       if (monitor.status(request.service) === undefined) {
@@ -118,19 +119,26 @@ export function healthService(monitor: HealthMonitor): ServiceImpl<typeof Health
       return { status: monitor.status(request.service) };
     },
 
-    async *watch(request, context) {
-      let sent: ServingStatus | undefined;
-      for (;;) {
-        const status = monitor.status(request.service) ?? ServingStatus.SERVICE_UNKNOWN;
-        if (status !== sent) {
-          yield { status };
-          sent = status;
-        }
-        // Checked after sending, so a shutdown's NOT_SERVING reaches the
-        // watcher before the stream ends with the shutdown's status.
-        if (context.signal.aborted) throw context.signal.reason;
-        await monitor.nextChange(context.signal);
-      }
+    watch(request, context) {
+      return streams.serve(context, () => {
+        let sent: ServingStatus | undefined;
+        return {
+          async next() {
+            for (;;) {
+              const status = monitor.status(request.service) ?? ServingStatus.SERVICE_UNKNOWN;
+              if (status !== sent) {
+                sent = status;
+                return { status };
+              }
+              // Checked after sending, so a shutdown's NOT_SERVING reaches the
+              // watcher before the stream ends with the shutdown's status.
+              if (context.signal.aborted) throw context.signal.reason;
+              await monitor.nextChange(context.signal);
+            }
+          },
+          close() {},
+        };
+      });
     },
   };
 }

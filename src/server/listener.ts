@@ -9,20 +9,23 @@
  * TLS: ALPN negotiates the protocol (`allowHTTP1`).
  *
  * The listener also counts requests in flight and keeps every connection, so
- * shutdown can wait for calls to finish and then close what is left.
+ * shutdown can wait for calls to finish and then close what is left, and
+ * applies the connection limits (connections.ts) and timeouts: a connection
+ * must name its protocol (and an HTTP/1.1 request its headers) within the
+ * header timeout and send a whole HTTP/1.1 request within the request timeout.
  */
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "../log.js";
+import { type ConnectionLimits, Connections } from "./connections.js";
 import { StartupError } from "./startup-error.js";
 
 /** What connectNodeAdapter returns: a request listener for http and http2 alike. */
 export type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-/** A connection that says nothing for this long is dropped before it is handed on. */
-const SNIFF_TIMEOUT_MS = 10_000;
 
 export interface ListenerOptions {
   host: string;
@@ -31,6 +34,12 @@ export interface ListenerOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
   maxConcurrentStreams: number;
+  limits: ConnectionLimits;
+  /** For a new connection to say which protocol it speaks (TLS: to finish its handshake); for each HTTP/1.1 request's headers. */
+  headerTimeoutMs: number;
+  /** For a whole HTTP/1.1 request, body included. */
+  requestTimeoutMs: number;
+  logger: Logger;
 }
 
 export interface Listener {
@@ -56,6 +65,7 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
   const http1 = new Map<net.Socket, number>();
   /** Cleartext connections whose first bytes have not arrived yet. */
   const sniffing = new Set<net.Socket>();
+  const connections = new Connections(options.limits, options.logger);
   let inFlight = 0;
   let shuttingDown = false;
   const idleWaiters: Array<() => void> = [];
@@ -67,6 +77,8 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
 
   const tracked: NodeHandlerFn = (request, response) => {
     inFlight++;
+    const connection = connections.of(request.socket);
+    if (connection) connections.begin(connection);
     const http1Response = response instanceof http.ServerResponse ? response : undefined;
     const socket = http1Response ? request.socket : undefined;
     if (http1Response && socket) {
@@ -76,6 +88,7 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
     }
     response.once("close", () => {
       inFlight--;
+      if (connection) connections.end(connection);
       if (socket && http1.has(socket)) {
         http1.set(socket, (http1.get(socket) ?? 1) - 1);
         if (shuttingDown) endIfIdle(socket);
@@ -88,26 +101,41 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams };
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
+    connections.attachSession(session);
     session.once("close", () => sessions.delete(session));
     if (shuttingDown) session.close();
   };
+  const http1Timeouts = { headersTimeout: options.headerTimeoutMs, requestTimeout: options.requestTimeoutMs };
 
   let front: net.Server;
+  let h1: http.Server | undefined;
+  /** Cleartext: reads a new connection's first bytes and hands it to the HTTP/2 or the HTTP/1.1 server. */
+  let handOver: ((socket: net.Socket) => void) | undefined;
   if (options.tls) {
-    const secure = createSecureServer({ ...options.tls, allowHTTP1: true, settings }, tracked);
+    const secure = createSecureServer({ ...options.tls, allowHTTP1: true, settings, handshakeTimeout: options.headerTimeoutMs }, tracked);
+    // Node checks HTTP/1.1 timeouts every connectionsCheckingInterval (30 s by default).
+    Object.assign(secure, http1Timeouts, { connectionsCheckingInterval: checkingInterval(options.headerTimeoutMs) });
     secure.on("session", trackSession);
+    secure.on("secureConnection", (socket: net.Socket) => connections.track(socket, { keepalive: true }));
     front = secure;
   } else {
     const h2c = http2.createServer({ settings }, tracked);
     h2c.on("session", trackSession);
-    const h1 = http.createServer(tracked);
-    front = net.createServer((socket) => {
+    h1 = http.createServer({ ...http1Timeouts, connectionsCheckingInterval: checkingInterval(options.headerTimeoutMs) }, tracked);
+    // Node starts checking HTTP/1.1 header and request timeouts when a server emits `listening`,
+    // which this one never does itself: it is handed sockets, it does not listen.
+    h1.emit("listening");
+    const http1Server = h1;
+    front = net.createServer();
+    handOver = (socket) => {
+      const connection = connections.track(socket, { sniffing: true });
       sniffing.add(socket);
-      sniff(socket, (isHttp2) => {
+      sniff(socket, options.headerTimeoutMs, (isHttp2) => {
         sniffing.delete(socket);
-        (isHttp2 ? h2c : h1).emit("connection", socket);
+        connections.handedOver(connection, !isHttp2);
+        (isHttp2 ? h2c : http1Server).emit("connection", socket);
       });
-    });
+    };
   }
   front.on("connection", (socket: net.Socket) => {
     sockets.add(socket);
@@ -117,10 +145,16 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
       http1.delete(socket);
       if (sockets.size === 0) closeWaiters.splice(0).forEach((wake) => wake());
     });
+    if (shuttingDown || !connections.admit(sockets.size)) return void socket.destroy();
+    handOver?.(socket);
   });
 
   await new Promise<void>((resolve, reject) => {
-    front.once("error", (error: NodeJS.ErrnoException) => reject(new StartupError(describeListenError(error, options))));
+    front.once("error", (error: NodeJS.ErrnoException) => {
+      connections.stop();
+      h1?.close();
+      reject(new StartupError(describeListenError(error, options)));
+    });
     front.listen({ host: options.host, port: options.port }, resolve);
   });
   const address = front.address();
@@ -141,10 +175,17 @@ export async function listen(handler: NodeHandlerFn, options: ListenerOptions): 
     drained: () => (inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve))),
     closed: () => (sockets.size === 0 ? Promise.resolve() : new Promise((resolve) => closeWaiters.push(resolve))),
     destroy() {
+      connections.stop();
+      h1?.close();
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
     },
   };
+}
+
+/** How often Node looks for HTTP/1.1 connections past their header or request timeout. */
+function checkingInterval(headerTimeoutMs: number): number {
+  return Math.max(10, Math.min(1000, Math.floor(headerTimeoutMs / 2)));
 }
 
 function createSecureServer(options: http2.SecureServerOptions, handler: NodeHandlerFn): http2.Http2SecureServer {
@@ -167,7 +208,7 @@ export function classifyFirstBytes(received: Buffer): "http2" | "http1" | "undec
 }
 
 /** Waits for enough bytes to tell an HTTP/2 preface from anything else. */
-function sniff(socket: net.Socket, handOver: (isHttp2: boolean) => void): void {
+function sniff(socket: net.Socket, timeoutMs: number, handOver: (isHttp2: boolean) => void): void {
   let received = Buffer.alloc(0);
   const drop = () => socket.destroy();
   const onReadable = () => {
@@ -186,7 +227,7 @@ function sniff(socket: net.Socket, handOver: (isHttp2: boolean) => void): void {
   };
   socket.on("readable", onReadable);
   socket.on("error", drop);
-  socket.setTimeout(SNIFF_TIMEOUT_MS);
+  socket.setTimeout(timeoutMs);
   socket.on("timeout", drop);
 }
 

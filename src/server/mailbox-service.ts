@@ -45,7 +45,7 @@ import type { WorkSignal } from "../engine/mailbox/work-signals.js";
 import { DispatchAnswers, type DispatchText } from "./dispatch-answers.js";
 import { itemError } from "./errors.js";
 import { formatOf } from "./event-frames.js";
-import { heartbeatStream } from "./streams.js";
+import { queueSource, type ServerStreams } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
 const SIGNAL_BUFFER = 10_000;
@@ -55,7 +55,7 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
   return create(EnqueueResultSchema, { dispatch: toRunDispatch(outcome.dispatch), deduplicated: outcome.deduplicated });
 }
 
-export function mailboxService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof MailboxService> {
+export function mailboxService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof MailboxService> {
   const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
   const answers = new DispatchAnswers(maxMessageBytes, limits);
@@ -216,41 +216,39 @@ export function mailboxService(engine: Engine, maxMessageBytes: number): Service
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async *watchDispatchSignals(request, context) {
+    watchDispatchSignals(request, context) {
       const threadId = optionalId("thread_id", request.threadId);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const queue = new PushQueue<WorkSignal>();
-      const stop = signals.listen((signal) => {
-        if (threadId !== undefined && signal.threadId !== threadId) return;
-        if (queue.size >= SIGNAL_BUFFER) queue.shift();
-        queue.push(signal);
-      });
-      try {
-        yield* heartbeatStream(queue, {
+      return streams.serve(context, () => {
+        const queue = new PushQueue<WorkSignal>();
+        const stop = signals.listen((signal) => {
+          if (threadId !== undefined && signal.threadId !== threadId) return;
+          if (queue.size >= SIGNAL_BUFFER) queue.shift();
+          queue.push(signal);
+        });
+        return queueSource(queue, {
           heartbeatMs,
           signal: context.signal,
           frame: (signal) => create(WatchDispatchSignalsResponseSchema, { frame: { case: "signal", value: create(DispatchSignalSchema, signal) } }),
           heartbeat: (beat) => create(WatchDispatchSignalsResponseSchema, { frame: { case: "heartbeat", value: beat } }),
+          close: stop,
         });
-      } finally {
-        stop();
-      }
+      });
     },
 
-    async *openLiveChannel(request, context) {
+    openLiveChannel(request, context) {
       const wanted = parseLiveTarget("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const channel = await live.open(wanted);
-      try {
-        yield* heartbeatStream(channel.queue, {
+      return streams.serve(context, async () => {
+        const channel = await live.open(wanted);
+        return queueSource(channel.queue, {
           heartbeatMs,
           signal: context.signal,
           frame: (command) => create(OpenLiveChannelResponseSchema, { frame: { case: "command", value: command } }),
           heartbeat: (beat) => create(OpenLiveChannelResponseSchema, { frame: { case: "heartbeat", value: beat } }),
+          close: () => channel.close(),
         });
-      } finally {
-        await channel.close();
-      }
+      });
     },
 
     async ackLiveCommand(request) {

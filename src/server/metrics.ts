@@ -9,15 +9,15 @@
  * JWTs can bring, share the label `_other`; callers without credentials are
  * `_none`); no id ever becomes a label.
  */
-import type { Interceptor } from "@connectrpc/connect";
 import type { Principal } from "../domain/auth/principal.js";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Engine } from "../engine/engine.js";
 import type { Logger } from "../log.js";
 import type { StoreOperationCounts } from "../store/counting.js";
-import { observeCall } from "./interceptors.js";
+import type { CallObserver } from "./calls.js";
 import type { NodeHandlerFn } from "./listener.js";
-import { principalKey } from "./principal.js";
+import { pathOf } from "./node-adapter.js";
+import type { ServerStreams } from "./streams.js";
 
 export const METRICS_PATH = "/metrics";
 
@@ -25,13 +25,13 @@ export class ServerMetrics {
   readonly registry = new Registry();
   private readonly calls: Counter<"procedure" | "code" | "namespace">;
   private readonly duration: Histogram<"procedure" | "namespace">;
-  private readonly streams: Gauge<"procedure" | "namespace">;
 
-  /** `namespaceLabel` maps a caller to a bounded label. */
+  /** `namespaceLabel` maps a caller to a bounded label (the same as ServerStreams counts open streams by). */
   constructor(
     engine: Engine,
     private readonly namespaceLabel: (principal: Principal | undefined) => string,
-    storeOperations?: StoreOperationCounts,
+    storeOperations: StoreOperationCounts | undefined,
+    streams: ServerStreams,
   ) {
     collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
     this.calls = new Counter({ name: "mailroom_rpc_calls_total", help: "RPCs that ended, by procedure, status code and namespace.", labelNames: ["procedure", "code", "namespace"], registers: [this.registry] });
@@ -42,7 +42,15 @@ export class ServerMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
-    this.streams = new Gauge({ name: "mailroom_open_streams", help: "Server streams open now, by procedure and namespace.", labelNames: ["procedure", "namespace"], registers: [this.registry] });
+    new Gauge({
+      name: "mailroom_open_streams",
+      help: "Server streams open now, by procedure and namespace: a stream counts until its handler has released what it holds.",
+      labelNames: ["procedure", "namespace"],
+      registers: [this.registry],
+      collect() {
+        for (const { procedure, namespace, open } of streams.open.values()) this.set({ procedure, namespace }, open);
+      },
+    });
     new Gauge({
       name: "mailroom_journal_position",
       help: "The journal position this instance has delivered to its subscribers (every event up to it).",
@@ -62,21 +70,14 @@ export class ServerMetrics {
     if (storeOperations) registerStoreOperations(this.registry, storeOperations);
   }
 
-  /** Counts every call when it ends; times unary calls; tracks open streams. */
-  interceptor(): Interceptor {
-    return (next) => (request) => {
-      const namespace = this.namespaceLabel(request.contextValues.get(principalKey));
-      const observed = observeCall((call) => {
-        const labels = { procedure: call.procedure, namespace };
-        if (call.stream) this.streams.inc(labels);
-        return ({ code, seconds }) => {
-          this.calls.inc({ procedure: call.procedure, code, namespace });
-          if (call.stream) this.streams.dec(labels);
-          else this.duration.observe(labels, seconds);
-        };
-      });
-      return observed(next)(request);
-    };
+  /** Counts every call when it ends, with the code its client received; times unary calls. */
+  observer(): CallObserver {
+    return (call) =>
+      ({ code, seconds, principal }) => {
+        const namespace = this.namespaceLabel(principal);
+        this.calls.inc({ procedure: call.procedure, code, namespace });
+        if (!call.stream) this.duration.observe({ procedure: call.procedure, namespace }, seconds);
+      };
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
@@ -139,10 +140,4 @@ function serveMetrics(metrics: ServerMetrics, response: Parameters<NodeHandlerFn
       response.end();
     },
   );
-}
-
-/** The path of a request target, without its query (`/metrics?name[]=x` is still /metrics). */
-function pathOf(url: string | undefined): string | undefined {
-  const query = url?.indexOf("?") ?? -1;
-  return query < 0 ? url : url!.slice(0, query);
 }

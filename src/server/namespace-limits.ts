@@ -62,8 +62,10 @@ export class NamespaceLimiter {
     const limit = namespace === undefined ? this.maxUnauthenticatedStreams : max;
     const open = namespace === undefined ? this.anonymousStreams : (this.streams.get(namespace) ?? 0);
     if (limit !== undefined && open >= limit) {
-      const who = namespace === undefined ? "callers without credentials" : `namespace ${JSON.stringify(namespace)}`;
-      throw errorWithDetail(Code.ResourceExhausted, `${who} already hold ${open} open streams on this server, the limit; close one first`, {
+      const message = namespace === undefined
+        ? `callers without credentials already hold ${open} open streams on this server, the limit (--max-unauthenticated-streams); send credentials, or close one first`
+        : `namespace ${JSON.stringify(namespace)} already holds ${open} open streams on this server, its limit (max_open_streams); close one first`;
+      throw errorWithDetail(Code.ResourceExhausted, message, {
         reason: ErrorReason.STREAM_LIMIT,
         metadata: { namespace: namespace ?? "", limit: String(limit) },
       });

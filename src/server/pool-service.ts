@@ -3,10 +3,17 @@
  * and translates the answer. The two record streams (a run's inbox and
  * WatchPool) read the pool's kept history.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { type AgentPoolMember, type AgentPoolRecord, type StoredMessage, type WakeRegistration, WakeRegistrationStatus } from "../../gen/mailroom/v1/pool_pb.js";
-import { InboxMessageSchema, type PoolService } from "../../gen/mailroom/v1/pool_service_pb.js";
+import {
+  type AwaitWakeResponseSchema,
+  InboxMessageSchema,
+  type PoolService,
+  type ReceiveMessagesResponseSchema,
+  type SubscribePoolResponseSchema,
+  type WatchPoolResponseSchema,
+} from "../../gen/mailroom/v1/pool_service_pb.js";
 import { type OutgoingMessage, parseMessage } from "../domain/pool/messages.js";
 import { parsePoolList } from "../domain/pool/pages.js";
 import { parseConfig, parseMember } from "../domain/pool/pool.js";
@@ -20,9 +27,9 @@ import { memberToDoc, memberToProto, poolRecordOf } from "../engine/pool/records
 import { PushQueue } from "../engine/push-queue.js";
 import { formatOf, subscriptionFrame } from "./event-frames.js";
 import { PoolAnswers } from "./pool-answers.js";
-import { heartbeat } from "./streams.js";
+import { heartbeat, type ServerStreams, type StreamSource } from "./streams.js";
 
-export function poolService(engine: Engine, maxMessageBytes: number): ServiceImpl<typeof PoolService> {
+export function poolService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof PoolService> {
   const answers = new PoolAnswers(maxMessageBytes);
 
   /** The pool's members, as ListMembers answers them (NOT_FOUND for an unknown pool). */
@@ -83,24 +90,19 @@ export function poolService(engine: Engine, maxMessageBytes: number): ServiceImp
       return { receipt: await engine.messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
     },
 
-    async *receiveMessages(request, context) {
+    receiveMessages(request, context) {
       const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
       const runId = requireId("run_id", request.runId);
-      // NOT_FOUND and a refused cursor come before the first frame.
-      const stream = await engine.pools.records(command.poolId, { ...command, recipient: runId });
-      try {
-        yield { frame: { case: "heartbeat", value: heartbeat() } };
-        for await (const frame of poolRecords(stream, command, context)) {
-          if (frame.case === "heartbeat") {
-            yield { frame };
-          } else if (frame.value.record.case === "message") {
-            const stored: StoredMessage = frame.value.record.value;
-            yield { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt, sequence: frame.value.sequence }) } };
-          }
-        }
-      } finally {
-        stream.close(); // also when the client leaves at the first frame
-      }
+      return streams.serve(context, async () => {
+        // NOT_FOUND and a refused cursor come before the first frame.
+        const stream = await engine.pools.records(command.poolId, { ...command, recipient: runId });
+        return poolRecords(stream, command, context, { frame: { case: "heartbeat", value: heartbeat() } }, (frame): ReceiveMessagesFrame | undefined => {
+          if (frame.case === "heartbeat") return { frame };
+          if (frame.value.record.case !== "message") return undefined;
+          const stored: StoredMessage = frame.value.record.value;
+          return { frame: { case: "message", value: create(InboxMessageSchema, { cursor: frame.value.cursor, message: stored.message, receipt: stored.receipt, sequence: frame.value.sequence }) } };
+        });
+      });
     },
 
     async suspendUntil(request) {
@@ -118,29 +120,50 @@ export function poolService(engine: Engine, maxMessageBytes: number): ServiceImp
       return { registration: await engine.wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
     },
 
-    async *awaitWake(request, context) {
+    awaitWake(request, context) {
       const poolId = parsePoolId(request.poolId);
       const conditionId = requireId("condition_id", request.conditionId);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const settled = new PushQueue<WakeRegistration>(1);
-      // Listen before reading, so a change between the two is not missed.
-      const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
-        engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
-      });
-      try {
-        const current = await engine.wakes.poll(poolId, conditionId);
-        yield { frame: { case: "registration", value: current } };
-        if (current.status !== WakeRegistrationStatus.REGISTERED) return;
-        for (;;) {
-          const next = await settled.next(heartbeatMs, context.signal);
-          if ("value" in next) return yield { frame: { case: "registration", value: next.value } };
-          if ("timeout" in next) yield { frame: { case: "heartbeat", value: heartbeat() } };
-          else if (context.signal.aborted) throw context.signal.reason;
-          else return;
+      return streams.serve(context, async (): Promise<StreamSource<AwaitWakeFrame>> => {
+        const settled = new PushQueue<WakeRegistration>(1);
+        // Listen before reading, so a change between the two is not missed.
+        const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
+          engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
+        });
+        const close = () => {
+          stopListening();
+          settled.close();
+        };
+        let first: WakeRegistration;
+        try {
+          first = await engine.wakes.poll(poolId, conditionId);
+        } catch (error) {
+          close();
+          throw error;
         }
-      } finally {
-        stopListening();
-      }
+        // The registration first; then, while it is REGISTERED, heartbeats until it settles.
+        let pending: WakeRegistration | undefined = first;
+        let waiting = first.status === WakeRegistrationStatus.REGISTERED;
+        return {
+          async next() {
+            if (pending) {
+              const registration = pending;
+              pending = undefined;
+              return { frame: { case: "registration", value: registration } };
+            }
+            if (!waiting) return undefined;
+            const next = await settled.next(heartbeatMs, context.signal);
+            if ("value" in next) {
+              waiting = false;
+              return { frame: { case: "registration", value: next.value } };
+            }
+            if ("timeout" in next) return { frame: { case: "heartbeat", value: heartbeat() } };
+            if (context.signal.aborted) throw context.signal.reason;
+            return undefined;
+          },
+          close,
+        };
+      });
     },
 
     async deletePool(request) {
@@ -156,46 +179,71 @@ export function poolService(engine: Engine, maxMessageBytes: number): ServiceImp
       return engine.wakes.list(parsePoolList(parsePoolId(request.poolId), request));
     },
 
-    async *subscribePool(request, context) {
+    subscribePool(request, context) {
       const command = parseSubscribePool(request);
-      // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
-      const subscription = await engine.poolSubscriptions.open(command);
       const wire = formatOf(context);
-      try {
-        for (;;) {
-          const frame = await subscription.next(command.heartbeatMs, context.signal);
-          if (!frame) break;
-          yield { frame: subscriptionFrame(frame, command.scope, subscription.payloadAccess, wire) };
-        }
-        if (context.signal.aborted) throw context.signal.reason;
-      } finally {
-        subscription.close();
-      }
+      return streams.serve(context, async (): Promise<StreamSource<SubscribePoolFrame>> => {
+        // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
+        const subscription = await engine.poolSubscriptions.open(command);
+        return {
+          async next() {
+            const frame = await subscription.next(command.heartbeatMs, context.signal);
+            if (frame) return { frame: subscriptionFrame(frame, command.scope, subscription.payloadAccess, wire) };
+            if (context.signal.aborted) throw context.signal.reason;
+            return undefined;
+          },
+          close: () => subscription.close(),
+        };
+      });
     },
 
-    async *watchPool(request, context) {
+    watchPool(request, context) {
       const command = parsePoolStream(request);
-      const stream = await engine.pools.records(command.poolId, command);
-      for await (const frame of poolRecords(stream, command, context)) {
-        yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
-      }
+      return streams.serve(context, async () => {
+        const stream = await engine.pools.records(command.poolId, command);
+        return poolRecords(stream, command, context, undefined, (frame): WatchPoolFrame => ({ frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } }));
+      });
     },
   };
 }
 
+type ReceiveMessagesFrame = MessageInitShape<typeof ReceiveMessagesResponseSchema>;
+type AwaitWakeFrame = MessageInitShape<typeof AwaitWakeResponseSchema>;
+type WatchPoolFrame = MessageInitShape<typeof WatchPoolResponseSchema>;
+type SubscribePoolFrame = MessageInitShape<typeof SubscribePoolResponseSchema>;
+
 type PoolFrame = { case: "record"; value: AgentPoolRecord } | { case: "heartbeat"; value: ReturnType<typeof heartbeat> };
 
-/** A pool's kept records after the cursor, then live; a heartbeat when caught up and when idle. Closes the stream when it ends. */
-async function* poolRecords(stream: PoolRecordStream, command: PoolStreamCommand, context: HandlerContext): AsyncGenerator<PoolFrame> {
-  try {
-    for (;;) {
-      const frame = await stream.next(command.heartbeatMs, context.signal);
-      if (!frame) break;
-      if (frame.kind === "record") yield { case: "record", value: poolRecordOf(frame.record) };
-      else yield { case: "heartbeat", value: heartbeat() };
-    }
-    if (context.signal.aborted) throw context.signal.reason;
-  } finally {
-    stream.close();
-  }
+/**
+ * A pool's kept records after the cursor, then live, each as `message` makes
+ * it (undefined skips it); a heartbeat when caught up and when idle; `first`
+ * before anything. Closes the record stream when the stream ends.
+ */
+function poolRecords<M>(
+  stream: PoolRecordStream,
+  command: PoolStreamCommand,
+  context: HandlerContext,
+  first: M | undefined,
+  message: (frame: PoolFrame) => M | undefined,
+): StreamSource<M> {
+  let pending = first;
+  return {
+    async next() {
+      if (pending !== undefined) {
+        const frame = pending;
+        pending = undefined;
+        return frame;
+      }
+      for (;;) {
+        const frame = await stream.next(command.heartbeatMs, context.signal);
+        if (!frame) {
+          if (context.signal.aborted) throw context.signal.reason;
+          return undefined;
+        }
+        const made = message(frame.kind === "record" ? { case: "record", value: poolRecordOf(frame.record) } : { case: "heartbeat", value: heartbeat() });
+        if (made !== undefined) return made;
+      }
+    },
+    close: () => stream.close(),
+  };
 }

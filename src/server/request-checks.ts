@@ -16,9 +16,10 @@ function checked(input: DescMessage, handler: Unary): Unary;
 function checked(input: DescMessage, handler: ServerStreaming, streaming: true): ServerStreaming;
 function checked(input: DescMessage, handler: Unary | ServerStreaming, streaming = false): Unary | ServerStreaming {
   if (streaming) {
-    return async function* (request, context) {
+    // No generator around the handler's stream: its messages after the first go past Connect's pipeline (streams.ts).
+    return (request, context) => {
       requireDefinedEnums(input, request);
-      yield* (handler as ServerStreaming)(request, context);
+      return (handler as ServerStreaming)(request, context);
     };
   }
   return async (request, context) => {

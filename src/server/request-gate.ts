@@ -5,40 +5,20 @@
  * request rate and stream limits (RESOURCE_EXHAUSTED); then the principal
  * goes into the context for the handlers. A refused call is never read.
  *
- * One correction too, of decode failures (see decode-errors.ts): every
- * protocol handler aborts the call's context with the error before it writes
- * the error to the wire, so an abort listener can correct it first.
- * test/e2e/protocol.test.ts and test/e2e/strict-json.test.ts pin this for
- * gRPC, gRPC-Web and Connect; if a connect-es upgrade changes the order, they
- * fail.
+ * Before all that, the call is watched (calls.ts): the one abort listener
+ * through which its outcome reaches the call log and the metrics, which also
+ * corrects the protocol errors connect-es misreports.
  */
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, type HandlerContext } from "@connectrpc/connect";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import type { Principal } from "../domain/auth/principal.js";
 import { METRICS_ROLE, missingRole, type Requirement, requiredRole, type Role } from "../domain/auth/roles.js";
 import type { Authenticator } from "./auth.js";
-import { decodeFailure } from "./decode-errors.js";
+import { watchCall } from "./calls.js";
 import { errorWithDetail } from "./errors.js";
 import type { NamespaceLimiter } from "./namespace-limits.js";
 import { principalKey } from "./principal.js";
 import type { StreamCredentials } from "./stream-credentials.js";
-
-function correctDecodeFailures(context: HandlerContext): void {
-  context.signal.addEventListener(
-    "abort",
-    () => {
-      const reason: unknown = context.signal.reason;
-      const corrected = decodeFailure(reason, context.method.input);
-      if (!corrected || !(reason instanceof ConnectError)) return;
-      const mutable = reason as { code: ConnectError["code"]; rawMessage: string; message: string; details: ConnectError["details"] };
-      mutable.code = corrected.code;
-      mutable.rawMessage = corrected.rawMessage;
-      mutable.message = corrected.message;
-      mutable.details = corrected.details;
-    },
-    { once: true },
-  );
-}
 
 const ROLE_REASONS: Record<Role, ErrorReason> = {
   producer: ErrorReason.PRODUCER_ROLE_REQUIRED,
@@ -67,7 +47,7 @@ export interface GateDeps {
 
 export function requestGate({ auth, limiter, streams }: GateDeps): (context: HandlerContext) => Promise<void> {
   return async (context) => {
-    correctDecodeFailures(context);
+    watchCall(context);
     const procedure = `${context.service.typeName}/${context.method.name}`;
     const required = requiredRole(procedure);
     const authorization = context.requestHeader.get("authorization");

@@ -15,6 +15,7 @@ import { mailboxService } from "./mailbox-service.js";
 import { poolService } from "./pool-service.js";
 import { DescriptorIndex, reflectionServices, reflectionV1, reflectionV1alpha } from "./reflection.js";
 import { withRequestChecks } from "./request-checks.js";
+import type { ServerStreams } from "./streams.js";
 
 /** The services Health reports on, besides the server as a whole (""). */
 export const mailroomServiceNames: readonly string[] = [MailboxService.typeName, PoolService.typeName, EventService.typeName];
@@ -22,16 +23,17 @@ export const mailroomServiceNames: readonly string[] = [MailboxService.typeName,
 export interface RouteDeps {
   health: HealthMonitor;
   engine: Engine;
+  streams: ServerStreams;
   /** The largest message the server sends (--max-message-bytes): what is stored must fit in an answer. */
   maxMessageBytes: number;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(Health, healthService(deps.health));
-    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine, deps.maxMessageBytes)));
-    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine, deps.maxMessageBytes)));
-    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine, deps.maxMessageBytes)));
+    router.service(Health, healthService(deps.health, deps.streams));
+    router.service(MailboxService, withRequestChecks(MailboxService, mailboxService(deps.engine, deps.streams, deps.maxMessageBytes)));
+    router.service(PoolService, withRequestChecks(PoolService, poolService(deps.engine, deps.streams, deps.maxMessageBytes)));
+    router.service(EventService, withRequestChecks(EventService, eventService(deps.engine, deps.streams, deps.maxMessageBytes)));
     const reflection = new DescriptorIndex([Health, MailboxService, PoolService, EventService, ...reflectionServices]);
     router.service(ServerReflectionV1, reflectionV1(reflection));
     router.service(ServerReflectionV1alpha, reflectionV1alpha(reflection));

@@ -2,7 +2,6 @@
  * The Mailroom server: the Connect handler (gRPC, gRPC-Web and Connect, each
  * limit set explicitly) on the one-port listener, and its graceful shutdown.
  */
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { readFile } from "node:fs/promises";
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
@@ -17,10 +16,13 @@ import { requestGate, scrapeAccess } from "./request-gate.js";
 import { StreamCredentials } from "./stream-credentials.js";
 import { shuttingDownError } from "./errors.js";
 import { HealthMonitor } from "./health.js";
-import { errorMappingInterceptor, loggingInterceptor } from "./interceptors.js";
+import { callLog } from "./calls.js";
+import { errorMappingInterceptor } from "./interceptors.js";
 import { listen, type ListenerOptions } from "./listener.js";
 import { ServerMetrics, withMetricsEndpoint } from "./metrics.js";
+import { nodeAdapter } from "./node-adapter.js";
 import { mailroomServiceNames, routes } from "./routes.js";
+import { ServerStreams } from "./streams.js";
 import { StartupError } from "./startup-error.js";
 
 export { StartupError };
@@ -89,10 +91,12 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   }
   const health = new HealthMonitor(store, logger, { services: mailroomServiceNames });
   const shutdown = new AbortController();
-  const metrics = new ServerMetrics(engine, (principal) => auth.namespaceLabel(principal), storeOperations);
-  const streams = new StreamCredentials();
-  const connectHandler = connectNodeAdapter({
-    routes: routes({ health, engine, maxMessageBytes: config.maxMessageBytes }),
+  // Streams write their messages past the router (streams.ts): should the router get jsonOptions, give them to both.
+  const streams = new ServerStreams({ maxStreams: config.maxStreams, maxMessageBytes: config.maxMessageBytes, namespaceLabel: (principal) => auth.namespaceLabel(principal) }, logger);
+  const metrics = new ServerMetrics(engine, (principal) => auth.namespaceLabel(principal), storeOperations, streams);
+  const credentials = new StreamCredentials();
+  const connectHandler = nodeAdapter({
+    routes: routes({ health, engine, streams, maxMessageBytes: config.maxMessageBytes }),
     grpc: true,
     grpcWeb: true,
     connect: true,
@@ -105,12 +109,24 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxDeadlineMs,
     shutdownSignal: shutdown.signal,
-    interceptors: [loggingInterceptor(logger), metrics.interceptor(), errorMappingInterceptor(logger), claimTokenInterceptor()],
-    requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams), streams }),
+    interceptors: [errorMappingInterceptor(logger), claimTokenInterceptor()],
+    requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams), streams: credentials }),
+    stallTimeoutMs: config.streamStallTimeoutMs,
+    observers: [callLog(logger), metrics.observer()],
+    logger,
   });
   const handler = withMetricsEndpoint(connectHandler, metrics, logger, scrapeAccess(auth));
   await health.start();
-  const listenerOptions: ListenerOptions = { host: config.host, port: config.port, tls, maxConcurrentStreams: config.maxConcurrentStreams };
+  const listenerOptions: ListenerOptions = {
+    host: config.host,
+    port: config.port,
+    tls,
+    maxConcurrentStreams: config.maxConcurrentStreams,
+    limits: { maxConnections: config.maxConnections, idleTimeoutMs: config.idleTimeoutMs, keepaliveMs: config.keepaliveMs },
+    headerTimeoutMs: config.headerTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    logger,
+  };
   let listener;
   try {
     listener = await listen(handler, listenerOptions);
@@ -145,7 +161,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     port: listener.port,
     health,
     engine,
-    reloadAuth: () => reloadAuth(auth, streams, logger),
+    reloadAuth: () => reloadAuth(auth, credentials, logger),
     close: () => (closing ??= close()),
   };
 }

@@ -9,7 +9,7 @@
  *
  * The scenario runs once (beforeAll); each test checks one rule of it.
  */
-import type { EventCursor } from "../../gen/mailroom/v1/event_pb.js";
+import type { EventCursor, EventFrame } from "../../gen/mailroom/v1/event_pb.js";
 import { EventFamily, EventFrameKind, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { beforeAll, describe, expect, it } from "vitest";
 import { testClients } from "../support/e2e-auth.js";
@@ -22,6 +22,8 @@ const PUBLISHERS = 10;
 const EVENTS_PER_PUBLISHER = 1_000;
 /** A subscriber reads a random number of events, 0 to this many, on each connection before it disconnects. */
 const MAX_EVENTS_PER_CONNECTION = 800;
+/** max_frames_per_message of the subscribers that ask for batches. */
+const BATCH = 50;
 /** Idle heartbeats (1 s apart) after publishing ended that mean a subscriber will never get what it still misses. */
 const STALLED_AFTER_HEARTBEATS = 5;
 
@@ -76,6 +78,10 @@ interface Connection {
 interface Followed {
   spec: SubscriberSpec;
   protocol: Protocol;
+  /** max_frames_per_message it asked for (0: single frames). */
+  batch: number;
+  /** The most frames one response carried. */
+  largestBatch: number;
   /** The scenario's events received, in order of arrival. */
   received: Array<{ seq: number; eventId: string }>;
   /** Events of the scope from outside the scenario (possible only for scope ALL). */
@@ -102,19 +108,31 @@ const frameKinds: Record<number, SeenFrame["kind"]> = {
   [EventFrameKind.HEARTBEAT]: "heartbeat",
 };
 
-/** Subscribe through a generated client; each connection is dropped one of three ways. */
-function connectSubscriber(url: string, protocol: Exclude<Protocol, "grpc-js">, scope: SubscriberSpec["scope"], random: () => number) {
+/**
+ * Subscribe through a generated client; each connection is dropped one of
+ * three ways. With `batch` it asks for batches of up to that many frames and
+ * hands them out one at a time, so it may leave in the middle of a batch
+ * (resuming after the last frame it handled, as the contract says).
+ */
+function connectSubscriber(url: string, protocol: Exclude<Protocol, "grpc-js">, scope: SubscriberSpec["scope"], random: () => number, batch: number, sizes: { largest: number }) {
   let clients = testClients({ baseUrl: url, protocol });
   return {
     open(after: unknown): Connection {
       const controller = new AbortController();
-      const request = { scope, after: after as EventCursor | undefined, heartbeatInterval: ms(1000) };
+      const request = { scope, after: after as EventCursor | undefined, heartbeatInterval: ms(1000), maxFramesPerMessage: batch };
       const iterator = clients.events.subscribe(request, { signal: controller.signal })[Symbol.asyncIterator]();
+      const pending: EventFrame[] = [];
       return {
         async next() {
-          const result = await within(iterator.next(), 10_000, "a frame");
-          if (result.done) return undefined;
-          const frame = result.value.frame!;
+          if (pending.length === 0) {
+            const result = await within(iterator.next(), 10_000, "a frame");
+            if (result.done) return undefined;
+            const frames = batch > 1 ? result.value.frames : [result.value.frame!];
+            if (batch > 1 && result.value.frame) throw new Error("a batched subscription got a single `frame`");
+            sizes.largest = Math.max(sizes.largest, frames.length);
+            pending.push(...frames);
+          }
+          const frame = pending.shift()!;
           return {
             kind: frameKinds[frame.kind]!,
             seq: Number(frame.cursor!.eventSeq),
@@ -207,13 +225,15 @@ function grpcJsSubscriber(port: number, scope: SubscriberSpec["scope"]) {
 async function follow(
   spec: SubscriberSpec,
   protocol: Protocol,
+  batch: number,
+  sizes: { largest: number },
   source: { open(after: unknown): Connection },
   random: () => number,
   ours: (eventId: string) => boolean,
   expected: number,
   publishingDone: () => boolean,
 ): Promise<Followed> {
-  const followed: Followed = { spec, protocol, received: [], foreign: 0, cursorScopes: new Set(), connections: 0 };
+  const followed: Followed = { spec, protocol, batch, largestBatch: 0, received: [], foreign: 0, cursorScopes: new Set(), connections: 0 };
   let after: unknown;
   while (followed.received.length < expected) {
     followed.connections++;
@@ -241,6 +261,7 @@ async function follow(
       }
     }
   }
+  followed.largestBatch = sizes.largest;
   return followed;
 }
 
@@ -312,12 +333,15 @@ async function runScenario(server: ServerProcess): Promise<Scenario> {
   const sources = specs.map((spec, s) => {
     const protocol = SUBSCRIBER_PROTOCOLS[s % SUBSCRIBER_PROTOCOLS.length]!;
     const random = mulberry32(seed + s);
-    const source = protocol === "grpc-js" ? grpcJsSubscriber(server.port, spec.scope) : connectSubscriber(server.url, protocol, spec.scope, random);
-    return { spec, protocol, random, source };
+    // Half the generated clients of each protocol ask for batches.
+    const batch = protocol !== "grpc-js" && s % (2 * SUBSCRIBER_PROTOCOLS.length) < SUBSCRIBER_PROTOCOLS.length ? BATCH : 0;
+    const sizes = { largest: 0 };
+    const source = protocol === "grpc-js" ? grpcJsSubscriber(server.port, spec.scope) : connectSubscriber(server.url, protocol, spec.scope, random, batch, sizes);
+    return { spec, protocol, random, source, batch, sizes };
   });
   try {
-    const following = sources.map(({ spec, protocol, random, source }) =>
-      follow(spec, protocol, source, random, ours, everything.filter(spec.matches).length, () => publishingDone).catch((error: unknown) => {
+    const following = sources.map(({ spec, protocol, random, source, batch, sizes }) =>
+      follow(spec, protocol, batch, sizes, source, random, ours, everything.filter(spec.matches).length, () => publishingDone).catch((error: unknown) => {
         throw new Error(`seed ${seed}: ${error instanceof Error ? error.message : String(error)}`);
       }),
     );
@@ -406,6 +430,14 @@ describe.each(serverBackends())("EventService delivery on the $name backend", (b
           const own = spec.scope.case === "filter" ? "filterFingerprint" : spec.scope.case;
           expect([...cursorScopes], `${spec.name} over ${protocol}`).toEqual([own]);
         }
+      });
+
+      it("subscribers that asked for batches (max_frames_per_message) got several frames in a response, never more than they asked", () => {
+        const batched = scenario.followed.filter((f) => f.batch > 1);
+        expect(batched.length).toBeGreaterThan(0);
+        for (const { spec, protocol, largestBatch } of batched) expect(largestBatch, `${spec.name} over ${protocol}`).toBeLessThanOrEqual(BATCH);
+        expect(Math.max(...batched.map((f) => f.largestBatch))).toBeGreaterThan(1);
+        for (const { spec, protocol, largestBatch } of scenario.followed.filter((f) => f.batch === 0)) expect(largestBatch, `${spec.name} over ${protocol}`).toBeLessThanOrEqual(1);
       });
 
       it("the subscribers really did disconnect and resume, over every protocol", () => {

@@ -4,9 +4,13 @@
  * namespace `default`), open streams, and the instance's journal position;
  * behind the bearer token when one is set.
  */
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import http2 from "node:http2";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { createMailroomClients } from "../../src/client/index.js";
+import { grpcFrame, rawGrpcCall } from "../support/raw-grpc.js";
 import { useServerProcess } from "../support/server-process.js";
 
 /** The value of one sample line, e.g. metric(text, 'mailroom_rpc_calls_total{procedure="x",code="ok"}'). */
@@ -21,6 +25,19 @@ async function scrape(url: string, headers: Record<string, string> = {}): Promis
 }
 
 const calls = (procedure: string, code: string) => `mailroom_rpc_calls_total{procedure="${procedure}",code="${code}",namespace="default"}`;
+
+/**
+ * Scrapes until `series` has grown by `by` since `before` (the server counts
+ * a call once its response is written, which may be just after the client
+ * has read it).
+ */
+async function grown(url: string, before: string, series: string, by: number): Promise<string> {
+  for (;;) {
+    const body = (await scrape(url)).body;
+    if ((sample(body, series) ?? 0) - (sample(before, series) ?? 0) >= by) return body;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 describe("GET /metrics", () => {
   const server = useServerProcess();
@@ -78,6 +95,53 @@ describe("GET /metrics", () => {
       });
     expect(await status("GET")).toBe(200);
     expect(await status("POST")).toBe(405);
+  });
+});
+
+describe("every call is counted and logged with the code its client received", () => {
+  const server = useServerProcess({ args: ["--log-level", "debug"] });
+  const SUBSCRIBE = "mailroom.v1.EventService/Subscribe";
+  const CHECK = "grpc.health.v1.Health/Check";
+  const garbage = grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+  const serverFailures = () => server().logs.filter((line) => line.msg === "call failed");
+
+  it("a server stream whose request body does not decode: INVALID_ARGUMENT, counted and logged as such, not as a server failure", async () => {
+    const before = (await scrape(server().url)).body;
+    const reply = await rawGrpcCall(server().url, `/${SUBSCRIBE}`, garbage);
+    expect(reply.grpcStatus).toBe(String(Code.InvalidArgument));
+    const after = await grown(server().url, before, calls(SUBSCRIBE, "invalid_argument"), 1);
+    expect((sample(after, calls(SUBSCRIBE, "internal")) ?? 0) - (sample(before, calls(SUBSCRIBE, "internal")) ?? 0)).toBe(0);
+    await server().waitForLog((line) => line.msg === "call" && line.procedure === SUBSCRIBE && line.code === "invalid_argument", "the call's log line");
+    expect(serverFailures()).toEqual([]);
+  });
+
+  it("a unary call whose request body does not decode is counted too (Connect refuses it before any interceptor runs)", async () => {
+    const before = (await scrape(server().url)).body;
+    const reply = await rawGrpcCall(server().url, `/${CHECK}`, garbage);
+    expect(reply.grpcStatus).toBe(String(Code.InvalidArgument));
+    await grown(server().url, before, calls(CHECK, "invalid_argument"), 1);
+    expect(serverFailures()).toEqual([]);
+  });
+
+  it("a message flagged compressed without an encoding: INTERNAL as grpc-go and connect-go answer it, counted so, and no server failure", async () => {
+    const before = (await scrape(server().url)).body;
+    const request = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, {}));
+    const reply = await rawGrpcCall(server().url, `/${CHECK}`, grpcFrame(request, 1));
+    expect(reply).toEqual({ grpcStatus: String(Code.Internal), grpcMessage: expect.stringContaining("compressed flag set, but the request names no encoding (grpc-encoding)") });
+    await grown(server().url, before, calls(CHECK, "internal"), 1);
+    expect(serverFailures()).toEqual([]);
+  });
+
+  it("a stream its client cancels counts as canceled", async () => {
+    const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+    onTestFinished(() => clients.close());
+    const before = (await scrape(server().url)).body;
+    const abort = new AbortController();
+    const stream = clients.events.subscribe({ scope: { case: "all", value: {} } }, { signal: abort.signal })[Symbol.asyncIterator]();
+    await stream.next();
+    abort.abort();
+    await stream.next().catch(() => undefined);
+    await grown(server().url, before, calls(SUBSCRIBE, "canceled"), 1);
   });
 });
 

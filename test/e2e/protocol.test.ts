@@ -7,55 +7,11 @@ import { describe, expect, it } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { createMailroomClients } from "../../src/client/index.js";
 import { curlConnect } from "../support/http-tools.js";
-import { type ServerProcess, useServerProcess } from "../support/server-process.js";
+import { grpcFrame, rawGrpcCall, stillServing } from "../support/raw-grpc.js";
+import { useServerProcess } from "../support/server-process.js";
 
 const GRPC_INVALID_ARGUMENT = "3";
 const SMALL_LIMIT = 64;
-
-/** A gRPC call with a hand-made body; resolves with the status from the trailers. */
-function rawGrpcCall(baseUrl: string, path: string, body: Buffer): Promise<{ grpcStatus: string; grpcMessage: string }> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(baseUrl);
-    session.on("error", reject);
-    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers" });
-    stream.on("error", reject);
-    let headers: http2.IncomingHttpHeaders = {};
-    stream.on("response", (received) => {
-      headers = received;
-    });
-    stream.on("trailers", (trailers) => {
-      // A gRPC error without a body comes as a trailers-only response (status in the headers).
-      const all = { ...headers, ...trailers };
-      resolve({ grpcStatus: String(all["grpc-status"]), grpcMessage: decodeURIComponent(String(all["grpc-message"] ?? "")) });
-      session.close();
-    });
-    stream.on("end", () => {
-      if (headers["grpc-status"] !== undefined) {
-        resolve({ grpcStatus: String(headers["grpc-status"]), grpcMessage: decodeURIComponent(String(headers["grpc-message"] ?? "")) });
-      }
-      session.close();
-    });
-    stream.resume();
-    stream.end(body);
-  });
-}
-
-/** A length-prefixed gRPC message frame around `payload`. */
-function grpcFrame(payload: Buffer): Buffer {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([prefix, payload]);
-}
-
-async function stillServing(server: ServerProcess): Promise<void> {
-  const clients = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
-  try {
-    expect((await clients.health.check({})).status).toBe(ServingStatus.SERVING);
-  } finally {
-    clients.close();
-  }
-  expect(server.logs.filter((line) => line.level === "error" || line.level === "fatal")).toEqual([]);
-}
 
 describe("a malformed request is INVALID_ARGUMENT and the server keeps answering", () => {
   const server = useServerProcess();
@@ -95,6 +51,17 @@ describe("a malformed request is INVALID_ARGUMENT and the server keeps answering
     const reply = await rawGrpcCall(server().url, "/grpc.health.v1.Health/Check", grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff])));
     await stillServing(server());
     expect(reply.grpcStatus).toBe(GRPC_INVALID_ARGUMENT);
+  });
+});
+
+describe("a message flagged compressed in a request that names no encoding", () => {
+  const server = useServerProcess();
+
+  // grpc-go and connect-go answer INTERNAL too; gRPC's status code table gives INTERNAL to what cannot be decompressed.
+  it("is INTERNAL, with a message that says so, and the server keeps answering", async () => {
+    const reply = await rawGrpcCall(server().url, "/grpc.health.v1.Health/Check", grpcFrame(Buffer.alloc(0), 1));
+    expect(reply).toEqual({ grpcStatus: "13", grpcMessage: "protocol error: a message has the compressed flag set, but the request names no encoding (grpc-encoding)" });
+    await stillServing(server());
   });
 });
 

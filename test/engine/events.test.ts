@@ -40,6 +40,7 @@ function command(overrides: Partial<SubscribeCommand> = {}): SubscribeCommand {
     start: "earliest",
     queue: { capacity: 1024, terminalReserve: 16, policy: Policy.BACKPRESSURE_CALLER },
     heartbeatMs: 60_000,
+    maxFramesPerMessage: 1,
     ...overrides,
   };
 }

@@ -203,6 +203,7 @@ describe.each(storeBackends())("engine invariants under injected store faults, o
             ...(after !== undefined ? { after } : {}),
             queue: { capacity: 1024, terminalReserve: 16, policy: Policy.BACKPRESSURE_CALLER },
             heartbeatMs: 60_000,
+            maxFramesPerMessage: 1,
           }),
         );
       };

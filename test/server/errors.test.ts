@@ -3,14 +3,17 @@
  * Connect's in-memory router transport with the server's interceptors.
  */
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextValues, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { EntityKind, EntityRefSchema } from "../../gen/mailroom/v1/common_pb.js";
 import { ErrorDetailSchema, ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventService } from "../../gen/mailroom/v1/event_service_pb.js";
 import { MailboxService } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { MailroomError, notFound } from "../../src/domain/errors.js";
-import { errorMappingInterceptor, loggingInterceptor } from "../../src/server/interceptors.js";
+import { CallRecord, callLog } from "../../src/server/calls.js";
+import { toConnectError } from "../../src/server/errors.js";
+import { errorMappingInterceptor } from "../../src/server/interceptors.js";
+import { ServerStreams } from "../../src/server/streams.js";
 import { StoreUnavailableError } from "../../src/store/port.js";
 import { captureLog } from "../support/log-capture.js";
 
@@ -23,7 +26,7 @@ function mailboxThrowing(thrown: unknown) {
     },
   };
   const transport = createRouterTransport((router) => router.service(MailboxService, impl), {
-    router: { interceptors: [loggingInterceptor(log.logger), errorMappingInterceptor(log.logger)] },
+    router: { interceptors: [errorMappingInterceptor(log.logger)] },
   });
   return { client: createClient(MailboxService, transport), log };
 }
@@ -64,10 +67,23 @@ describe("an unexpected error reaches the client as INTERNAL with a reference, n
     expect(JSON.stringify(logged?.error)).toContain(driverError.stack?.split("\n")[1]?.trim());
   });
 
-  it("counts as a warning in the call log", async () => {
-    const { client, log } = mailboxThrowing(new Error("boom"));
-    await received(client.enqueue({}));
-    expect(log.lines).toContainEqual(expect.objectContaining({ level: "warn", procedure: "mailroom.v1.MailboxService/Enqueue", code: "internal" }));
+  it("counts as a warning in the call log", () => {
+    const log = captureLog();
+    const error = toConnectError(new Error("boom"), log.logger);
+    const call = new CallRecord({ procedure: "mailroom.v1.MailboxService/Enqueue", stream: false }, [callLog(log.logger)]);
+    call.watching(createContextValues());
+    call.settle(error);
+    call.end(true, 200);
+    expect(log.lines).toContainEqual(expect.objectContaining({ level: "warn", msg: "call failed", procedure: "mailroom.v1.MailboxService/Enqueue", code: "internal" }));
+  });
+
+  it("while an INTERNAL answer to a client's protocol error is no server failure", () => {
+    const log = captureLog("debug");
+    const call = new CallRecord({ procedure: "grpc.health.v1.Health/Check", stream: false }, [callLog(log.logger)]);
+    call.watching(createContextValues());
+    call.settle(new ConnectError("protocol error: a message has the compressed flag set, but the request names no encoding (grpc-encoding)", Code.Internal));
+    call.end(true, 200);
+    expect(log.lines).toContainEqual(expect.objectContaining({ level: "debug", msg: "call", code: "internal" }));
   });
 });
 
@@ -123,12 +139,20 @@ describe("a ConnectError passes through unchanged", () => {
 });
 
 describe("errors thrown in the middle of a server stream are mapped too", () => {
-  it("delivers the messages before the failure, then INTERNAL without the error's text", async () => {
+  it("delivers the messages before the failure, then INTERNAL without the error's text, and logs it with a reference", async () => {
     const log = captureLog();
+    const streams = new ServerStreams({ maxStreams: 10, maxMessageBytes: 1024 }, log.logger);
     const impl: Partial<ServiceImpl<typeof EventService>> = {
-      async *subscribe() {
-        yield {};
-        throw new Error("cursor on collection mailroom.events died");
+      subscribe(_request, context) {
+        let sent = false;
+        return streams.serve(context, () => ({
+          async next() {
+            if (sent) throw new Error("cursor on collection mailroom.events died");
+            sent = true;
+            return {};
+          },
+          close() {},
+        }));
       },
     };
     const transport = createRouterTransport((router) => router.service(EventService, impl), {
@@ -146,5 +170,8 @@ describe("errors thrown in the middle of a server stream are mapped too", () => 
     expect(error).toBeInstanceOf(ConnectError);
     expect((error as ConnectError).code).toBe(Code.Internal);
     expect((error as ConnectError).message).not.toContain("mailroom.events");
+    const reference = /reference ([0-9a-f]+)/.exec((error as ConnectError).rawMessage)?.[1];
+    expect(log.lines).toContainEqual(expect.objectContaining({ level: "error", error_reference: reference }));
+    expect(streams.openOf("mailroom.v1.EventService/Subscribe")).toBe(0);
   });
 });

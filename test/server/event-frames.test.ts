@@ -1,13 +1,16 @@
 /**
  * Event frames on the wire: a binary stream's frame carries its event
- * pre-encoded, and must decode to exactly the frame a JSON stream gets.
+ * pre-encoded (a subscription's whole frame, shared by its scope's
+ * subscribers), and must decode to exactly the frame a JSON stream gets.
  */
 import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { AgentEventSchema, EventFrameSchema, EventKind, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
 import { EventOverflowReason, SubscriberOverflowPolicy } from "../../src/domain/events/subscriber-queue.js";
 import { type EventDoc, pendingEvent } from "../../src/engine/journal/records.js";
-import { eventFrame, wireFormatOf } from "../../src/server/event-frames.js";
+import { eventFrame, frameField } from "../../src/server/event-frames.js";
+import { wireFormatOf } from "../../src/server/streams.js";
 
 function journaled(seq: number): EventDoc {
   const event = create(AgentEventSchema, {
@@ -32,12 +35,16 @@ describe("an EVENT frame of a binary stream", () => {
     expect(decodedFrom(binary).event?.envelope?.eventSeq).toBe(7n);
   });
 
-  it("encodes each event once per payload access, however many subscribers it reaches", () => {
+  it("a subscription's EVENT frame is encoded once per scope and payload access, however many subscribers it reaches, and decodes to the JSON frame", () => {
     const doc = journaled(8);
-    const first = eventFrame(doc, scope, PayloadAccessMode.FULL, undefined, undefined, "binary");
-    const second = eventFrame(doc, { kind: "all" }, PayloadAccessMode.FULL, undefined, undefined, "binary");
-    expect(second.$unknown?.[0]?.data).toBe(first.$unknown?.[0]?.data);
-    expect(decodedFrom(second).cursor?.scope?.scope.case).toBe("all");
+    const delivered = { kind: "event" as const, delivery: { frame: { seq: 8, terminal: false, progress: true, item: doc } } };
+    const first = frameField(delivered, scope, PayloadAccessMode.FULL);
+    expect(frameField(delivered, { kind: "run", runId: "run-1" }, PayloadAccessMode.FULL)).toBe(first);
+    expect(frameField(delivered, { kind: "all" }, PayloadAccessMode.FULL)).not.toBe(first);
+    expect(frameField(delivered, scope, PayloadAccessMode.ENVELOPE_ONLY)).not.toBe(first);
+    const reader = new BinaryReader(first);
+    const decoded = fromBinary(EventFrameSchema, reader.bytes());
+    expect(toJson(EventFrameSchema, decoded)).toEqual(toJson(EventFrameSchema, decodedFrom(eventFrame(doc, scope, PayloadAccessMode.FULL))));
   });
 
   it("a summary frame carries its own event", () => {

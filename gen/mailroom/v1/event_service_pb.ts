@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mailroom/v1/event_service.proto.
  */
 export const file_mailroom_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9tYWlscm9vbS92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgttYWlscm9vbS52MSI4Cg5QdWJsaXNoUmVxdWVzdBImCgVldmVudBgBIAEoCzIXLm1haWxyb29tLnYxLkFnZW50RXZlbnQiVQoPUHVibGlzaFJlc3BvbnNlEiwKCGVudmVsb3BlGAEgASgLMhoubWFpbHJvb20udjEuRXZlbnRFbnZlbG9wZRIUCgxkZWR1cGxpY2F0ZWQYAiABKAgi0gIKEFN1YnNjcmliZVJlcXVlc3QSJQoDYWxsGAEgASgLMhYubWFpbHJvb20udjEuQWxsRXZlbnRzSAASEAoGcnVuX2lkGAIgASgJSAASEgoIYWdlbnRfaWQYAyABKAlIABIqCgZmaWx0ZXIYBCABKAsyGC5tYWlscm9vbS52MS5FdmVudEZpbHRlckgAEicKBWFmdGVyGAUgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISKQoFc3RhcnQYBiABKA4yGi5tYWlscm9vbS52MS5TdGFydFBvc2l0aW9uEjEKBXF1ZXVlGAcgASgLMiIubWFpbHJvb20udjEuU3Vic2NyaWJlclF1ZXVlQ29uZmlnEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIHCgVzY29wZSI7ChFTdWJzY3JpYmVSZXNwb25zZRImCgVmcmFtZRgBIAEoCzIXLm1haWxyb29tLnYxLkV2ZW50RnJhbWUi6gEKEUxpc3RFdmVudHNSZXF1ZXN0EiUKA2FsbBgBIAEoCzIWLm1haWxyb29tLnYxLkFsbEV2ZW50c0gAEhAKBnJ1bl9pZBgCIAEoCUgAEhIKCGFnZW50X2lkGAMgASgJSAASKgoGZmlsdGVyGAQgASgLMhgubWFpbHJvb20udjEuRXZlbnRGaWx0ZXJIABInCgVhZnRlchgFIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50Q3Vyc29yEhcKD3VudGlsX2V2ZW50X3NlcRgGIAEoBBIRCglwYWdlX3NpemUYByABKA1CBwoFc2NvcGUiggEKEkxpc3RFdmVudHNSZXNwb25zZRInCgZmcmFtZXMYASADKAsyFy5tYWlscm9vbS52MS5FdmVudEZyYW1lEi0KC25leHRfY3Vyc29yGAIgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISFAoMZW5kX29mX3JhbmdlGAMgASgIIj4KE1B1Ymxpc2hCYXRjaFJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWFpbHJvb20udjEuQWdlbnRFdmVudCJbChRQdWJsaXNoQmF0Y2hSZXNwb25zZRItCgllbnZlbG9wZXMYASADKAsyGi5tYWlscm9vbS52MS5FdmVudEVudmVsb3BlEhQKDGRlZHVwbGljYXRlZBgCIAEoCCpnCg1TdGFydFBvc2l0aW9uEh4KGlNUQVJUX1BPU0lUSU9OX1VOU1BFQ0lGSUVEEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQAjLGAgoMRXZlbnRTZXJ2aWNlEkQKB1B1Ymxpc2gSGy5tYWlscm9vbS52MS5QdWJsaXNoUmVxdWVzdBocLm1haWxyb29tLnYxLlB1Ymxpc2hSZXNwb25zZRJMCglTdWJzY3JpYmUSHS5tYWlscm9vbS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh4ubWFpbHJvb20udjEuU3Vic2NyaWJlUmVzcG9uc2UwARJNCgpMaXN0RXZlbnRzEh4ubWFpbHJvb20udjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5tYWlscm9vbS52MS5MaXN0RXZlbnRzUmVzcG9uc2USUwoMUHVibGlzaEJhdGNoEiAubWFpbHJvb20udjEuUHVibGlzaEJhdGNoUmVxdWVzdBohLm1haWxyb29tLnYxLlB1Ymxpc2hCYXRjaFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_mailroom_v1_event]);
+  fileDesc("Ch9tYWlscm9vbS92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgttYWlscm9vbS52MSI4Cg5QdWJsaXNoUmVxdWVzdBImCgVldmVudBgBIAEoCzIXLm1haWxyb29tLnYxLkFnZW50RXZlbnQiVQoPUHVibGlzaFJlc3BvbnNlEiwKCGVudmVsb3BlGAEgASgLMhoubWFpbHJvb20udjEuRXZlbnRFbnZlbG9wZRIUCgxkZWR1cGxpY2F0ZWQYAiABKAgi8gIKEFN1YnNjcmliZVJlcXVlc3QSJQoDYWxsGAEgASgLMhYubWFpbHJvb20udjEuQWxsRXZlbnRzSAASEAoGcnVuX2lkGAIgASgJSAASEgoIYWdlbnRfaWQYAyABKAlIABIqCgZmaWx0ZXIYBCABKAsyGC5tYWlscm9vbS52MS5FdmVudEZpbHRlckgAEicKBWFmdGVyGAUgASgLMhgubWFpbHJvb20udjEuRXZlbnRDdXJzb3ISKQoFc3RhcnQYBiABKA4yGi5tYWlscm9vbS52MS5TdGFydFBvc2l0aW9uEjEKBXF1ZXVlGAcgASgLMiIubWFpbHJvb20udjEuU3Vic2NyaWJlclF1ZXVlQ29uZmlnEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIeChZtYXhfZnJhbWVzX3Blcl9tZXNzYWdlGAkgASgNQgcKBXNjb3BlImQKEVN1YnNjcmliZVJlc3BvbnNlEiYKBWZyYW1lGAEgASgLMhcubWFpbHJvb20udjEuRXZlbnRGcmFtZRInCgZmcmFtZXMYAiADKAsyFy5tYWlscm9vbS52MS5FdmVudEZyYW1lIuoBChFMaXN0RXZlbnRzUmVxdWVzdBIlCgNhbGwYASABKAsyFi5tYWlscm9vbS52MS5BbGxFdmVudHNIABIQCgZydW5faWQYAiABKAlIABISCghhZ2VudF9pZBgDIAEoCUgAEioKBmZpbHRlchgEIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50RmlsdGVySAASJwoFYWZ0ZXIYBSABKAsyGC5tYWlscm9vbS52MS5FdmVudEN1cnNvchIXCg91bnRpbF9ldmVudF9zZXEYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNQgcKBXNjb3BlIoIBChJMaXN0RXZlbnRzUmVzcG9uc2USJwoGZnJhbWVzGAEgAygLMhcubWFpbHJvb20udjEuRXZlbnRGcmFtZRItCgtuZXh0X2N1cnNvchgCIAEoCzIYLm1haWxyb29tLnYxLkV2ZW50Q3Vyc29yEhQKDGVuZF9vZl9yYW5nZRgDIAEoCCI+ChNQdWJsaXNoQmF0Y2hSZXF1ZXN0EicKBmV2ZW50cxgBIAMoCzIXLm1haWxyb29tLnYxLkFnZW50RXZlbnQiWwoUUHVibGlzaEJhdGNoUmVzcG9uc2USLQoJZW52ZWxvcGVzGAEgAygLMhoubWFpbHJvb20udjEuRXZlbnRFbnZlbG9wZRIUCgxkZWR1cGxpY2F0ZWQYAiABKAgqZwoNU3RhcnRQb3NpdGlvbhIeChpTVEFSVF9QT1NJVElPTl9VTlNQRUNJRklFRBAAEhsKF1NUQVJUX1BPU0lUSU9OX0VBUkxJRVNUEAESGQoVU1RBUlRfUE9TSVRJT05fTEFURVNUEAIyxgIKDEV2ZW50U2VydmljZRJECgdQdWJsaXNoEhsubWFpbHJvb20udjEuUHVibGlzaFJlcXVlc3QaHC5tYWlscm9vbS52MS5QdWJsaXNoUmVzcG9uc2USTAoJU3Vic2NyaWJlEh0ubWFpbHJvb20udjEuU3Vic2NyaWJlUmVxdWVzdBoeLm1haWxyb29tLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESTQoKTGlzdEV2ZW50cxIeLm1haWxyb29tLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8ubWFpbHJvb20udjEuTGlzdEV2ZW50c1Jlc3BvbnNlElMKDFB1Ymxpc2hCYXRjaBIgLm1haWxyb29tLnYxLlB1Ymxpc2hCYXRjaFJlcXVlc3QaIS5tYWlscm9vbS52MS5QdWJsaXNoQmF0Y2hSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_mailroom_v1_event]);
 
 /**
  * Request of Publish.
@@ -143,6 +143,22 @@ export type SubscribeRequest = Message<"mailroom.v1.SubscribeRequest"> & {
    * @generated from field: google.protobuf.Duration heartbeat_interval = 8;
    */
   heartbeatInterval?: Duration | undefined;
+
+  /**
+   * Batching, opted into: the most frames one SubscribeResponse may carry,
+   * 0 to 1000. 0 (unset) or 1: every response carries exactly one frame, in
+   * `frame`. Above 1: every response carries its frames in `frames` instead
+   * (`frame` unset), as many as are ready when the server can send, up to
+   * this many, in order; a subscriber that keeps up still gets each event at
+   * once, in a response of its own, and one that is behind gets its backlog
+   * in fewer, larger responses (less work per event on both sides). A
+   * response also stays within the server's message size limit
+   * (--max-message-bytes), carrying fewer frames when they are large. Above
+   * 1000 gets INVALID_ARGUMENT (field max_frames_per_message).
+   *
+   * @generated from field: uint32 max_frames_per_message = 9;
+   */
+  maxFramesPerMessage: number;
 };
 
 /**
@@ -153,17 +169,27 @@ export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*
   messageDesc(file_mailroom_v1_event_service, 2);
 
 /**
- * A frame of Subscribe.
+ * A message of Subscribe: one frame, or with `max_frames_per_message` above
+ * 1 a batch of them.
  *
  * @generated from message mailroom.v1.SubscribeResponse
  */
 export type SubscribeResponse = Message<"mailroom.v1.SubscribeResponse"> & {
   /**
-   * The frame.
+   * The frame (unset when the subscription asked for batches).
    *
    * @generated from field: mailroom.v1.EventFrame frame = 1;
    */
   frame?: EventFrame | undefined;
+
+  /**
+   * With `max_frames_per_message` above 1: this response's frames, one or
+   * more, in journal order. Each carries its cursor as a single frame does:
+   * resume after the last frame handled.
+   *
+   * @generated from field: repeated mailroom.v1.EventFrame frames = 2;
+   */
+  frames: EventFrame[];
 };
 
 /**

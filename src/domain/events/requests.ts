@@ -18,6 +18,7 @@ export interface Selection {
 
 export const DEFAULT_QUEUE_CAPACITY = 1024;
 export const MAX_QUEUE_CAPACITY = 100_000;
+export const MAX_FRAMES_PER_MESSAGE = 1000;
 export const DEFAULT_LIST_PAGE = 100;
 export const MAX_LIST_PAGE = 1000;
 
@@ -60,6 +61,8 @@ export interface SubscribeCommand extends Selection {
   start: "earliest" | "latest";
   queue: QueueConfig;
   heartbeatMs: number;
+  /** Frames one response may carry; 1 = single frames in `frame`, above 1 = batches in `frames`. */
+  maxFramesPerMessage: number;
 }
 
 export function parseSubscribe(request: SubscribeRequest): SubscribeCommand {
@@ -71,6 +74,7 @@ export function parseSubscribe(request: SubscribeRequest): SubscribeCommand {
     start: request.start === StartPosition.LATEST ? "latest" : "earliest",
     queue: parseQueueConfig(request.queue),
     heartbeatMs: heartbeatInterval("heartbeat_interval", request.heartbeatInterval),
+    maxFramesPerMessage: Math.max(1, intInRange("max_frames_per_message", request.maxFramesPerMessage, 0, MAX_FRAMES_PER_MESSAGE)),
   };
 }
 

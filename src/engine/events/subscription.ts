@@ -25,6 +25,7 @@ import { type Delivery, type OverflowNotice, type QueueConfig, SubscriberOverflo
 import type { Journal } from "../journal/journal.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
+import { StreamWaiter } from "../stream-waiter.js";
 
 export type SubscriptionFrame =
   | { kind: "event"; delivery: Delivery<EventDoc> }
@@ -38,6 +39,9 @@ export interface SubscriptionSpec {
   queue: QueueConfig;
 }
 
+/** The heartbeat interval until `take` names one. */
+const DEFAULT_HEARTBEAT_MS = 15_000;
+
 /** Most events read from the store at once during replay. */
 const PAGE = 500;
 
@@ -47,7 +51,8 @@ export class Subscription {
   private live = false;
   private caughtUpSent = false;
   private detachTail: (() => void) | undefined;
-  private wake: (() => void) | undefined;
+  /** Waits for events and heartbeats: no timer or listener per frame. */
+  private readonly waiter = new StreamWaiter(DEFAULT_HEARTBEAT_MS);
   private closed = false;
   /** A dropping policy made the subscription fall behind: catching up applies it (see catchUp). */
   private lagging = false;
@@ -68,15 +73,32 @@ export class Subscription {
 
   /**
    * The next frame: an event, the one CAUGHT_UP frame, or a heartbeat after
-   * `heartbeatMs` without events. Undefined once closed or aborted.
+   * `heartbeatMs` without frames. Undefined once closed or aborted.
    * @throws MailroomError RESOURCE_EXHAUSTED (SUBSCRIBER_OVERFLOW) after a FAIL_SUBSCRIBER overflow;
    *   OUT_OF_RANGE (CURSOR_EXPIRED) when retention deleted events not yet replayed.
    */
   async next(heartbeatMs: number, signal: AbortSignal): Promise<SubscriptionFrame | undefined> {
+    return (await this.take(1, heartbeatMs, signal))?.[0];
+  }
+
+  /**
+   * Up to `max` frames, in order, as soon as there is one: every queued event
+   * (up to `max`), else the CAUGHT_UP frame, else a heartbeat once nothing was
+   * taken for `heartbeatMs`. A subscriber that keeps up gets each event alone,
+   * at once; one that is behind gets its backlog in fewer, larger batches.
+   * Undefined once closed or aborted. Throws as `next` does.
+   */
+  async take(max: number, heartbeatMs: number, signal: AbortSignal): Promise<SubscriptionFrame[] | undefined> {
+    this.waiter.bind(signal, heartbeatMs);
     for (;;) {
-      if (this.closed || signal.aborted) return undefined;
-      const delivery = this.queue.shift();
-      if (delivery) return { kind: "event", delivery };
+      if (this.closed || this.waiter.done) return undefined;
+      if (this.queue.size > 0) {
+        const frames: SubscriptionFrame[] = [];
+        for (let delivery = this.queue.shift(); delivery; delivery = frames.length < max ? this.queue.shift() : undefined) {
+          frames.push({ kind: "event", delivery });
+        }
+        return this.sent(frames);
+      }
       if (this.queue.failed) throw overflowed();
       if (!this.live) {
         await this.replay();
@@ -84,11 +106,10 @@ export class Subscription {
       }
       if (!this.caughtUpSent) {
         this.caughtUpSent = true;
-        return { kind: "caught_up", position: this.position, notice: this.queue.takeNotice() };
+        return this.sent([{ kind: "caught_up", position: this.position, notice: this.queue.takeNotice() }]);
       }
-      if (!(await this.waitForEvents(heartbeatMs, signal))) {
-        if (this.closed || signal.aborted) return undefined;
-        return { kind: "heartbeat", position: this.position, notice: this.queue.takeNotice() };
+      if ((await this.waiter.wait()) === "idle") {
+        return this.sent([{ kind: "heartbeat", position: this.position, notice: this.queue.takeNotice() }]);
       }
     }
   }
@@ -96,7 +117,12 @@ export class Subscription {
   close(): void {
     this.closed = true;
     this.detach();
-    this.wake?.();
+    this.waiter.end();
+  }
+
+  private sent(frames: SubscriptionFrame[]): SubscriptionFrame[] {
+    this.waiter.sent();
+    return frames;
   }
 
   /** Reads the next page after `position`, or attaches to the tail when there is none. */
@@ -162,23 +188,7 @@ export class Subscription {
       }
       this.position = doc._id;
     }
-    this.wake?.();
-  }
-
-  /** True when something may be queued now; false after `ms` without. */
-  private waitForEvents(ms: number, signal: AbortSignal): Promise<boolean> {
-    return new Promise((resolve) => {
-      const done = (woken: boolean) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-        this.wake = undefined;
-        resolve(woken);
-      };
-      const onAbort = () => done(false);
-      const timer = setTimeout(() => done(false), ms);
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.wake = () => done(true);
-    });
+    this.waiter.wake();
   }
 }
 

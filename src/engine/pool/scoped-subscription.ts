@@ -86,7 +86,7 @@ export class ScopedPoolSubscription {
     if (!this.members.has(this.command.runId)) notMemberError(this.command.poolId, this.command.runId);
     this.observable = this.observableKey();
     const { command } = this;
-    this.subscription = await this.events.subscribe({ scope: command.scope, filter: this.scopedFilter(), after: command.after, start: command.start, queue: command.queue, heartbeatMs: command.heartbeatMs });
+    this.subscription = await this.events.subscribe({ scope: command.scope, filter: this.scopedFilter(), after: command.after, start: command.start, queue: command.queue, heartbeatMs: command.heartbeatMs, maxFramesPerMessage: 1 });
   }
 
   /**

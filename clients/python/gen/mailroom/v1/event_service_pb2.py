@@ -15,31 +15,31 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from mailroom.v1 import event_pb2 as mailroom_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmailroom/v1/event_service.proto\x12\x0bmailroom.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17mailroom/v1/event.proto\"8\n\x0ePublishRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.mailroom.v1.AgentEvent\"U\n\x0fPublishResponse\x12,\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1a.mailroom.v1.EventEnvelope\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"\xd2\x02\n\x10SubscribeRequest\x12%\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x16.mailroom.v1.AllEventsH\x00\x12\x10\n\x06run_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.mailroom.v1.EventFilterH\x00\x12\'\n\x05\x61\x66ter\x18\x05 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12)\n\x05start\x18\x06 \x01(\x0e\x32\x1a.mailroom.v1.StartPosition\x12\x31\n\x05queue\x18\x07 \x01(\x0b\x32\".mailroom.v1.SubscriberQueueConfig\x12\x35\n\x12heartbeat_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\x07\n\x05scope\";\n\x11SubscribeResponse\x12&\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x17.mailroom.v1.EventFrame\"\xea\x01\n\x11ListEventsRequest\x12%\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x16.mailroom.v1.AllEventsH\x00\x12\x10\n\x06run_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.mailroom.v1.EventFilterH\x00\x12\'\n\x05\x61\x66ter\x18\x05 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12\x17\n\x0funtil_event_seq\x18\x06 \x01(\x04\x12\x11\n\tpage_size\x18\x07 \x01(\rB\x07\n\x05scope\"\x82\x01\n\x12ListEventsResponse\x12\'\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x17.mailroom.v1.EventFrame\x12-\n\x0bnext_cursor\x18\x02 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12\x14\n\x0c\x65nd_of_range\x18\x03 \x01(\x08\">\n\x13PublishBatchRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.mailroom.v1.AgentEvent\"[\n\x14PublishBatchResponse\x12-\n\tenvelopes\x18\x01 \x03(\x0b\x32\x1a.mailroom.v1.EventEnvelope\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02\x32\xc6\x02\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.mailroom.v1.PublishRequest\x1a\x1c.mailroom.v1.PublishResponse\x12L\n\tSubscribe\x12\x1d.mailroom.v1.SubscribeRequest\x1a\x1e.mailroom.v1.SubscribeResponse0\x01\x12M\n\nListEvents\x12\x1e.mailroom.v1.ListEventsRequest\x1a\x1f.mailroom.v1.ListEventsResponse\x12S\n\x0cPublishBatch\x12 .mailroom.v1.PublishBatchRequest\x1a!.mailroom.v1.PublishBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmailroom/v1/event_service.proto\x12\x0bmailroom.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17mailroom/v1/event.proto\"8\n\x0ePublishRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.mailroom.v1.AgentEvent\"U\n\x0fPublishResponse\x12,\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1a.mailroom.v1.EventEnvelope\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"\xf2\x02\n\x10SubscribeRequest\x12%\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x16.mailroom.v1.AllEventsH\x00\x12\x10\n\x06run_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.mailroom.v1.EventFilterH\x00\x12\'\n\x05\x61\x66ter\x18\x05 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12)\n\x05start\x18\x06 \x01(\x0e\x32\x1a.mailroom.v1.StartPosition\x12\x31\n\x05queue\x18\x07 \x01(\x0b\x32\".mailroom.v1.SubscriberQueueConfig\x12\x35\n\x12heartbeat_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_frames_per_message\x18\t \x01(\rB\x07\n\x05scope\"d\n\x11SubscribeResponse\x12&\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x17.mailroom.v1.EventFrame\x12\'\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x17.mailroom.v1.EventFrame\"\xea\x01\n\x11ListEventsRequest\x12%\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x16.mailroom.v1.AllEventsH\x00\x12\x10\n\x06run_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x61gent_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.mailroom.v1.EventFilterH\x00\x12\'\n\x05\x61\x66ter\x18\x05 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12\x17\n\x0funtil_event_seq\x18\x06 \x01(\x04\x12\x11\n\tpage_size\x18\x07 \x01(\rB\x07\n\x05scope\"\x82\x01\n\x12ListEventsResponse\x12\'\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x17.mailroom.v1.EventFrame\x12-\n\x0bnext_cursor\x18\x02 \x01(\x0b\x32\x18.mailroom.v1.EventCursor\x12\x14\n\x0c\x65nd_of_range\x18\x03 \x01(\x08\">\n\x13PublishBatchRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.mailroom.v1.AgentEvent\"[\n\x14PublishBatchResponse\x12-\n\tenvelopes\x18\x01 \x03(\x0b\x32\x1a.mailroom.v1.EventEnvelope\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02\x32\xc6\x02\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.mailroom.v1.PublishRequest\x1a\x1c.mailroom.v1.PublishResponse\x12L\n\tSubscribe\x12\x1d.mailroom.v1.SubscribeRequest\x1a\x1e.mailroom.v1.SubscribeResponse0\x01\x12M\n\nListEvents\x12\x1e.mailroom.v1.ListEventsRequest\x1a\x1f.mailroom.v1.ListEventsResponse\x12S\n\x0cPublishBatch\x12 .mailroom.v1.PublishBatchRequest\x1a!.mailroom.v1.PublishBatchResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailroom.v1.event_service_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _STARTPOSITION._serialized_start=1179
-  _STARTPOSITION._serialized_end=1282
+  _STARTPOSITION._serialized_start=1252
+  _STARTPOSITION._serialized_end=1355
   _PUBLISHREQUEST._serialized_start=105
   _PUBLISHREQUEST._serialized_end=161
   _PUBLISHRESPONSE._serialized_start=163
   _PUBLISHRESPONSE._serialized_end=248
   _SUBSCRIBEREQUEST._serialized_start=251
-  _SUBSCRIBEREQUEST._serialized_end=589
-  _SUBSCRIBERESPONSE._serialized_start=591
-  _SUBSCRIBERESPONSE._serialized_end=650
-  _LISTEVENTSREQUEST._serialized_start=653
-  _LISTEVENTSREQUEST._serialized_end=887
-  _LISTEVENTSRESPONSE._serialized_start=890
-  _LISTEVENTSRESPONSE._serialized_end=1020
-  _PUBLISHBATCHREQUEST._serialized_start=1022
-  _PUBLISHBATCHREQUEST._serialized_end=1084
-  _PUBLISHBATCHRESPONSE._serialized_start=1086
-  _PUBLISHBATCHRESPONSE._serialized_end=1177
-  _EVENTSERVICE._serialized_start=1285
-  _EVENTSERVICE._serialized_end=1611
+  _SUBSCRIBEREQUEST._serialized_end=621
+  _SUBSCRIBERESPONSE._serialized_start=623
+  _SUBSCRIBERESPONSE._serialized_end=723
+  _LISTEVENTSREQUEST._serialized_start=726
+  _LISTEVENTSREQUEST._serialized_end=960
+  _LISTEVENTSRESPONSE._serialized_start=963
+  _LISTEVENTSRESPONSE._serialized_end=1093
+  _PUBLISHBATCHREQUEST._serialized_start=1095
+  _PUBLISHBATCHREQUEST._serialized_end=1157
+  _PUBLISHBATCHRESPONSE._serialized_start=1159
+  _PUBLISHBATCHRESPONSE._serialized_end=1250
+  _EVENTSERVICE._serialized_start=1358
+  _EVENTSERVICE._serialized_end=1684
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,8 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { ErrorDetailSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventFrameKind, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { type SubscribeResponse, SubscribeResponseSchema } from "../../gen/mailroom/v1/event_service_pb.js";
-import { type ClientProtocol, createMailroomClients } from "../../src/client/index.js";
+import type { ClientProtocol } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import { type Events, publishMany, seqOf, type SubscribeInit, within } from "../support/events.js";
 import { uid } from "../support/mailbox.js";
 import { useServerProcess } from "../support/server-process.js";
@@ -36,7 +37,7 @@ describe.each(wires)("Subscribe with max_frames_per_message over %s", (_name, wi
   const server = useServerProcess();
 
   it("replays a backlog in order in batches of at most that many frames, then CAUGHT_UP; a live event comes at once, alone", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, ...wire });
+    const clients = testClients({ baseUrl: server().url, ...wire });
     onTestFinished(() => clients.close());
     const runId = uid("batched-run");
     const published = await publishMany(clients.events, 120, () => ({ runId, kind: EventKind.MODEL_STREAM_DELTA }));
@@ -66,7 +67,7 @@ describe.each(wires)("Subscribe with max_frames_per_message over %s", (_name, wi
   });
 
   it("without the field, every response carries one frame in `frame`, as before", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, ...wire });
+    const clients = testClients({ baseUrl: server().url, ...wire });
     onTestFinished(() => clients.close());
     const runId = uid("single-run");
     await publishMany(clients.events, 5, () => ({ runId, kind: EventKind.MODEL_STREAM_DELTA }));
@@ -79,7 +80,7 @@ describe.each(wires)("Subscribe with max_frames_per_message over %s", (_name, wi
   });
 
   it("refuses more than 1000 with INVALID_ARGUMENT naming the field", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, ...wire });
+    const clients = testClients({ baseUrl: server().url, ...wire });
     onTestFinished(() => clients.close());
     const error = await responses(clients.events, { scope: { case: "all", value: {} }, maxFramesPerMessage: 1001 })("a refusal").then(
       () => undefined,
@@ -95,7 +96,7 @@ describe.each(wires)("a batch stays within --max-message-bytes, over %s", (_name
   const server = useServerProcess({ args: ["--max-message-bytes", String(LIMIT)] });
 
   it("carries fewer frames when they are large, and loses none", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, ...wire });
+    const clients = testClients({ baseUrl: server().url, ...wire });
     onTestFinished(() => clients.close());
     const runId = uid("large-run");
     const data = new Uint8Array(6 * 1024).fill(7);

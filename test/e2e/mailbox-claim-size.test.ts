@@ -8,7 +8,7 @@ import { ConnectError } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { RunDispatchStatus } from "../../gen/mailroom/v1/dispatch_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
+import { testClients } from "../support/e2e-auth.js";
 import { LONG_LEASE } from "../support/mailbox.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
 
@@ -19,7 +19,7 @@ describe.each(serverBackends())("Claim within the response size limit ($name bac
     const server = useServerProcess({ backend });
 
     it("a Claim of 20 dispatches of 250 KiB each takes those that fit in one response, best first; the rest stay queued with no attempt spent", async () => {
-      const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+      const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
       onTestFinished(() => clients.close());
       const tag = randomUUID();
       const payload = { data: new Uint8Array(250 * KIB), mediaType: "application/octet-stream" };
@@ -46,7 +46,7 @@ describe.each(serverBackends())("Claim within the response size limit ($name bac
     const server = useServerProcess({ backend, args: ["--max-message-bytes", String(64 * KIB)] });
 
     it("a long-polling Claim of many small dispatches still answers, with as many as fit", async () => {
-      const clients = createMailroomClients({ baseUrl: server().url, protocol: "connect" });
+      const clients = testClients({ baseUrl: server().url, protocol: "connect" });
       onTestFinished(() => clients.close());
       const tag = randomUUID();
       const payload = { data: new Uint8Array(20 * KIB), mediaType: "application/octet-stream" };

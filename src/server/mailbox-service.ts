@@ -1,10 +1,11 @@
 /**
  * MailboxService: each handler checks its request (domain), calls the engine
- * and translates the answer. Nothing else happens here.
+ * (the use cases of its caller's namespace) and translates the answer.
+ * Nothing else happens here.
  */
 import { create } from "@bufbuild/protobuf";
 import { type Duration, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { LiveRunCommandSchema } from "../../gen/mailroom/v1/live_pb.js";
 import {
@@ -43,6 +44,7 @@ import { toRunDispatch } from "../engine/mailbox/records.js";
 import { PushQueue } from "../engine/push-queue.js";
 import type { WorkSignal } from "../engine/mailbox/work-signals.js";
 import { itemError } from "./errors.js";
+import { scopeOf } from "./principal.js";
 import { heartbeatStream } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
@@ -54,39 +56,40 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
 }
 
 export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxService> {
-  const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
+  const mailboxOf = (context: HandlerContext) => scopeOf(engine, context).mailbox;
+  const queriesOf = (context: HandlerContext) => scopeOf(engine, context).queries;
 
   return {
-    async enqueue(request) {
-      const [outcome] = await mailbox.enqueue([parseNewDispatch("dispatch", request.dispatch, limits)]);
+    async enqueue(request, context) {
+      const [outcome] = await mailboxOf(context).enqueue([parseNewDispatch("dispatch", request.dispatch, limits)]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
 
-    async enqueueBatch(request) {
-      const outcomes = await mailbox.enqueue(parseEnqueueBatch(request.dispatches, limits));
+    async enqueueBatch(request, context) {
+      const outcomes = await mailboxOf(context).enqueue(parseEnqueueBatch(request.dispatches, limits));
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
 
     async claim(request, context) {
-      const claimed = await mailbox.claim(parseClaim(request, limits), context.signal);
+      const claimed = await mailboxOf(context).claim(parseClaim(request, limits), context.signal);
       return { dispatches: claimed.map(toRunDispatch) };
     },
 
-    async claimDispatch(request) {
+    async claimDispatch(request, context) {
       const dispatchId = requireId("dispatch_id", request.dispatchId);
       const consumerId = requireId("consumer_id", request.consumerId);
-      return { dispatch: toRunDispatch(await mailbox.claimDispatch(dispatchId, consumerId, parseLease("lease", request.lease, limits))) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).claimDispatch(dispatchId, consumerId, parseLease("lease", request.lease, limits))) };
     },
 
-    async ack(request) {
-      return { dispatch: toRunDispatch(await mailbox.ack(parseClaimRef(request))) };
+    async ack(request, context) {
+      return { dispatch: toRunDispatch(await mailboxOf(context).ack(parseClaimRef(request))) };
     },
 
-    async ackBatch(request) {
+    async ackBatch(request, context) {
       const refs = parseAckBatch(request.claims, limits);
-      const results = await mailbox.ackMany(refs);
+      const results = await mailboxOf(context).ackMany(refs);
       return create(AckBatchResponseSchema, {
         results: results.map((result, i) =>
           create(AckResultSchema, result instanceof MailroomError
@@ -96,40 +99,40 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       });
     },
 
-    async recordDispatchStart(request) {
+    async recordDispatchStart(request, context) {
       const instance = requireId("dispatch_instance_id", request.dispatchInstanceId);
-      return { dispatch: toRunDispatch(await mailbox.recordStart(parseClaimRef(request), instance)) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).recordStart(parseClaimRef(request), instance)) };
     },
 
-    async recordRunResult(request) {
+    async recordRunResult(request, context) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, parseRunResult(request.result))) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).recordResult(ref, parseRunResult(request.result))) };
     },
 
-    async nack(request) {
+    async nack(request, context) {
       const ref = parseClaimRef(request);
-      const dispatch = await mailbox.nack(ref, parseRetry(request.retry, limits), parseErrorText("error", request.error));
+      const dispatch = await mailboxOf(context).nack(ref, parseRetry(request.retry, limits), parseErrorText("error", request.error));
       return { dispatch: toRunDispatch(dispatch) };
     },
 
-    async deadLetter(request) {
+    async deadLetter(request, context) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, parseErrorText("error", request.error))) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).deadLetter(ref, parseErrorText("error", request.error))) };
     },
 
-    async cancel(request) {
-      const outcome = await mailbox.cancel(requireId("dispatch_id", request.dispatchId), parseReason("reason", request.reason));
+    async cancel(request, context) {
+      const outcome = await mailboxOf(context).cancel(requireId("dispatch_id", request.dispatchId), parseReason("reason", request.reason));
       return { dispatch: toRunDispatch(outcome.dispatch), changed: outcome.changed };
     },
 
-    async extendLease(request) {
+    async extendLease(request, context) {
       const ref = parseClaimRef(request);
-      const outcome = await mailbox.extendLease(ref, parseNewLease(request, limits.maxLeaseMs));
+      const outcome = await mailboxOf(context).extendLease(ref, parseNewLease(request, limits.maxLeaseMs));
       return { dispatch: toRunDispatch(outcome.dispatch), interrupted: outcome.interrupted, threadEpoch: BigInt(outcome.threadEpoch) };
     },
 
-    async interrupt(request) {
-      const outcome = await mailbox.interrupt(requireId("thread_id", request.threadId), request.detailed);
+    async interrupt(request, context) {
+      const outcome = await mailboxOf(context).interrupt(requireId("thread_id", request.threadId), request.detailed);
       return {
         newDispatchEpoch: BigInt(outcome.newEpoch),
         activeDispatch: outcome.active ? toRunDispatch(outcome.active) : undefined,
@@ -138,51 +141,51 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       };
     },
 
-    async getDispatchEpoch(request) {
-      return { dispatchEpoch: BigInt(await engine.threads.epoch(requireId("thread_id", request.threadId))) };
+    async getDispatchEpoch(request, context) {
+      return { dispatchEpoch: BigInt(await scopeOf(engine, context).threads.epoch(requireId("thread_id", request.threadId))) };
     },
 
-    async supersedeClaimed(request) {
+    async supersedeClaimed(request, context) {
       const ref = parseClaimRef(request);
-      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, parseReason("reason", request.reason))) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).supersedeClaimed(ref, parseReason("reason", request.reason))) };
     },
 
-    async getDispatch(request) {
-      return { dispatch: toRunDispatch(await queries.get(requireId("dispatch_id", request.dispatchId))) };
+    async getDispatch(request, context) {
+      return { dispatch: toRunDispatch(await queriesOf(context).get(requireId("dispatch_id", request.dispatchId))) };
     },
 
-    async listDispatches(request) {
-      const page = await queries.list(parseList(request));
+    async listDispatches(request, context) {
+      const page = await queriesOf(context).list(parseList(request));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async countDispatches(request) {
-      const counts = await queries.count(optionalId("thread_id", request.threadId), parseStatuses("statuses", request.statuses));
+    async countDispatches(request, context) {
+      const counts = await queriesOf(context).count(optionalId("thread_id", request.threadId), parseStatuses("statuses", request.statuses));
       return {
         counts: counts.map(({ status, count }) => create(DispatchStatusCountSchema, { status: statusToProto(status), count: BigInt(count) })),
         total: BigInt(counts.reduce((sum, c) => sum + c.count, 0)),
       };
     },
 
-    async listTerminalDispatches(request) {
-      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }));
+    async listTerminalDispatches(request, context) {
+      const page = await queriesOf(context).listTerminal(parseList({ ...request, statuses: [] }));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async reclaimExpiredLeases(request) {
+    async reclaimExpiredLeases(request, context) {
       const limit = request.limit === 0 ? 100 : intInRange("limit", request.limit, 1, 1000);
-      return { dispatches: (await mailbox.reclaimExpired(limit)).map(toRunDispatch) };
+      return { dispatches: (await mailboxOf(context).reclaimExpired(limit)).map(toRunDispatch) };
     },
 
-    async purgeTerminal(request) {
+    async purgeTerminal(request, context) {
       const before = timestampToMs("completed_before", requirePresent("completed_before", request.completedBefore));
       const limit = request.limit === 0 ? 10_000 : intInRange("limit", request.limit, 1, 100_000);
-      return { purgedCount: BigInt(await queries.purgeTerminal(before, limit)) };
+      return { purgedCount: BigInt(await queriesOf(context).purgeTerminal(before, limit)) };
     },
 
-    async listQueuedThreads(request) {
+    async listQueuedThreads(request, context) {
       const size = pageSize("page_size", request.pageSize, 100, MAX_PAGE_SIZE);
-      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : request.pageToken);
+      const page = await queriesOf(context).queuedThreads(size, request.pageToken === "" ? undefined : request.pageToken);
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -190,7 +193,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       const threadId = optionalId("thread_id", request.threadId);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       const queue = new PushQueue<WorkSignal>();
-      const stop = signals.listen((signal) => {
+      const stop = scopeOf(engine, context).signals.listen((signal) => {
         if (threadId !== undefined && signal.threadId !== threadId) return;
         if (queue.size >= SIGNAL_BUFFER) queue.shift();
         queue.push(signal);
@@ -210,7 +213,7 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
     async *openLiveChannel(request, context) {
       const wanted = parseLiveTarget("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
-      const channel = await live.open(wanted);
+      const channel = await scopeOf(engine, context).live.open(wanted);
       try {
         yield* heartbeatStream(channel.queue, {
           heartbeatMs,
@@ -223,19 +226,19 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       }
     },
 
-    async ackLiveCommand(request) {
-      return { newlyAcked: await live.ack(requireId("command_id", request.commandId)) };
+    async ackLiveCommand(request, context) {
+      return { newlyAcked: await scopeOf(engine, context).live.ack(requireId("command_id", request.commandId)) };
     },
 
-    async deliverLive(request) {
+    async deliverLive(request, context) {
       const wanted = parseLiveTarget("target", request.target);
       const command = parseLiveCommand("command", request.command);
-      const outcome = await live.deliver(wanted, create(LiveRunCommandSchema, command));
+      const outcome = await scopeOf(engine, context).live.deliver(wanted, create(LiveRunCommandSchema, command));
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
 
     async pullDispatchSignals(request, context) {
-      const pulled = await engine.signalReceipts.pull(parsePull(request), context.signal);
+      const pulled = await scopeOf(engine, context).signalReceipts.pull(parsePull(request), context.signal);
       return {
         receipts: pulled.map((p) => create(DispatchSignalReceiptSchema, {
           signal: create(DispatchSignalSchema, { threadId: p.threadId, dispatchId: p.dispatchId, reason: p.reason }),
@@ -246,13 +249,13 @@ export function mailboxService(engine: Engine): ServiceImpl<typeof MailboxServic
       };
     },
 
-    async ackDispatchSignal(request) {
-      return { acked: await engine.signalReceipts.ack(parseAck(request)) };
+    async ackDispatchSignal(request, context) {
+      return { acked: await scopeOf(engine, context).signalReceipts.ack(parseAck(request)) };
     },
 
-    async nackDispatchSignal(request) {
+    async nackDispatchSignal(request, context) {
       const { receipt, delayMs } = parseNack(request);
-      return { nacked: await engine.signalReceipts.nack(receipt, delayMs) };
+      return { nacked: await scopeOf(engine, context).signalReceipts.nack(receipt, delayMs) };
     },
   };
 }

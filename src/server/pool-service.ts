@@ -1,6 +1,6 @@
 /**
  * PoolService: each handler checks its request (domain), calls the engine
- * and translates the answer. The two record streams (a run's inbox and
+ * (the use cases of its caller's namespace) and translates the answer. The two record streams (a run's inbox and
  * WatchPool) read the pool's kept history.
  */
 import { create } from "@bufbuild/protobuf";
@@ -19,56 +19,59 @@ import type { PoolRecordStream } from "../engine/pool/record-stream.js";
 import { memberToDoc, memberToProto, poolRecordOf } from "../engine/pool/records.js";
 import { PushQueue } from "../engine/push-queue.js";
 import { subscriptionFrame, wireFormatOf } from "./event-frames.js";
+import { scopeOf } from "./principal.js";
 import { heartbeat } from "./streams.js";
 
 export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
   return {
-    async openPool(request) {
-      const { pool, opened } = await engine.pools.open(parsePoolId(request.poolId), parseConfig(request.config));
-      return { snapshot: await engine.pools.snapshot(pool._id, parseMaxMessages(0)), opened };
+    async openPool(request, context) {
+      const { pools } = scopeOf(engine, context);
+      const { pool, opened } = await pools.open(parsePoolId(request.poolId), parseConfig(request.config));
+      return { snapshot: await pools.snapshot(pool._id, parseMaxMessages(0)), opened };
     },
 
-    async getPool(request) {
-      return { snapshot: await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)) };
+    async getPool(request, context) {
+      return { snapshot: await scopeOf(engine, context).pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)) };
     },
 
-    async joinRun(request) {
-      const joined = await engine.pools.join(parsePoolId(request.poolId), parseMember("member", request.member));
+    async joinRun(request, context) {
+      const joined = await scopeOf(engine, context).pools.join(parsePoolId(request.poolId), parseMember("member", request.member));
       return { member: memberToProto(memberToDoc(joined.member)), poolCreated: joined.poolCreated, cursor: BigInt(joined.seq) };
     },
 
-    async leaveRun(request) {
+    async leaveRun(request, context) {
       const poolId = parsePoolId(request.poolId);
-      const left = await engine.pools.leave(poolId, requireId("run_id", request.runId));
+      const left = await scopeOf(engine, context).pools.leave(poolId, requireId("run_id", request.runId));
       return { member: memberToProto(memberToDoc(left.member)), cursor: BigInt(left.seq) };
     },
 
-    async listMembers(request) {
+    async listMembers(request, context) {
       const poolId = parsePoolId(request.poolId);
-      await engine.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
-      return { members: (await engine.pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m))) };
+      const { pools } = scopeOf(engine, context);
+      await pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+      return { members: (await pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m))) };
     },
 
-    async send(request) {
+    async send(request, context) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.send(poolId, parseMessage("message", request.message, poolId, false));
+      return scopeOf(engine, context).messages.send(poolId, parseMessage("message", request.message, poolId, false));
     },
 
-    async respond(request) {
+    async respond(request, context) {
       const poolId = parsePoolId(request.poolId);
-      return engine.messages.respond(poolId, parseMessage("reply", request.reply, poolId, true), request.reply?.to !== undefined);
+      return scopeOf(engine, context).messages.respond(poolId, parseMessage("reply", request.reply, poolId, true), request.reply?.to !== undefined);
     },
 
-    async cancelMessage(request) {
+    async cancelMessage(request, context) {
       const poolId = parsePoolId(request.poolId);
-      return { receipt: await engine.messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
+      return { receipt: await scopeOf(engine, context).messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
     },
 
     async *receiveMessages(request, context) {
       const command = parsePoolStream({ poolId: request.poolId, afterCursor: request.afterCursor, heartbeatInterval: request.heartbeatInterval });
       const runId = requireId("run_id", request.runId);
       // NOT_FOUND and a refused cursor come before the first frame.
-      const stream = await engine.pools.records(command.poolId, { ...command, recipient: runId });
+      const stream = await scopeOf(engine, context).pools.records(command.poolId, { ...command, recipient: runId });
       try {
         yield { frame: { case: "heartbeat", value: heartbeat() } };
         for await (const frame of poolRecords(stream, command, context)) {
@@ -84,17 +87,17 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       }
     },
 
-    async suspendUntil(request) {
+    async suspendUntil(request, context) {
       const poolId = parsePoolId(request.poolId);
-      return engine.wakes.suspend(poolId, parseWakeCondition(request.runId, request.condition));
+      return scopeOf(engine, context).wakes.suspend(poolId, parseWakeCondition(request.runId, request.condition));
     },
 
-    async pollWake(request) {
-      return { registration: await engine.wakes.poll(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    async pollWake(request, context) {
+      return { registration: await scopeOf(engine, context).wakes.poll(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
     },
 
-    async cancelWake(request) {
-      return { registration: await engine.wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    async cancelWake(request, context) {
+      return { registration: await scopeOf(engine, context).wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
     },
 
     async *awaitWake(request, context) {
@@ -103,11 +106,12 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       const settled = new PushQueue<WakeRegistration>(1);
       // Listen before reading, so a change between the two is not missed.
-      const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
-        engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
+      const scope = scopeOf(engine, context);
+      const stopListening = engine.wakeMatcher.whenSettled(scope.namespace, poolId, conditionId, () => {
+        scope.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
       });
       try {
-        const current = await engine.wakes.poll(poolId, conditionId);
+        const current = await scope.wakes.poll(poolId, conditionId);
         yield { frame: { case: "registration", value: current } };
         if (current.status !== WakeRegistrationStatus.REGISTERED) return;
         for (;;) {
@@ -122,23 +126,23 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
       }
     },
 
-    async deletePool(request) {
-      const { cancelledWakes } = await engine.poolDeletion.delete(parsePoolId(request.poolId));
+    async deletePool(request, context) {
+      const { cancelledWakes } = await scopeOf(engine, context).poolDeletion.delete(parsePoolId(request.poolId));
       return { cancelledWakeConditions: BigInt(cancelledWakes) };
     },
 
-    async listMessages(request) {
-      return engine.messages.list(parsePoolList(parsePoolId(request.poolId), request));
+    async listMessages(request, context) {
+      return scopeOf(engine, context).messages.list(parsePoolList(parsePoolId(request.poolId), request));
     },
 
-    async listWakeConditions(request) {
-      return engine.wakes.list(parsePoolList(parsePoolId(request.poolId), request));
+    async listWakeConditions(request, context) {
+      return scopeOf(engine, context).wakes.list(parsePoolList(parsePoolId(request.poolId), request));
     },
 
     async *subscribePool(request, context) {
       const command = parseSubscribePool(request);
       // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
-      const subscription = await engine.poolSubscriptions.open(command);
+      const subscription = await scopeOf(engine, context).poolSubscriptions.open(command);
       const wire = wireFormatOf(context.requestHeader.get("content-type"));
       try {
         for (;;) {
@@ -154,7 +158,7 @@ export function poolService(engine: Engine): ServiceImpl<typeof PoolService> {
 
     async *watchPool(request, context) {
       const command = parsePoolStream(request);
-      const stream = await engine.pools.records(command.poolId, command);
+      const stream = await scopeOf(engine, context).pools.records(command.poolId, command);
       for await (const frame of poolRecords(stream, command, context)) {
         yield { frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } };
       }

@@ -5,7 +5,10 @@
  * Through it, every document written carries the field `ns`; every filter
  * (upsert seeds included) gets `ns: <namespace>`; every index starts with
  * `ns`, so unique keys (dedupe keys, idempotency keys, event ids, one claim
- * per thread) are unique per namespace; and string `_id`s are stored
+ * per thread) are unique per namespace (stored under the name `ns_<name>`:
+ * a deployment that predates namespaces has indexes of the caller's names
+ * without `ns`, which MongoDB will not redefine in place; errors and
+ * dropIndexes speak the caller's names); and string `_id`s are stored
  * namespace-qualified, because `_id`'s own unique index is the one index
  * that cannot start with `ns`. Returned documents and change events come back
  * as the caller wrote them: `_id` unqualified, no `ns`.
@@ -35,6 +38,7 @@ import {
   type Collection,
   type Doc,
   type DocId,
+  DuplicateKeyError,
   type Filter,
   type FindOneAndUpdateOptions,
   type FindOptions,
@@ -59,6 +63,33 @@ const SEPARATOR = "\u0001";
 
 /** A call this view cannot scope to its namespace; a bug in the caller, never in the data. */
 export class NamespaceScopeError extends StoreError {}
+
+/** Prefix of the stored name of an index a view created (see the module comment). */
+const SCOPED_INDEX_PREFIX = "ns_";
+
+/** The name under which a view stores the index the caller names `name`. */
+export function scopedIndexName(name: string): string {
+  return SCOPED_INDEX_PREFIX + name;
+}
+
+/** The caller's name of a stored index (`_id_` and other unscoped ones as they are). */
+function callerIndexName(stored: string): string {
+  return stored.startsWith(SCOPED_INDEX_PREFIX) ? stored.slice(SCOPED_INDEX_PREFIX.length) : stored;
+}
+
+/** Runs a write, renaming the index of a DuplicateKeyError to the caller's name. */
+async function renamingDuplicates<R>(write: () => Promise<R>): Promise<R> {
+  try {
+    return await write();
+  } catch (error) {
+    if (error instanceof DuplicateKeyError) throw new DuplicateKeyError(error.collection, callerIndexName(error.index), { cause: error });
+    throw error;
+  }
+}
+
+function renamedDuplicates<R extends { duplicates: { position: number; index: string }[] }>(result: R): R {
+  return result.duplicates.length === 0 ? result : { ...result, duplicates: result.duplicates.map((d) => ({ position: d.position, index: callerIndexName(d.index) })) };
+}
 
 type Plain = Record<string, unknown>;
 
@@ -163,11 +194,17 @@ function checkUpdate(update: unknown): void {
   for (const [operator, fields] of Object.entries(update)) {
     if (!operator.startsWith("$")) throw new NamespaceScopeError("a namespaced update cannot replace a whole document");
     if (!isPlainObject(fields)) continue;
-    const paths = operator === "$rename" ? [...Object.keys(fields), ...Object.values(fields).map(String)] : Object.keys(fields);
-    for (const path of paths) {
-      const root = path.split(".")[0];
-      if (root === NAMESPACE_FIELD || root === "_id") throw new NamespaceScopeError(`a namespaced update cannot change ${root}`);
+    for (const path in fields) {
+      checkUpdatedPath(path);
+      if (operator === "$rename") checkUpdatedPath(String(fields[path]));
     }
+  }
+}
+
+/** The root of an updated path (`a` of `a.b`) may be neither `ns` nor `_id`. */
+function checkUpdatedPath(path: string): void {
+  for (const root of [NAMESPACE_FIELD, "_id"]) {
+    if (path.startsWith(root) && (path.length === root.length || path[root.length] === ".")) throw new NamespaceScopeError(`a namespaced update cannot change ${root}`);
   }
 }
 
@@ -176,8 +213,8 @@ function scopeIndex(spec: IndexSpec): IndexSpec {
   if (spec.partialFilterExpression && "_id" in spec.partialFilterExpression) {
     throw new NamespaceScopeError(`index ${indexName(spec)}: a partial filter on _id cannot be namespaced`);
   }
-  // Named as the caller's spec would be, so a DuplicateKeyError names the index the caller knows.
-  return { ...spec, name: indexName(spec), key: { [NAMESPACE_FIELD]: 1, ...spec.key } };
+  // Errors name it as the caller's spec would be (see renamingDuplicates).
+  return { ...spec, name: scopedIndexName(indexName(spec)), key: { [NAMESPACE_FIELD]: 1, ...spec.key } };
 }
 
 class NamespacedCollection<T extends Doc> implements Collection<T> {
@@ -194,17 +231,18 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
     return this.raw.createIndexes(specs.map(scopeIndex));
   }
 
-  /** Index names are the caller's (each index is the namespace-first version of the one named). */
+  /** Index names are the caller's (each names the namespace-first version of the index). */
   async dropIndexes(names: string[]): Promise<void> {
-    return this.raw.dropIndexes(names);
+    return this.raw.dropIndexes(names.map(scopedIndexName));
   }
 
   async insertOne(doc: T): Promise<void> {
-    return this.raw.insertOne(this.stored(doc));
+    const stored = this.stored(doc);
+    return renamingDuplicates(() => this.raw.insertOne(stored));
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
-    return this.raw.insertMany(docs.map((doc) => this.stored(doc)));
+    return renamedDuplicates(await this.raw.insertMany(docs.map((doc) => this.stored(doc))));
   }
 
   async findOne(filter: Filter<T>, options?: FindOptions): Promise<T | null> {
@@ -218,13 +256,13 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options?: FindOneAndUpdateOptions): Promise<T | null> {
     checkUpdate(update);
     const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    return this.returned(await this.raw.findOneAndUpdate(scoped, update as UpdateFilter<Doc>, options));
+    return this.returned(await renamingDuplicates(() => this.raw.findOneAndUpdate(scoped, update as UpdateFilter<Doc>, options)));
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult> {
     checkUpdate(update);
     const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    const result = await this.raw.updateOne(scoped, update as UpdateFilter<Doc>, options);
+    const result = await renamingDuplicates(() => this.raw.updateOne(scoped, update as UpdateFilter<Doc>, options));
     return result.upsertedId === undefined ? result : { ...result, upsertedId: this.codec.unqualified(result.upsertedId) };
   }
 
@@ -233,12 +271,12 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
       checkUpdate(updateOne.update);
       return { updateOne: { filter: updateOne.upsert ? this.upsertFilter(updateOne.filter) : this.filter(updateOne.filter), update: updateOne.update as UpdateFilter<Doc>, ...(updateOne.upsert ? { upsert: true } : {}) } };
     });
-    return this.raw.bulkWrite(scoped, options);
+    return renamedDuplicates(await this.raw.bulkWrite(scoped, options));
   }
 
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
     checkUpdate(update);
-    return this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>);
+    return renamingDuplicates(() => this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>));
   }
 
   async deleteOne(filter: Filter<T>): Promise<number> {
@@ -276,10 +314,41 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
   }
 }
 
+/**
+ * A document read from the underlying store, as its namespace's view returns
+ * it, with that namespace: what a store-wide sweeper needs to act on it
+ * through the view. A document without `ns` was written before namespaces
+ * (and not backfilled yet): it is the default namespace's.
+ */
+export function ownerOf<T extends Doc>(stored: Doc): { namespace: string; doc: T } {
+  const { ns: namespace, ...rest } = stored as Doc & { ns?: unknown };
+  const codec = codecOf(typeof namespace === "string" ? namespace : DEFAULT_NAMESPACE);
+  rest._id = codec.unqualified(stored._id);
+  return { namespace: codec.namespace, doc: rest as unknown as T };
+}
+
+/** The namespace of a document read from the underlying store (default when it has none: see ownerOf). */
+export function namespaceOf(stored: object): string {
+  const namespace = (stored as Plain)[NAMESPACE_FIELD];
+  return typeof namespace === "string" ? namespace : DEFAULT_NAMESPACE;
+}
+
+const codecs = new Map<string, IdCodec>();
+/** Codecs are small and stateless; a few are kept (namespaces are unbounded when JWTs name them). */
+function codecOf(namespace: string): IdCodec {
+  let codec = codecs.get(namespace);
+  if (!codec) {
+    if (codecs.size >= 1024) codecs.clear();
+    codecs.set(namespace, (codec = new IdCodec(namespace)));
+  }
+  return codec;
+}
+
 function unstored<T extends Doc>(doc: Doc, codec: IdCodec): T {
-  const { [NAMESPACE_FIELD]: namespace, ...rest } = doc as Doc & Plain;
+  const { ns: namespace, ...rest } = doc as Doc & { ns?: unknown };
   if (namespace !== codec.namespace) throw new NamespaceScopeError(`a document of namespace ${JSON.stringify(namespace)} reached namespace ${JSON.stringify(codec.namespace)}`);
-  return { ...rest, _id: codec.unqualified(doc._id) } as unknown as T;
+  rest._id = codec.unqualified(doc._id);
+  return rest as unknown as T;
 }
 
 /** Change events of one namespace, unqualified. */

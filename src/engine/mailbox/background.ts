@@ -7,16 +7,23 @@
  * - deletes terminal dispatches older than the retention;
  * - turns journal events into work signals, and keeps an availability clock
  *   so delayed work is signalled when it comes due (no worker polls).
+ *
+ * Each sweep finds its candidates across every namespace at once, through
+ * store-wide indexes (a sweep per namespace would cost as many queries as
+ * there are namespaces), then acts on each in its own namespace, through
+ * that namespace's use cases: conditional updates as a call would make them.
  */
 import type { Clock } from "../../domain/clock.js";
-import type { Collection } from "../../store/port.js";
+import { TERMINAL_STATUSES } from "../../domain/dispatch/state.js";
+import { namespaceOf, ownerOf } from "../../store/namespaced.js";
+import type { Collection, Doc, Store } from "../../store/port.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
 import type { Outbox } from "../outbox.js";
 import type { Mailbox } from "./mailbox.js";
-import type { MailboxQueries } from "./queries.js";
-import type { DispatchDoc } from "./records.js";
+import { DISPATCH_SWEEPER_INDEXES, DISPATCHES, type DispatchDoc, OBSOLETE_DISPATCH_INDEXES, THREAD_SWEEPER_INDEXES, THREADS, type ThreadDoc } from "./records.js";
+import { DISPATCH_SIGNALS, OBSOLETE_RECEIPT_INDEXES, RECEIPT_SWEEPER_INDEXES } from "./signal-receipts.js";
 import type { Threads } from "./threads.js";
 import { DispatchSignalReason, type WorkSignals } from "./work-signals.js";
 
@@ -46,19 +53,28 @@ const BATCH = 500;
 const MAX_TIMER_MS = 3_600_000;
 
 interface MailboxBackgroundDeps {
-  mailbox: Mailbox;
-  queries: MailboxQueries;
-  threads: Threads;
+  /** The store itself: the sweeps read every namespace's documents. */
+  store: Store;
+  /** A namespace's use cases, to act on what a sweep found. */
+  scope: (namespace: string) => { mailbox: Mailbox; threads: Threads };
   outbox: Outbox;
   signals: WorkSignals;
   tail: JournalTail;
-  dispatches: Collection<DispatchDoc>;
   clock: Clock;
   log: Logger;
   timings: MailboxTimings;
 }
 
+/** Pulled-signal receipts not changed for the retention are deleted, a batch at a time. */
+interface ReceiptDoc extends Doc {
+  _id: string;
+  updated_at: number;
+}
+
 export class MailboxBackground {
+  private readonly dispatches: Collection<DispatchDoc>;
+  private readonly threads: Collection<ThreadDoc>;
+  private readonly receipts: Collection<ReceiptDoc>;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly running = new Set<string>();
   private unsubscribe: (() => void) | undefined;
@@ -68,7 +84,20 @@ export class MailboxBackground {
   private stopped = false;
   private timersOn = false;
 
-  constructor(private readonly deps: MailboxBackgroundDeps) {}
+  constructor(private readonly deps: MailboxBackgroundDeps) {
+    this.dispatches = deps.store.collection<DispatchDoc>(DISPATCHES);
+    this.threads = deps.store.collection<ThreadDoc>(THREADS);
+    this.receipts = deps.store.collection<ReceiptDoc>(DISPATCH_SIGNALS);
+  }
+
+  /** Creates the sweeps' store-wide indexes. */
+  async init(): Promise<void> {
+    await this.dispatches.createIndexes(DISPATCH_SWEEPER_INDEXES);
+    await this.dispatches.dropIndexes(OBSOLETE_DISPATCH_INDEXES);
+    await this.threads.createIndexes(THREAD_SWEEPER_INDEXES);
+    await this.receipts.createIndexes(RECEIPT_SWEEPER_INDEXES);
+    await this.receipts.dropIndexes(OBSOLETE_RECEIPT_INDEXES);
+  }
 
   /**
    * Starts deriving work signals from the journal and, with `timers`, the
@@ -93,29 +122,49 @@ export class MailboxBackground {
     clearTimeout(this.availabilityTimer);
   }
 
+  /** Reclaims expired leases in every namespace; returns how many. */
   async sweepLeases(): Promise<number> {
     let total = 0;
     for (;;) {
-      const reclaimed = await this.deps.mailbox.reclaimExpired(BATCH);
-      total += reclaimed.length;
-      if (reclaimed.length < BATCH) return total;
+      const now = this.deps.clock.now();
+      const expired = await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit: BATCH });
+      let reclaimed = 0;
+      for (const [namespace, docs] of byNamespace<DispatchDoc>(expired)) reclaimed += (await this.deps.scope(namespace).mailbox.reclaim(docs)).length;
+      total += reclaimed;
+      if (reclaimed < BATCH) return total;
     }
   }
 
   async repair(): Promise<void> {
     await this.deps.outbox.repair(BATCH);
-    await this.deps.threads.repairClaims(this.deps.timings.claimHintGraceMs, BATCH);
+    await this.repairClaims();
   }
 
+  /** Thread claim hints left by a process that died mid-transition, in every namespace (see Threads.repairClaim). */
+  private async repairClaims(): Promise<number> {
+    const stale = await this.threads.find({ claim_lease_until: { $lt: this.deps.clock.now() - this.deps.timings.claimHintGraceMs } }, { sort: { claim_lease_until: 1 }, limit: BATCH });
+    let repaired = 0;
+    for (const stored of stale) {
+      const { namespace, doc } = ownerOf<ThreadDoc>(stored);
+      if (await this.deps.scope(namespace).threads.repairClaim(doc)) repaired++;
+    }
+    if (repaired > 0) this.deps.log.info({ threads: repaired }, "released thread claims whose dispatch was no longer claimed");
+    return repaired;
+  }
+
+  /** Deletes terminal dispatches and pulled-signal receipts past the retention, in every namespace. */
   async purge(): Promise<number> {
     const before = this.deps.clock.now() - this.deps.timings.retentionMs;
-    let total = 0;
-    for (;;) {
-      const purged = await this.deps.queries.purgeTerminal(before, BATCH);
-      total += purged;
-      if (purged < BATCH) break;
-    }
+    // Deleted by their stored ids: each document is the one found, whatever its namespace.
+    const total = await purgeBatches(
+      () => this.dispatches.find({ terminal: true, completed_at: { $lt: before } }, { sort: { completed_at: -1, _id: -1 }, limit: BATCH }),
+      (ids) => this.dispatches.deleteMany({ _id: { $in: ids as string[] }, status: { $in: [...TERMINAL_STATUSES] } }),
+    );
     if (total > 0) this.deps.log.info({ dispatches: total, retention_ms: this.deps.timings.retentionMs }, "purged terminal dispatches past retention");
+    await purgeBatches(
+      () => this.receipts.find({ updated_at: { $lt: before } }, { sort: { updated_at: 1 }, limit: BATCH }),
+      (ids) => this.receipts.deleteMany({ _id: { $in: ids as string[] }, updated_at: { $lt: before } }),
+    );
     return total;
   }
 
@@ -124,11 +173,14 @@ export class MailboxBackground {
     const now = this.deps.clock.now();
     // Only work that was delayed when it was queued: the rest was signalled
     // when it was queued (a QUEUED dispatch is updated only when queued).
-    const due = await this.deps.dispatches.find(
+    const due = await this.dispatches.find(
       { status: "QUEUED", available_at: { $gt: this.checkedUpTo, $lte: now }, $expr: { $gt: ["$available_at", "$updated_at"] } },
       { sort: { available_at: 1 }, limit: BATCH },
     );
-    for (const doc of due) this.deps.signals.emit({ threadId: doc.thread_id, dispatchId: doc._id, reason: DispatchSignalReason.AVAILABLE });
+    for (const stored of due) {
+      const { namespace, doc } = ownerOf<DispatchDoc>(stored);
+      this.deps.signals.emit(namespace, { threadId: doc.thread_id, dispatchId: doc._id, reason: DispatchSignalReason.AVAILABLE });
+    }
     this.checkedUpTo = due.length === BATCH ? due[due.length - 1]!.available_at : now;
     this.nextAvailability = Infinity;
     if (this.timersOn) await this.scheduleNextAvailability();
@@ -140,7 +192,7 @@ export class MailboxBackground {
       const claimable = event.claimable;
       if (!claimable || !event.thread_id || !event.dispatch_id) continue;
       if (claimable.at <= now) {
-        this.deps.signals.emit({ threadId: event.thread_id, dispatchId: event.dispatch_id, reason: claimable.reason });
+        this.deps.signals.emit(namespaceOf(event), { threadId: event.thread_id, dispatchId: event.dispatch_id, reason: claimable.reason });
       } else {
         this.scheduleAvailability(claimable.at);
       }
@@ -151,7 +203,7 @@ export class MailboxBackground {
     // After what was checked, not after now: work that came due since the last
     // check read the clock (or beyond a full batch) has not been signalled yet;
     // it is scheduled at once. Only delayed work, as in checkAvailability.
-    const next = await this.deps.dispatches.findOne(
+    const next = await this.dispatches.findOne(
       { status: "QUEUED", available_at: { $gt: this.checkedUpTo }, $expr: { $gt: ["$available_at", "$updated_at"] } },
       { sort: { available_at: 1 } },
     );
@@ -180,5 +232,27 @@ export class MailboxBackground {
     task()
       .catch((error) => this.deps.log.warn({ task: name, error: error instanceof Error ? error.message : String(error) }, "mailbox background task failed; will retry"))
       .finally(() => this.running.delete(name));
+  }
+}
+
+/** Documents read from the store, as their namespaces' views return them, by namespace. */
+function byNamespace<T extends Doc>(stored: Doc[]): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const raw of stored) {
+    const { namespace, doc } = ownerOf<T>(raw);
+    const group = groups.get(namespace);
+    if (group) group.push(doc);
+    else groups.set(namespace, [doc]);
+  }
+  return groups;
+}
+
+/** Finds and deletes a batch at a time until a batch is short; returns how many were deleted. */
+async function purgeBatches(find: () => Promise<Doc[]>, remove: (ids: Doc["_id"][]) => Promise<number>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const old = await find();
+    if (old.length > 0) total += await remove(old.map((doc) => doc._id));
+    if (old.length < BATCH) return total;
   }
 }

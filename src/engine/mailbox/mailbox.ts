@@ -14,6 +14,10 @@
  * write and one read, whose threads are one bulk write, and whose events are
  * one journal group commit. A fenced call writes first and reads only to
  * explain a refusal.
+ *
+ * A Mailbox is one namespace's: its store is the namespace's view (every
+ * query and index carries the namespace), so its batches hold that
+ * namespace's calls only.
  */
 import { EntityKind, ErrorReason, MailroomError, failedPrecondition, notFound } from "../../domain/errors.js";
 import type { Clock } from "../../domain/clock.js";
@@ -28,7 +32,7 @@ import type { Collection, Filter, Store, UpdateFilter } from "../../store/port.j
 import { Coalescer, type Outcome } from "../coalescer.js";
 import { pendingEvent } from "../journal/records.js";
 import type { Logger } from "../logger.js";
-import { type CompactEntry, type Outbox, initialOutbox, withEvents } from "../outbox.js";
+import { type CompactEntry, type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
 import { dispatchEntry, materializeDispatchEvent } from "./dispatch-events.js";
 import {
   CLAIM_ORDER,
@@ -36,7 +40,6 @@ import {
   DISPATCHES,
   type DispatchDoc,
   dispatchIdOfRank,
-  OBSOLETE_DISPATCH_INDEXES,
   claimSizeBound,
   rankOf,
   RESPONSE_FRAMING,
@@ -46,14 +49,18 @@ import {
 } from "./records.js";
 import type { EndedClaim, Enlistment, Threads } from "./threads.js";
 import { type Transition, applyTransitions } from "./transitions.js";
-import { DispatchSignalReason, type WorkSignals } from "./work-signals.js";
+import type { QueueQuota } from "./queue-quota.js";
+import { DispatchSignalReason, type NamespaceSignals } from "./work-signals.js";
 
 export interface MailboxDeps {
+  /** The namespace's view of the store. */
   store: Store;
   limits: MailboxLimits;
-  outbox: Outbox;
+  outbox: NamespaceOutbox;
   threads: Threads;
-  signals: WorkSignals;
+  signals: NamespaceSignals;
+  /** The namespace's limit of queued dispatches, when it has one. */
+  quota?: QueueQuota;
   clock: Clock;
   log: Logger;
 }
@@ -117,9 +124,9 @@ export class Mailbox {
     this.acks = new Coalescer(flat((refs: ClaimRef[]) => this.ackNow(refs)), { maxInFlight: 2, maxWeight: ACK_BATCH, weight: (r) => r.length });
   }
 
+  /** Creates the namespace-first indexes (every namespace's: once, through any namespace's mailbox). */
   async init(): Promise<void> {
     await this.dispatches.createIndexes(DISPATCH_INDEXES);
-    await this.dispatches.dropIndexes(OBSOLETE_DISPATCH_INDEXES);
     await this.deps.threads.init();
     await this.deps.outbox.register(DISPATCHES, materializeDispatchEvent);
     await this.deps.outbox.register(THREADS);
@@ -127,8 +134,12 @@ export class Mailbox {
 
   // ---- enqueue ---------------------------------------------------------
 
-  /** Enqueues; one outcome per command, in order. Concurrent calls share their round trips. */
-  enqueue(commands: EnqueueCommand[]): Promise<EnqueueOutcome[]> {
+  /**
+   * Enqueues; one outcome per command, in order. Concurrent calls share their round trips.
+   * @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when the namespace's queued dispatches would pass its limit (nothing enqueued).
+   */
+  async enqueue(commands: EnqueueCommand[]): Promise<EnqueueOutcome[]> {
+    await this.deps.quota?.admit(commands.length);
     return this.enqueues.submit(commands);
   }
 
@@ -620,11 +631,16 @@ export class Mailbox {
 
   // ---- lease expiry (the sweeper) ----------------------------------------
 
-  /** Returns dispatches whose lease expired to the queue (or the dead letters, when spent). */
+  /** Returns the namespace's dispatches whose lease expired to the queue (or the dead letters, when spent). */
   async reclaimExpired(limit: number): Promise<DispatchDoc[]> {
     const now = this.deps.clock.now();
-    const expired = await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit });
-    const transitions = expired.map((doc) => this.reclaim(doc, now));
+    return this.reclaim(await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit }));
+  }
+
+  /** Reclaims these dispatches of the namespace (read with an expired lease) unless they changed meanwhile; returns those reclaimed. */
+  async reclaim(expired: DispatchDoc[]): Promise<DispatchDoc[]> {
+    const now = this.deps.clock.now();
+    const transitions = expired.map((doc) => this.reclaimOne(doc, now));
     const outcomes = await applyTransitions(this.dispatches, transitions);
     const reclaimed = outcomes.flatMap((o) => (o.won ? [o.doc!] : []));
     // The sweeper may overtake a claimer recording its claim (a lease shorter than that).
@@ -636,7 +652,7 @@ export class Mailbox {
     return reclaimed;
   }
 
-  private reclaim(doc: DispatchDoc, now: number): Transition<DispatchDoc> {
+  private reclaimOne(doc: DispatchDoc, now: number): Transition<DispatchDoc> {
     const lastError = `lease expired at ${new Date(doc.lease_until ?? now).toISOString()} (held by ${doc.claimed_by ?? "unknown"})`;
     const spent = attemptsSpent(doc.attempt_count, doc.max_attempts);
     const update: UpdateFilter<DispatchDoc> = spent

@@ -91,6 +91,9 @@ export const CLAIM_ORDER = { priority: -1, created_at: 1, _id: 1 } as const;
  * so the terminal dispatches kept for retention (most of them) are not in
  * them. Every query of queued work names `status: "QUEUED"` (claimed work
  * `"CLAIMED"`, terminal `terminal: true`) so the partial index serves it.
+ *
+ * These are a namespace's (created through its view, so each starts with
+ * `ns`): every use case queries within one namespace.
  */
 export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1 }, name: "one_claimed_per_thread", unique: true, partialFilterExpression: { status: "CLAIMED" } },
@@ -105,14 +108,29 @@ export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1, completed_at: -1, _id: -1 }, name: "thread_terminal_by_completion", partialFilterExpression: { terminal: true } },
 ];
 
+/**
+ * The store-wide indexes of the sweepers (created on the store itself, no
+ * `ns`): expired leases, delayed work coming due and retention are found
+ * across every namespace, then acted on in each dispatch's namespace. They
+ * are the indexes of these names from before namespaces, kept as they were.
+ */
+export const DISPATCH_SWEEPER_INDEXES: IndexSpec[] = [
+  { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
+  { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
+  { key: { completed_at: -1, _id: -1 }, name: "terminal_by_completion", partialFilterExpression: { terminal: true } },
+];
+
 /** Indexes of earlier versions that these replace. */
 export const OBSOLETE_DISPATCH_INDEXES = ["claim_order", "thread_readiness", "expired_leases", "availability", "terminal_listing", "thread_terminal_listing"];
 
+/** A namespace's thread indexes (through its view). */
 export const THREAD_INDEXES: IndexSpec[] = [
   { key: { claimed: 1, head_rank: 1, _id: 1 }, name: "ready_threads" },
   { key: { claimed: 1, _id: 1 }, name: "ready_thread_listing" },
-  { key: { claim_lease_until: 1 }, name: "claim_hints" },
 ];
+
+/** The store-wide index of the claim-hint repair sweep. */
+export const THREAD_SWEEPER_INDEXES: IndexSpec[] = [{ key: { claim_lease_until: 1 }, name: "claim_hints" }];
 
 /** Sortable rank of a dispatch within claim order: lower claims first. It ends with the dispatch's id. */
 export function rankOf(dispatch: Pick<DispatchDoc, "priority" | "created_at" | "_id">): string {

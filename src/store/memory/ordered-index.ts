@@ -35,6 +35,11 @@ function compareParts(a: KeyPart, b: KeyPart): number {
   return compare(a ?? null, b ?? null);
 }
 
+/** Whether `path` is a proper prefix of `of` (`a` of `a.b`), without building `a.`. */
+function isPrefixPath(path: string, of: string): boolean {
+  return of.length > path.length && of.charCodeAt(path.length) === 46 && of.startsWith(path);
+}
+
 export class OrderedIndex {
   readonly name: string;
   readonly fields: string[];
@@ -46,6 +51,8 @@ export class OrderedIndex {
   /** Set once a document holds an array in an indexed field: the index then only serves uniqueness checks. */
   multikey = false;
   private readonly tree;
+  /** Which key fields are dotted paths (the others are read directly). */
+  private readonly nested: boolean[];
 
   constructor(readonly spec: IndexSpec) {
     this.name = indexName(spec);
@@ -56,18 +63,18 @@ export class OrderedIndex {
     const filterFields = Object.keys(spec.partialFilterExpression ?? {});
     this.reads = filterFields.some((f) => f.startsWith("$")) ? undefined : [...this.fields, ...filterFields];
     this.tree = new BTree<KeyPart[], DocId>(undefined, (a, b) => this.compareKeys(a, b));
+    this.nested = this.fields.map((field) => field.includes("."));
   }
 
   /** Compares full or partial keys; a shorter key equals any key it prefixes. */
   private compareKeys(a: KeyPart[], b: KeyPart[]): number {
     const n = Math.min(a.length, b.length);
     for (let i = 0; i < n; i++) {
-      const direction = i < this.directions.length ? this.directions[i]! : 1;
       const c = compareParts(a[i], b[i]);
       if (c !== 0) {
         // Sentinels bound ranges in tree order, whatever the field's direction.
         const sentinel = a[i] === MIN_KEY || a[i] === MAX_KEY || b[i] === MIN_KEY || b[i] === MAX_KEY;
-        return sentinel ? c : c * direction;
+        return sentinel || i >= this.directions.length ? c : c * this.directions[i]!;
       }
     }
     return 0;
@@ -81,7 +88,7 @@ export class OrderedIndex {
     if (this.reads === undefined) return true;
     for (const path of paths) {
       for (const field of this.reads) {
-        if (path === field || field.startsWith(`${path}.`) || path.startsWith(`${field}.`)) return true;
+        if (path === field || isPrefixPath(path, field) || isPrefixPath(field, path)) return true;
       }
     }
     return false;
@@ -93,8 +100,8 @@ export class OrderedIndex {
 
   /** The index key of a document (without the `_id` tie-break). */
   keyOf(doc: object): KeyPart[] {
-    return this.fields.map((field) => {
-      const value = resolve(doc as Record<string, never>, field);
+    return this.fields.map((field, i) => {
+      const value = this.nested[i] ? resolve(doc as Record<string, never>, field) : (doc as Record<string, unknown>)[field];
       if (Array.isArray(value)) this.multikey = true;
       return value ?? null;
     });

@@ -77,14 +77,12 @@ function callerIndexName(stored: string): string {
   return stored.startsWith(SCOPED_INDEX_PREFIX) ? stored.slice(SCOPED_INDEX_PREFIX.length) : stored;
 }
 
-/** Runs a write, renaming the index of a DuplicateKeyError to the caller's name. */
-async function renamingDuplicates<R>(write: () => Promise<R>): Promise<R> {
-  try {
-    return await write();
-  } catch (error) {
+/** A write's outcome, a DuplicateKeyError's index renamed to the caller's name. */
+function renamingDuplicates<R>(written: Promise<R>): Promise<R> {
+  return written.catch((error: unknown) => {
     if (error instanceof DuplicateKeyError) throw new DuplicateKeyError(error.collection, callerIndexName(error.index), { cause: error });
     throw error;
-  }
+  });
 }
 
 function renamedDuplicates<R extends { duplicates: { position: number; index: string }[] }>(result: R): R {
@@ -137,8 +135,30 @@ const ID_LIST_OPERATORS = new Set(["$in", "$nin"]);
 const ID_SHAPE_OPERATORS = new Set(["$exists", "$type"]);
 const LOGICAL_OPERATORS = new Set(["$and", "$or", "$nor"]);
 
-/** The filter, its `_id` conditions qualified; `idPaths` are the keys that hold `_id`s (change events: `documentKey._id` too). */
+/** Whether `path` is `root` or a path inside it (`root.x`), without building `root.`. */
+function isUnder(path: string, root: string): boolean {
+  return path.startsWith(root) && (path.length === root.length || path.charCodeAt(root.length) === 46);
+}
+
+/**
+ * The filter, its `_id` conditions qualified; `idPaths` are the keys that
+ * hold `_id`s (change events: `documentKey._id` too). A filter of plain
+ * conditions (the common case) is copied at once, its id conditions replaced.
+ */
 function scopeConditions(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<string>, forbidden: string): Plain {
+  let scoped: Plain | undefined;
+  for (const key in filter) {
+    if (idPaths.has(key)) {
+      (scoped ??= { ...filter })[key] = scopeIdCondition(filter[key], codec);
+    } else if (key.charCodeAt(0) === 36 /* $ */ || isUnder(key, forbidden)) {
+      return scopeEachCondition(filter, codec, idPaths, forbidden);
+    }
+  }
+  return scoped ?? { ...filter };
+}
+
+/** scopeConditions for filters with operators at the top (logical ones recurse) or that name the forbidden field (refused). */
+function scopeEachCondition(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<string>, forbidden: string): Plain {
   const out: Plain = {};
   for (const [key, value] of Object.entries(filter)) {
     if (LOGICAL_OPERATORS.has(key)) {
@@ -151,7 +171,7 @@ function scopeConditions(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<str
       out[key] = value;
     } else if (key.startsWith("$")) {
       throw new NamespaceScopeError(`a namespaced filter cannot use ${key}: it could reach other namespaces`);
-    } else if (key === forbidden || key.startsWith(`${forbidden}.`)) {
+    } else if (isUnder(key, forbidden)) {
       throw new NamespaceScopeError(`a namespaced filter cannot name ${forbidden}: the namespace comes from the view`);
     } else if (idPaths.has(key)) {
       out[key] = scopeIdCondition(value, codec);
@@ -188,6 +208,17 @@ function scopeIdCondition(condition: unknown, codec: IdCodec): unknown {
 
 const ID_PATHS = new Set(["_id"]);
 
+/** Whether an `_id` condition names string ids only, by equality or `$in` (so it selects within one namespace). */
+function pinsStringId(condition: unknown): boolean {
+  if (typeof condition === "string") return true;
+  if (!isPlainObject(condition)) return false;
+  const operators = Object.keys(condition);
+  if (operators.length !== 1) return false;
+  const [operator] = operators;
+  if (operator === "$eq") return typeof condition.$eq === "string";
+  return operator === "$in" && Array.isArray(condition.$in) && condition.$in.length > 0 && condition.$in.every((id) => typeof id === "string");
+}
+
 /** Refuses updates that would move a document between namespaces or rewrite its `_id`. */
 function checkUpdate(update: unknown): void {
   if (!isPlainObject(update)) throw new NamespaceScopeError("a namespaced update must be a document of update operators (no pipelines)");
@@ -203,9 +234,8 @@ function checkUpdate(update: unknown): void {
 
 /** The root of an updated path (`a` of `a.b`) may be neither `ns` nor `_id`. */
 function checkUpdatedPath(path: string): void {
-  for (const root of [NAMESPACE_FIELD, "_id"]) {
-    if (path.startsWith(root) && (path.length === root.length || path[root.length] === ".")) throw new NamespaceScopeError(`a namespaced update cannot change ${root}`);
-  }
+  if (isUnder(path, NAMESPACE_FIELD)) throw new NamespaceScopeError(`a namespaced update cannot change ${NAMESPACE_FIELD}`);
+  if (isUnder(path, "_id")) throw new NamespaceScopeError("a namespaced update cannot change _id");
 }
 
 function scopeIndex(spec: IndexSpec): IndexSpec {
@@ -238,7 +268,7 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
 
   async insertOne(doc: T): Promise<void> {
     const stored = this.stored(doc);
-    return renamingDuplicates(() => this.raw.insertOne(stored));
+    return renamingDuplicates(this.raw.insertOne(stored));
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
@@ -255,28 +285,28 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
 
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options?: FindOneAndUpdateOptions): Promise<T | null> {
     checkUpdate(update);
-    const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    return this.returned(await renamingDuplicates(() => this.raw.findOneAndUpdate(scoped, update as UpdateFilter<Doc>, options)));
+    const scoped = this.write(filter, update, options?.upsert);
+    return this.returned(await renamingDuplicates(this.raw.findOneAndUpdate(scoped.filter, scoped.update, options)));
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult> {
     checkUpdate(update);
-    const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    const result = await renamingDuplicates(() => this.raw.updateOne(scoped, update as UpdateFilter<Doc>, options));
+    const scoped = this.write(filter, update, options?.upsert);
+    const result = await renamingDuplicates(this.raw.updateOne(scoped.filter, scoped.update, options));
     return result.upsertedId === undefined ? result : { ...result, upsertedId: this.codec.unqualified(result.upsertedId) };
   }
 
   async bulkWrite(operations: BulkUpdate<T>[], options?: { ordered?: boolean }): Promise<BulkWriteResult> {
     const scoped = operations.map(({ updateOne }) => {
       checkUpdate(updateOne.update);
-      return { updateOne: { filter: updateOne.upsert ? this.upsertFilter(updateOne.filter) : this.filter(updateOne.filter), update: updateOne.update as UpdateFilter<Doc>, ...(updateOne.upsert ? { upsert: true } : {}) } };
+      return { updateOne: { ...this.write(updateOne.filter, updateOne.update, updateOne.upsert), ...(updateOne.upsert ? { upsert: true } : {}) } };
     });
     return renamedDuplicates(await this.raw.bulkWrite(scoped, options));
   }
 
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
     checkUpdate(update);
-    return renamingDuplicates(() => this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>));
+    return renamingDuplicates(this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>));
   }
 
   async deleteOne(filter: Filter<T>): Promise<number> {
@@ -291,22 +321,39 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
     return this.raw.countDocuments(this.filter(filter));
   }
 
-  private filter(filter: Filter<T>): Filter<Doc> {
+  /**
+   * The filter within the namespace. A string `_id` named by equality (or
+   * `$in`) already pins it: a stored string id belongs to one namespace
+   * (qualified ids carry theirs; the default namespace's have no U+0001), so
+   * `ns` is left out there, and a lookup by id costs what it did before
+   * namespaces (an index on `_id` alone answers it, with nothing left to test).
+   */
+  private filter(filter: Filter<T>, forUpsert = false): Filter<Doc> {
     if (!isPlainObject(filter)) throw new NamespaceScopeError("a filter must be a document");
-    return { ...scopeConditions(filter, this.codec, ID_PATHS, NAMESPACE_FIELD), [NAMESPACE_FIELD]: this.codec.namespace } as Filter<Doc>;
+    const scoped = scopeConditions(filter, this.codec, ID_PATHS, NAMESPACE_FIELD);
+    if (forUpsert || !pinsStringId(filter._id)) scoped[NAMESPACE_FIELD] = this.codec.namespace;
+    return scoped as Filter<Doc>;
   }
 
-  /** An upsert inserts its filter's equality fields: the `_id` must be one, so the inserted id is qualified and checked. */
-  private upsertFilter(filter: Filter<T>): Filter<Doc> {
+  /**
+   * An update's filter and update within the namespace. An upsert inserts its
+   * filter's equality fields: the `_id` must be one, so the inserted id is
+   * qualified and checked; the namespace goes in as `ns` in the filter, or
+   * (a string id pins the namespace, see `filter`) in `$setOnInsert`.
+   */
+  private write(filter: Filter<T>, update: UpdateFilter<T>, upsert?: boolean): { filter: Filter<Doc>; update: UpdateFilter<Doc> } {
+    if (!upsert) return { filter: this.filter(filter), update: update as UpdateFilter<Doc> };
     const id: unknown = (filter as Plain)._id;
     if (typeof id !== "string" && typeof id !== "number") throw new NamespaceScopeError("a namespaced upsert needs an _id equality in its filter");
     this.codec.stored(id);
-    return this.filter(filter);
+    if (typeof id !== "string") return { filter: this.filter(filter, true), update: update as UpdateFilter<Doc> };
+    const onInsert = { ...((update as Plain).$setOnInsert as Plain | undefined), [NAMESPACE_FIELD]: this.codec.namespace };
+    return { filter: this.filter(filter), update: { ...update, $setOnInsert: onInsert } as UpdateFilter<Doc> };
   }
 
   private stored(doc: T): Doc {
     if (NAMESPACE_FIELD in doc) throw new NamespaceScopeError(`a namespaced document cannot carry its own ${NAMESPACE_FIELD}`);
-    return { ...doc, _id: this.codec.stored(doc._id), [NAMESPACE_FIELD]: this.codec.namespace };
+    return { ...doc, _id: this.codec.stored(doc._id), ns: this.codec.namespace };
   }
 
   private returned(doc: Doc | null): T | null {
@@ -346,7 +393,8 @@ function codecOf(namespace: string): IdCodec {
 
 function unstored<T extends Doc>(doc: Doc, codec: IdCodec): T {
   const { ns: namespace, ...rest } = doc as Doc & { ns?: unknown };
-  if (namespace !== codec.namespace) throw new NamespaceScopeError(`a document of namespace ${JSON.stringify(namespace)} reached namespace ${JSON.stringify(codec.namespace)}`);
+  // Without `ns`: written before namespaces (found by its id before the start-up backfill reached it), the default namespace's.
+  if (namespace !== codec.namespace && !(namespace === undefined && codec.namespace === DEFAULT_NAMESPACE)) throw new NamespaceScopeError(`a document of namespace ${JSON.stringify(namespace)} reached namespace ${JSON.stringify(codec.namespace)}`);
   rest._id = codec.unqualified(doc._id);
   return rest as unknown as T;
 }

@@ -121,7 +121,11 @@ export class Engine {
       clock,
       ttlMs: options.queueCountTtlMs ?? DEFAULT_QUEUE_COUNT_TTL_MS,
     });
-    this.scopes = new ScopeCache({ store, journal: this.journal, tail: this.tail, outbox: this.outbox, signals: this.signals, live: this.live, history: this.history, quotas, clock, log, mailboxLimits: this.mailboxLimits });
+    this.scopes = new ScopeCache({
+      store, journal: this.journal, tail: this.tail, outbox: this.outbox, signals: this.signals, live: this.live, history: this.history, quotas,
+      expiredClaims: (namespace, now, limit) => this.background.expiredIn(namespace, now, limit),
+      clock, log, mailboxLimits: this.mailboxLimits,
+    });
     this.wakeMatcher = new WakeMatcher(store, this.tail, (namespace) => this.scope(namespace).wakes, log);
     const sweeps = { store, scope: (namespace: string) => this.scope(namespace), clock, log };
     const poolSweeps = [new ResponseDeadlines(sweeps), new WakeSweeps(sweeps), new UnfinishedDeletions(sweeps)] as const;

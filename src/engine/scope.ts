@@ -23,6 +23,7 @@ import type { JournalTail, NamespaceTail } from "./journal/tail.js";
 import type { Logger } from "./logger.js";
 import type { LiveCommands, NamespaceLive } from "./mailbox/live.js";
 import { Mailbox } from "./mailbox/mailbox.js";
+import type { DispatchDoc } from "./mailbox/records.js";
 import { MailboxQueries } from "./mailbox/queries.js";
 import type { QueueQuotas } from "./mailbox/queue-quota.js";
 import { SignalReceipts } from "./mailbox/signal-receipts.js";
@@ -47,6 +48,8 @@ export interface SharedParts {
   live: LiveCommands;
   history: PoolHistory;
   quotas: QueueQuotas;
+  /** A namespace's claims whose lease expired (see MailboxBackground.expiredIn). */
+  expiredClaims: (namespace: string, now: number, limit: number) => Promise<DispatchDoc[]>;
   clock: Clock;
   log: Logger;
   mailboxLimits: MailboxLimits;
@@ -82,7 +85,7 @@ export class NamespaceScope {
     this.outbox = shared.outbox.in(namespace);
     this.signals = shared.signals.in(namespace);
     this.threads = new Threads(store, clock, log);
-    this.mailbox = new Mailbox({ store, limits: shared.mailboxLimits, outbox: this.outbox, threads: this.threads, signals: this.signals, quota: shared.quotas.in(namespace), clock, log });
+    this.mailbox = new Mailbox({ store, limits: shared.mailboxLimits, outbox: this.outbox, threads: this.threads, signals: this.signals, quota: shared.quotas.in(namespace), expiredClaims: (now, limit) => shared.expiredClaims(namespace, now, limit), clock, log });
     this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, clock);
     this.live = shared.live.in(namespace);
     this.signalReceipts = new SignalReceipts(store, this.signals, clock);

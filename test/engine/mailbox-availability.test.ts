@@ -36,11 +36,12 @@ describe.each(storeBackends())("availability clock: $name backend", (backend) =>
   beforeEach(async () => {
     if (!backend.available) return;
     store = await backend.open();
-    // The due-work query (the only one with $expr) takes a millisecond: the clock reads after it are one later.
+    // The due-work query (delayed dispatches up to now) takes a millisecond: the clock reads after it are one later.
     const slowDueWork = new InterceptedStore(store, {
       operation: async (call) => {
         const found = await call.run();
-        if (call.collection === DISPATCHES && call.operation === "find" && "$expr" in (call.args[0] as object)) harness.clock.advance(1);
+        const filter = call.args[0] as { delayed_until?: { $lte?: number } };
+        if (call.collection === DISPATCHES && call.operation === "find" && filter.delayed_until?.$lte !== undefined) harness.clock.advance(1);
         return found;
       },
     });

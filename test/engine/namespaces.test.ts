@@ -26,6 +26,7 @@ import { dispatchEntry } from "../../src/engine/mailbox/dispatch-events.js";
 import { DISPATCH_INDEXES, DISPATCHES, type DispatchDoc } from "../../src/engine/mailbox/records.js";
 import { backfillNamespaces, NAMESPACED_COLLECTIONS } from "../../src/engine/namespace-backfill.js";
 import { initialOutbox } from "../../src/engine/outbox.js";
+import { silentLogger } from "../../src/engine/logger.js";
 import type { NamespaceScope } from "../../src/engine/scope.js";
 import type { Store } from "../../src/store/port.js";
 import { CountingStore } from "../support/counting-store.js";
@@ -315,7 +316,7 @@ describe.each(storeBackends())("namespaces: $name backend", (backend) => {
   describe.skipIf(!backend.available)("documents written before namespaces", () => {
     /** Makes the store look as an earlier version left it: no `ns` anywhere, the unscoped indexes, no backfill markers. */
     async function asBeforeNamespaces(): Promise<void> {
-      for (const { name } of NAMESPACED_COLLECTIONS) await store.collection(name).updateMany({}, { $unset: { ns: "" } });
+      for (const { name } of NAMESPACED_COLLECTIONS) await store.collection(name).updateMany({}, { $unset: { ns: "", delayed_until: "" } });
       await store.collection(DISPATCHES).createIndexes(DISPATCH_INDEXES.filter((spec) => spec.unique));
       await store.collection("counters").deleteMany({ _id: { $regex: "^namespaces_backfilled:" } } as never);
     }
@@ -324,6 +325,7 @@ describe.each(storeBackends())("namespaces: $name backend", (backend) => {
       const before = await harness.instance();
       await enqueue(before.scope(DEFAULT_NAMESPACE), dispatch("t1", "d1", { dedupeKey: "k" }));
       await enqueue(before.scope(DEFAULT_NAMESPACE), dispatch("t1", "d2"));
+      await enqueue(before.scope(DEFAULT_NAMESPACE), dispatch("t3", "delayed", { schedule: { delayMs: 60_000 } }));
       await before.events.publish(parsePublish(runEvent("r", EventKind.USAGE_RECORDED, { eventId: "old-event" }), harness.clock.now()));
       await before.pools.open("p", parseConfig(undefined));
       await harness.stopAll();
@@ -338,6 +340,12 @@ describe.each(storeBackends())("namespaces: $name backend", (backend) => {
       expect((await claimOne(defaults)).map((d) => d._id)).toEqual(["d1"]);
       expect((await eventsOf(defaults, engine)).some((e) => e.event_id === "old-event")).toBe(true);
       expect((await defaults.pools.snapshot("p", 10)).poolId).toBe("p");
+      // Delayed work is signalled when it comes due, as before.
+      const heard: string[] = [];
+      engine.signals.listen(DEFAULT_NAMESPACE, (signal) => heard.push(signal.dispatchId));
+      harness.clock.advance(60_000);
+      await engine.background.checkAvailability();
+      expect(heard).toEqual(["delayed"]);
       // The unscoped one-claim-per-thread index is gone: another namespace holds a claim in thread t1 too.
       await enqueue(alpha, dispatch("t1", "d1", { dedupeKey: "k" }));
       expect(await claimOne(alpha)).toHaveLength(1);
@@ -346,7 +354,16 @@ describe.each(storeBackends())("namespaces: $name backend", (backend) => {
     it("are looked for once: a later start reads one marker document", async () => {
       await start();
       const counted = new CountingStore(engine.store);
-      expect(await backfillNamespaces(counted, { info: () => undefined, warn: () => undefined, debug: () => undefined, error: () => undefined } as never)).toBe(0);
+      expect(await backfillNamespaces(counted, silentLogger)).toBe(0);
+      expect(counted.total()).toBe(1);
+    });
+
+    it("are not looked for in a new deployment (no journal yet): it is marked done without reading a collection", async () => {
+      const counted = new CountingStore(store);
+      expect(await backfillNamespaces(counted, silentLogger)).toBe(0);
+      expect([...counted.counts.keys()]).toEqual(["counters.find", "counters.bulkWrite"]);
+      counted.reset();
+      await backfillNamespaces(counted, silentLogger);
       expect(counted.total()).toBe(1);
     });
   });

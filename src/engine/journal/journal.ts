@@ -37,6 +37,8 @@ export interface AppendOutcome {
 export type JournalWriteListener = (docs: JournalDoc[]) => void;
 
 const EVENT_ID_INDEX = "event_id_per_namespace";
+/** The counter document of journal positions (created by the first append, never deleted). */
+export const JOURNAL_COUNTER = "event_seq";
 const PURGED_THROUGH = "journal_purged_through";
 /** Indexes of earlier versions: every event was in each (retention reads by position, not time). */
 const OBSOLETE_INDEXES = ["recorded_ms_1", "run_id_1__id_1", "agent_id_1__id_1", "pool_id_1__id_1", "thread_id_1__id_1"];
@@ -109,7 +111,7 @@ export class Journal {
   async allocate(count: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
-        const counter = await this.counters.findOneAndUpdate({ _id: "event_seq" }, { $inc: { value: count } }, { upsert: true, returnDocument: "after" });
+        const counter = await this.counters.findOneAndUpdate({ _id: JOURNAL_COUNTER }, { $inc: { value: count } }, { upsert: true, returnDocument: "after" });
         return counter!.value - count + 1;
       } catch (error) {
         // Two first-ever upserts can race on MongoDB; the loser retries as an update.
@@ -120,7 +122,7 @@ export class Journal {
 
   /** The highest position reserved so far (0 before the first append). */
   async reservedHead(): Promise<number> {
-    return (await this.counters.findOne({ _id: "event_seq" }))?.value ?? 0;
+    return (await this.counters.findOne({ _id: JOURNAL_COUNTER }))?.value ?? 0;
   }
 
   /**

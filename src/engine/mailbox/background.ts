@@ -14,14 +14,14 @@
  * that namespace's use cases: conditional updates as a call would make them.
  */
 import type { Clock } from "../../domain/clock.js";
-import { TERMINAL_STATUSES } from "../../domain/dispatch/state.js";
 import { namespaceOf, ownerOf } from "../../store/namespaced.js";
-import type { Collection, Doc, Store } from "../../store/port.js";
+import type { Collection, Doc, Filter, Store } from "../../store/port.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
 import type { Outbox } from "../outbox.js";
 import type { Mailbox } from "./mailbox.js";
+import type { MailboxQueries } from "./queries.js";
 import { DISPATCH_SWEEPER_INDEXES, DISPATCHES, type DispatchDoc, OBSOLETE_DISPATCH_INDEXES, THREAD_SWEEPER_INDEXES, THREADS, type ThreadDoc } from "./records.js";
 import { DISPATCH_SIGNALS, OBSOLETE_RECEIPT_INDEXES, RECEIPT_SWEEPER_INDEXES } from "./signal-receipts.js";
 import type { Threads } from "./threads.js";
@@ -49,6 +49,10 @@ export const DEFAULT_MAILBOX_TIMINGS: MailboxTimings = {
 };
 
 const BATCH = 500;
+/** Pages of expired leases one namespace's reclaim reads at most. */
+const MAX_PAGES = 20;
+/** Namespaces one retention run visits at most. */
+const PURGE_NAMESPACES = 1000;
 /** setTimeout cannot wait longer than 2^31-1 ms; far deadlines are re-checked. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -56,7 +60,7 @@ interface MailboxBackgroundDeps {
   /** The store itself: the sweeps read every namespace's documents. */
   store: Store;
   /** A namespace's use cases, to act on what a sweep found. */
-  scope: (namespace: string) => { mailbox: Mailbox; threads: Threads };
+  scope: (namespace: string) => { mailbox: Mailbox; threads: Threads; queries: MailboxQueries };
   outbox: Outbox;
   signals: WorkSignals;
   tail: JournalTail;
@@ -81,6 +85,8 @@ export class MailboxBackground {
   private availabilityTimer: NodeJS.Timeout | undefined;
   private nextAvailability = Infinity;
   private checkedUpTo = 0;
+  /** The namespace the last retention run stopped after (undefined: the next run starts from the first). */
+  private purgeAfter: string | undefined;
   private stopped = false;
   private timersOn = false;
 
@@ -152,36 +158,72 @@ export class MailboxBackground {
     return repaired;
   }
 
-  /** Deletes terminal dispatches and pulled-signal receipts past the retention, in every namespace. */
+  /**
+   * A namespace's claims whose lease has expired, at most `limit`, oldest
+   * lease first: read from the store-wide index of leases, a page at a time,
+   * keeping the namespace's. Expired leases are few (the lease sweep
+   * reclaims them every few hundred milliseconds), so a page rarely holds
+   * another namespace's.
+   */
+  async expiredIn(namespace: string, now: number, limit: number): Promise<DispatchDoc[]> {
+    const found: DispatchDoc[] = [];
+    let after: { at: number; id: string } | undefined;
+    for (let page = 0; page < MAX_PAGES && found.length < limit; page++) {
+      const expired = await this.dispatches.find(
+        { status: "CLAIMED", lease_until: { $lte: now }, ...(after ? { $or: [{ lease_until: { $gt: after.at } }, { lease_until: after.at, _id: { $gt: after.id } }] } : {}) } as Filter<DispatchDoc>,
+        { sort: { lease_until: 1, _id: 1 }, limit: BATCH },
+      );
+      for (const stored of expired) {
+        const { namespace: owner, doc } = ownerOf<DispatchDoc>(stored);
+        if (owner === namespace && found.length < limit) found.push(doc);
+      }
+      if (expired.length < BATCH) break;
+      const last = expired[expired.length - 1]!;
+      after = { at: last.lease_until!, id: last._id };
+    }
+    return found;
+  }
+
+  /**
+   * Deletes terminal dispatches and pulled-signal receipts past the
+   * retention, in every namespace. Dispatches are visited namespace by
+   * namespace, through each namespace's index of terminal dispatches (the
+   * next namespace that has any is one indexed read), a bounded number of
+   * namespaces a run; the next run goes on from there.
+   */
   async purge(): Promise<number> {
     const before = this.deps.clock.now() - this.deps.timings.retentionMs;
-    // Deleted by their stored ids: each document is the one found, whatever its namespace.
-    const total = await purgeBatches(
-      () => this.dispatches.find({ terminal: true, completed_at: { $lt: before } }, { sort: { completed_at: -1, _id: -1 }, limit: BATCH }),
-      (ids) => this.dispatches.deleteMany({ _id: { $in: ids as string[] }, status: { $in: [...TERMINAL_STATUSES] } }),
-    );
+    let total = 0;
+    for (let visited = 0; visited < PURGE_NAMESPACES; visited++) {
+      // `$gte: ""`: namespaces are strings (and a string range keeps the index's order).
+      const next = await this.dispatches.findOne({ terminal: true, ns: this.purgeAfter === undefined ? { $gte: "" } : { $gt: this.purgeAfter } }, { sort: { ns: 1, completed_at: -1, _id: -1 } });
+      if (!next) {
+        this.purgeAfter = undefined;
+        break;
+      }
+      this.purgeAfter = namespaceOf(next);
+      total += await purgeBatches(() => this.deps.scope(this.purgeAfter!).queries.purgeTerminal(before, BATCH));
+    }
     if (total > 0) this.deps.log.info({ dispatches: total, retention_ms: this.deps.timings.retentionMs }, "purged terminal dispatches past retention");
-    await purgeBatches(
-      () => this.receipts.find({ updated_at: { $lt: before } }, { sort: { updated_at: 1 }, limit: BATCH }),
-      (ids) => this.receipts.deleteMany({ _id: { $in: ids as string[] }, updated_at: { $lt: before } }),
-    );
+    await purgeBatches(async () => {
+      const old = await this.receipts.find({ updated_at: { $lt: before } }, { sort: { updated_at: 1 }, limit: BATCH });
+      return old.length === 0 ? 0 : this.receipts.deleteMany({ _id: { $in: old.map((doc) => doc._id) }, updated_at: { $lt: before } });
+    });
     return total;
   }
+
 
   /** Signals dispatches whose available_at has come since the last check. */
   async checkAvailability(): Promise<void> {
     const now = this.deps.clock.now();
     // Only work that was delayed when it was queued: the rest was signalled
-    // when it was queued (a QUEUED dispatch is updated only when queued).
-    const due = await this.dispatches.find(
-      { status: "QUEUED", available_at: { $gt: this.checkedUpTo, $lte: now }, $expr: { $gt: ["$available_at", "$updated_at"] } },
-      { sort: { available_at: 1 }, limit: BATCH },
-    );
+    // when it was queued.
+    const due = await this.dispatches.find({ status: "QUEUED", delayed_until: { $gt: this.checkedUpTo, $lte: now } }, { sort: { delayed_until: 1 }, limit: BATCH });
     for (const stored of due) {
       const { namespace, doc } = ownerOf<DispatchDoc>(stored);
       this.deps.signals.emit(namespace, { threadId: doc.thread_id, dispatchId: doc._id, reason: DispatchSignalReason.AVAILABLE });
     }
-    this.checkedUpTo = due.length === BATCH ? due[due.length - 1]!.available_at : now;
+    this.checkedUpTo = due.length === BATCH ? due[due.length - 1]!.delayed_until! : now;
     this.nextAvailability = Infinity;
     if (this.timersOn) await this.scheduleNextAvailability();
   }
@@ -203,11 +245,8 @@ export class MailboxBackground {
     // After what was checked, not after now: work that came due since the last
     // check read the clock (or beyond a full batch) has not been signalled yet;
     // it is scheduled at once. Only delayed work, as in checkAvailability.
-    const next = await this.dispatches.findOne(
-      { status: "QUEUED", available_at: { $gt: this.checkedUpTo }, $expr: { $gt: ["$available_at", "$updated_at"] } },
-      { sort: { available_at: 1 } },
-    );
-    if (next) this.scheduleAvailability(next.available_at);
+    const next = await this.dispatches.findOne({ status: "QUEUED", delayed_until: { $gt: this.checkedUpTo } }, { sort: { delayed_until: 1 } });
+    if (next) this.scheduleAvailability(next.delayed_until!);
   }
 
   private scheduleAvailability(at: number): void {
@@ -247,12 +286,12 @@ function byNamespace<T extends Doc>(stored: Doc[]): Map<string, T[]> {
   return groups;
 }
 
-/** Finds and deletes a batch at a time until a batch is short; returns how many were deleted. */
-async function purgeBatches(find: () => Promise<Doc[]>, remove: (ids: Doc["_id"][]) => Promise<number>): Promise<number> {
+/** Deletes a batch at a time until a batch is short; returns how many were deleted. */
+async function purgeBatches(purgeBatch: () => Promise<number>): Promise<number> {
   let total = 0;
   for (;;) {
-    const old = await find();
-    if (old.length > 0) total += await remove(old.map((doc) => doc._id));
-    if (old.length < BATCH) return total;
+    const purged = await purgeBatch();
+    total += purged;
+    if (purged < BATCH) return total;
   }
 }

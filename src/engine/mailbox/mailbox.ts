@@ -61,6 +61,8 @@ export interface MailboxDeps {
   signals: NamespaceSignals;
   /** The namespace's limit of queued dispatches, when it has one. */
   quota?: QueueQuota;
+  /** The namespace's claims whose lease expired by `now`, at most `limit` (they are found through a store-wide index: see MailboxBackground.expiredIn). */
+  expiredClaims: (now: number, limit: number) => Promise<DispatchDoc[]>;
   clock: Clock;
   log: Logger;
 }
@@ -139,7 +141,8 @@ export class Mailbox {
    * @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when the namespace's queued dispatches would pass its limit (nothing enqueued).
    */
   async enqueue(commands: EnqueueCommand[]): Promise<EnqueueOutcome[]> {
-    await this.deps.quota?.admit(commands.length);
+    const admitting = this.deps.quota?.admit(commands.length);
+    if (admitting) await admitting;
     return this.enqueues.submit(commands);
   }
 
@@ -225,6 +228,7 @@ export class Mailbox {
       created_at: now,
       updated_at: now,
     };
+    if (doc.available_at > now) doc.delayed_until = doc.available_at;
     if (command.agentId) doc.agent_id = command.agentId;
     if (command.dedupeKey) doc.dedupe_key = command.dedupeKey;
     if (command.payload) doc.payload = { data: command.payload.data, media_type: command.payload.mediaType };
@@ -537,7 +541,9 @@ export class Mailbox {
         const at = Math.max(resolveSchedule(retry, now), now);
         after = "QUEUED";
         plan = {
-          update: { $set: { status: "QUEUED", available_at: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } },
+          update: at > now
+            ? { $set: { status: "QUEUED", available_at: at, delayed_until: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } }
+            : { $set: { status: "QUEUED", available_at: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "", delayed_until: "" } },
           events: [{
             kind: EventKind.DISPATCH_NACKED,
             summary: `nacked after attempt ${current.attempt_count} of ${current.max_attempts}; retry ${at <= now ? "now" : `at ${new Date(at).toISOString()}`}`,
@@ -633,8 +639,7 @@ export class Mailbox {
 
   /** Returns the namespace's dispatches whose lease expired to the queue (or the dead letters, when spent). */
   async reclaimExpired(limit: number): Promise<DispatchDoc[]> {
-    const now = this.deps.clock.now();
-    return this.reclaim(await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit }));
+    return this.reclaim(await this.deps.expiredClaims(this.deps.clock.now(), limit));
   }
 
   /** Reclaims these dispatches of the namespace (read with an expired lease) unless they changed meanwhile; returns those reclaimed. */
@@ -657,7 +662,7 @@ export class Mailbox {
     const spent = attemptsSpent(doc.attempt_count, doc.max_attempts);
     const update: UpdateFilter<DispatchDoc> = spent
       ? { $set: { status: "DEAD_LETTER", terminal: true, completed_at: now, updated_at: now, last_error: lastError }, $unset: { lease_until: "" } }
-      : { $set: { status: "QUEUED", available_at: now, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } };
+      : { $set: { status: "QUEUED", available_at: now, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "", delayed_until: "" } };
     const after: DispatchStatus = spent ? "DEAD_LETTER" : "QUEUED";
     const entries = [this.entry(doc, {
       kind: EventKind.DISPATCH_LEASE_EXPIRED,

@@ -46,10 +46,16 @@ export class QueueQuotas {
     return { admit: (dispatches) => this.admit(namespace, dispatches) };
   }
 
-  /** @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when `dispatches` more would pass the namespace's limit. */
-  async admit(namespace: string, dispatches: number): Promise<void> {
+  /**
+   * Undefined (at once) when the namespace has no limit; else resolves once admitted.
+   * @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when `dispatches` more would pass the namespace's limit.
+   */
+  admit(namespace: string, dispatches: number): Promise<void> | undefined {
     const limit = this.options.limitOf(namespace);
-    if (limit === undefined) return;
+    return limit === undefined ? undefined : this.admitUnder(namespace, limit, dispatches);
+  }
+
+  private async admitUnder(namespace: string, limit: number, dispatches: number): Promise<void> {
     const count = await this.current(namespace);
     if (count.queued + count.admitted + dispatches > limit) {
       const queued = count.queued + count.admitted;
@@ -86,6 +92,9 @@ export class QueueQuotas {
 
 /** One namespace's quota. */
 export interface QueueQuota {
-  /** @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when `dispatches` more would pass the limit. */
-  admit(dispatches: number): Promise<void>;
+  /**
+   * Undefined when the namespace has no limit (nothing to wait for).
+   * @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when `dispatches` more would pass the limit.
+   */
+  admit(dispatches: number): Promise<void> | undefined;
 }

@@ -34,6 +34,12 @@ export interface DispatchDoc extends Doc, OutboxFields {
   /** Denormalised `status` is terminal, for the terminal-listing index. */
   terminal: boolean;
   available_at: number;
+  /**
+   * Set while queued with a delay (its available_at, then in the future): the
+   * availability clock's store-wide index holds only these, so work that is
+   * claimable at once costs that index nothing.
+   */
+  delayed_until?: number;
   attempt_count: number;
   max_attempts: number;
   last_error?: string;
@@ -100,7 +106,6 @@ export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1, dedupe_key: 1 }, name: "dedupe_key_per_thread", unique: true, partialFilterExpression: { dedupe_key: { $exists: true } } },
   { key: { thread_id: 1, epoch: 1, priority: -1, created_at: 1, _id: 1 }, name: "queued_claim_order", partialFilterExpression: { status: "QUEUED" } },
   { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
-  { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
   { key: { status: 1, thread_id: 1 }, name: "status_counts" },
   { key: { thread_id: 1, created_at: 1, _id: 1 }, name: "thread_listing" },
   { key: { created_at: 1, _id: 1 }, name: "listing" },
@@ -110,14 +115,16 @@ export const DISPATCH_INDEXES: IndexSpec[] = [
 
 /**
  * The store-wide indexes of the sweepers (created on the store itself, no
- * `ns`): expired leases, delayed work coming due and retention are found
- * across every namespace, then acted on in each dispatch's namespace. They
- * are the indexes of these names from before namespaces, kept as they were.
+ * `ns`): expired leases and delayed work coming due are found across every
+ * namespace, then acted on in each dispatch's namespace. None duplicates a
+ * namespace's index (each would cost every job an index write): a
+ * namespace's expired leases are read from `claimed_leases` (there are few),
+ * and retention visits namespaces in turn through their
+ * `terminal_by_completion`.
  */
 export const DISPATCH_SWEEPER_INDEXES: IndexSpec[] = [
-  { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
   { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
-  { key: { completed_at: -1, _id: -1 }, name: "terminal_by_completion", partialFilterExpression: { terminal: true } },
+  { key: { delayed_until: 1 }, name: "delayed_dispatches", partialFilterExpression: { status: "QUEUED", delayed_until: { $exists: true } } },
 ];
 
 /** Indexes of earlier versions that these replace. */

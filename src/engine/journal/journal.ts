@@ -57,6 +57,8 @@ export function journalQuery(filter: FilterSpec): Record<string, unknown> {
   return query;
 }
 const MAX_APPEND_ATTEMPTS = 10;
+/** Journal positions one read of a namespace's events examines at most when no index narrows it (see matchingIn). */
+const NAMESPACE_WINDOW = 10_000;
 /** Most events one group commit inserts at once (a larger group waits for the next). */
 const MAX_GROUP_EVENTS = 5000;
 
@@ -93,7 +95,6 @@ export class Journal {
     const by = (field: string): IndexSpec => ({ key: { ns: 1, [field]: 1, _id: 1 }, name: `namespace_${field.replace(/_id$/, "")}_events`, partialFilterExpression: { [field]: { $exists: true } } });
     await this.events.createIndexes([
       { key: { ns: 1, event_id: 1 }, name: EVENT_ID_INDEX, unique: true, partialFilterExpression: { event_id: { $exists: true } } },
-      { key: { ns: 1, _id: 1 }, name: "namespace_events" },
       by("run_id"),
       by("agent_id"),
       by("pool_id"),
@@ -289,8 +290,16 @@ export class Journal {
    */
   async matchingIn(namespace: string, filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
     if (until <= after || limit <= 0) return [];
-    const query = { ns: namespace, ...journalQuery(filter), _id: { $gt: after, $lte: until } } as Filter<JournalDoc>;
-    return (await this.events.find(query, { sort: { _id: 1 }, limit })) as EventDoc[];
+    // Tombstones have no namespace: naming one leaves them out.
+    const { event_id: _events, ...conditions } = journalQuery(filter);
+    const read = (from: number, to: number, most: number) => this.events.find({ ns: namespace, ...conditions, _id: { $gt: from, $lte: to } } as Filter<JournalDoc>, { sort: { _id: 1 }, limit: most }) as Promise<EventDoc[]>;
+    // A filter naming runs, agents, pools or threads is answered from their namespace-first index.
+    if (filter.runIds || filter.agentIds || filter.poolIds || filter.threadIds) return read(after, until, limit);
+    // Otherwise from the positions, keeping the namespace's, a window of positions a read (no index per
+    // namespace and position is kept: every event would pay for it, as kind and family filters never did).
+    const found: EventDoc[] = [];
+    for (let from = after; from < until && found.length < limit; from += NAMESPACE_WINDOW) found.push(...(await read(from, Math.min(until, from + NAMESPACE_WINDOW), limit - found.length)));
+    return found;
   }
 
   /**

@@ -5,32 +5,38 @@
  * it is alone.
  */
 import { type Clock, systemClock } from "../domain/clock.js";
+import { DEFAULT_NAMESPACE } from "../domain/auth/namespaces.js";
 import { DEFAULT_MAILBOX_LIMITS, type MailboxLimits } from "../domain/dispatch/commands.js";
 import { newId } from "../domain/ids.js";
 import { DEFAULT_STORE_TIMEOUT_MS, withDeadline } from "../store/deadline.js";
+import { NamespacedStore } from "../store/namespaced.js";
 import type { Store } from "../store/port.js";
 import { ChangeFeed, type ChangeFeedOptions } from "./change-feed.js";
-import { DEFAULT_EVENTS_OPTIONS, Events, type EventsOptions } from "./events/events.js";
+import { DEFAULT_EVENTS_OPTIONS, type Events, type EventsOptions, JournalRetention } from "./events/events.js";
 import { Journal } from "./journal/journal.js";
 import { EVENTS } from "./journal/records.js";
 import { holeTimeoutFor, JournalTail, type JournalTailOptions } from "./journal/tail.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { DEFAULT_MAILBOX_TIMINGS, MailboxBackground, type MailboxTimings } from "./mailbox/background.js";
 import { LiveCommands, type LiveOptions } from "./mailbox/live.js";
-import { Mailbox } from "./mailbox/mailbox.js";
-import { MailboxQueries } from "./mailbox/queries.js";
-import { SignalReceipts } from "./mailbox/signal-receipts.js";
-import { Threads } from "./mailbox/threads.js";
+import type { Mailbox } from "./mailbox/mailbox.js";
+import type { MailboxQueries } from "./mailbox/queries.js";
+import { QueueQuotas } from "./mailbox/queue-quota.js";
+import type { SignalReceipts } from "./mailbox/signal-receipts.js";
+import type { Threads } from "./mailbox/threads.js";
 import { WorkSignals } from "./mailbox/work-signals.js";
+import { backfillNamespaces } from "./namespace-backfill.js";
 import { Outbox, type OutboxOptions } from "./outbox.js";
 import { DEFAULT_POOL_TIMINGS, PoolBackground, type PoolTimings } from "./pool/background.js";
-import { PoolDeletion } from "./pool/deletion.js";
+import { ResponseDeadlines, UnfinishedDeletions, WakeSweeps } from "./pool/sweeps.js";
+import type { PoolDeletion } from "./pool/deletion.js";
 import { PoolHistory } from "./pool/history.js";
-import { PoolMessages } from "./pool/messages.js";
-import { Pools } from "./pool/pools.js";
-import { PoolSubscriptions } from "./pool/scoped-subscription.js";
+import type { PoolMessages } from "./pool/messages.js";
+import type { Pools } from "./pool/pools.js";
+import type { PoolSubscriptions } from "./pool/scoped-subscription.js";
 import { WakeMatcher } from "./pool/wake-matcher.js";
-import { Wakes } from "./pool/wakes.js";
+import type { Wakes } from "./pool/wakes.js";
+import { type NamespaceScope, ScopeCache } from "./scope.js";
 
 export interface EngineOptions {
   /** Names this instance (live channel registry, logs); generated when omitted. */
@@ -48,10 +54,25 @@ export interface EngineOptions {
   outbox?: OutboxOptions;
   events?: Partial<EventsOptions>;
   poolTimings?: Partial<PoolTimings>;
+  /** A namespace's limit of QUEUED dispatches (undefined: none), read at each enqueue; see QueueQuotas. */
+  maxQueuedDispatches?: (namespace: string) => number | undefined;
+  /** How long a namespace's count of queued dispatches is used before it is counted again (default 1 s). */
+  queueCountTtlMs?: number;
   /** Run sweepers and clocks on timers (default). Tests may turn this off and call them directly. */
   background?: boolean;
 }
 
+/** How long a namespace's count of queued dispatches is trusted by default. */
+export const DEFAULT_QUEUE_COUNT_TTL_MS = 1_000;
+
+/**
+ * What the engine keeps once for every namespace lives here: the journal
+ * (one sequence of positions) and its tail, the change feed, the outbox,
+ * work signals, live channels, pool histories, and the sweepers, which find
+ * their work across namespaces and act in each document's own. Use cases are
+ * a namespace's (`scope(namespace)`); the fields named after them below are
+ * the default namespace's, for callers with one namespace (tests, tools).
+ */
 export class Engine {
   readonly instanceId: string;
   /** The store as the engine uses it: every call bounded in time. */
@@ -62,93 +83,144 @@ export class Engine {
   readonly feed: ChangeFeed;
   readonly tail: JournalTail;
   readonly outbox: Outbox;
-  readonly threads: Threads;
   readonly signals: WorkSignals;
-  readonly mailbox: Mailbox;
-  readonly queries: MailboxQueries;
   readonly live: LiveCommands;
-  readonly signalReceipts: SignalReceipts;
+  readonly history: PoolHistory;
+  readonly retention: JournalRetention;
   readonly background: MailboxBackground;
-  readonly events: Events;
-  readonly pools: Pools;
-  readonly messages: PoolMessages;
-  readonly wakes: Wakes;
   readonly wakeMatcher: WakeMatcher;
-  readonly poolDeletion: PoolDeletion;
-  readonly poolSubscriptions: PoolSubscriptions;
   readonly poolBackground: PoolBackground;
+  private readonly scopes: ScopeCache;
+  private readonly poolSweeps: ReadonlyArray<{ init(): Promise<void> }>;
   private readonly log: Logger;
   private readonly runBackground: boolean;
 
   private constructor(given: Store, options: EngineOptions) {
     const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
     const store = (this.store = withDeadline(given, storeTimeoutMs));
+    const namespaced = (namespace: string): Store => new NamespacedStore(store, namespace);
     this.instanceId = options.instanceId ?? newId();
-    this.clock = options.clock ?? systemClock;
-    this.log = options.log ?? silentLogger;
+    const clock = (this.clock = options.clock ?? systemClock);
+    const log = (this.log = options.log ?? silentLogger);
     this.mailboxLimits = { ...DEFAULT_MAILBOX_LIMITS, ...options.mailboxLimits };
     this.runBackground = options.background ?? true;
-    this.journal = new Journal(store, this.log, this.instanceId);
-    this.feed = new ChangeFeed(store, this.log, options.changeFeed);
+    this.journal = new Journal(store, log, this.instanceId);
+    this.feed = new ChangeFeed(store, log, options.changeFeed);
     // This instance delivers its own journal writes in process (JournalTail).
     this.feed.skipOwnInserts(EVENTS, "writer", this.instanceId);
-    this.tail = new JournalTail(this.journal, this.feed, this.log, { holeTimeoutMs: holeTimeoutFor(storeTimeoutMs), ...options.journal });
-    this.outbox = new Outbox(store, this.journal, this.clock, this.log, options.outbox);
-    this.threads = new Threads(store, this.clock, this.log);
+    this.tail = new JournalTail(this.journal, this.feed, log, { holeTimeoutMs: holeTimeoutFor(storeTimeoutMs), ...options.journal });
+    this.outbox = new Outbox(store, namespaced, this.journal, clock, log, options.outbox);
     this.signals = new WorkSignals();
-    this.mailbox = new Mailbox({ store, limits: this.mailboxLimits, outbox: this.outbox, threads: this.threads, signals: this.signals, clock: this.clock, log: this.log });
-    this.queries = new MailboxQueries(this.mailbox.dispatches, this.threads, this.clock);
-    this.live = new LiveCommands(store, this.feed, this.clock, this.log, { ...options.live, instanceId: this.instanceId });
-    this.events = new Events(this.journal, this.tail, this.clock, this.log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });
-    this.pools = new Pools(store, this.journal, this.outbox, this.clock, new PoolHistory(store, this.journal, this.tail, this.log));
-    this.events.holdPurgeAt(() => this.pools.history.position);
-    this.messages = new PoolMessages(store, this.pools, this.journal, this.outbox, this.clock, this.log);
-    this.wakes = new Wakes(store, this.pools, this.journal, this.outbox, this.clock, this.log, () => this.tail.position);
-    this.wakeMatcher = new WakeMatcher(this.tail, this.wakes, this.log);
-    this.poolSubscriptions = new PoolSubscriptions(this.pools, this.events);
-    this.poolDeletion = new PoolDeletion(this.pools, this.messages, this.wakes, this.pools.history, this.log);
-    this.poolBackground = new PoolBackground(this.messages, this.wakes, this.poolDeletion, this.tail, this.clock, this.log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
-    const mailboxTimings = { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings };
-    this.signalReceipts = new SignalReceipts(store, this.signals, this.clock, this.log, { retentionMs: mailboxTimings.retentionMs });
+    this.live = new LiveCommands(store, namespaced, this.feed, clock, log, { ...options.live, instanceId: this.instanceId });
+    this.history = new PoolHistory(store, namespaced, this.journal, this.tail, log);
+    this.retention = new JournalRetention(this.journal, this.tail, clock, log, { ...DEFAULT_EVENTS_OPTIONS, ...options.events });
+    this.retention.holdPurgeAt(() => this.history.position);
+    const quotas = new QueueQuotas({
+      limitOf: options.maxQueuedDispatches ?? (() => undefined),
+      count: (namespace) => this.scope(namespace).mailbox.dispatches.countDocuments({ status: "QUEUED" }),
+      clock,
+      ttlMs: options.queueCountTtlMs ?? DEFAULT_QUEUE_COUNT_TTL_MS,
+    });
+    this.scopes = new ScopeCache({
+      store, journal: this.journal, tail: this.tail, outbox: this.outbox, signals: this.signals, live: this.live, history: this.history, quotas,
+      expiredClaims: (namespace, now, limit) => this.background.expiredIn(namespace, now, limit),
+      clock, log, mailboxLimits: this.mailboxLimits,
+    });
+    this.wakeMatcher = new WakeMatcher(store, this.tail, (namespace) => this.scope(namespace).wakes, log);
+    const sweeps = { store, scope: (namespace: string) => this.scope(namespace), clock, log };
+    const poolSweeps = [new ResponseDeadlines(sweeps), new WakeSweeps(sweeps), new UnfinishedDeletions(sweeps)] as const;
+    this.poolSweeps = poolSweeps;
+    this.poolBackground = new PoolBackground(...poolSweeps, this.tail, clock, log, { ...DEFAULT_POOL_TIMINGS, ...options.poolTimings });
     this.background = new MailboxBackground({
-      mailbox: this.mailbox,
-      queries: this.queries,
-      threads: this.threads,
+      store,
+      scope: (namespace) => this.scope(namespace),
       outbox: this.outbox,
       signals: this.signals,
       tail: this.tail,
-      dispatches: this.mailbox.dispatches,
-      clock: this.clock,
-      log: this.log,
-      timings: mailboxTimings,
+      clock,
+      log,
+      timings: { ...DEFAULT_MAILBOX_TIMINGS, ...options.mailboxTimings },
     });
   }
 
-  /** Creates indexes, opens the change feed and starts the background work. */
+  /**
+   * One namespace's use cases. @throws NamespaceScopeError for a namespace
+   * no view can have (callers pass a principal's, which is always valid).
+   */
+  scope(namespace: string): NamespaceScope {
+    return this.scopes.get(namespace);
+  }
+
+  // The default namespace's use cases.
+  get mailbox(): Mailbox {
+    return this.scopes.defaults.mailbox;
+  }
+
+  get queries(): MailboxQueries {
+    return this.scopes.defaults.queries;
+  }
+
+  get threads(): Threads {
+    return this.scopes.defaults.threads;
+  }
+
+  get signalReceipts(): SignalReceipts {
+    return this.scopes.defaults.signalReceipts;
+  }
+
+  get events(): Events {
+    return this.scopes.defaults.events;
+  }
+
+  get pools(): Pools {
+    return this.scopes.defaults.pools;
+  }
+
+  get messages(): PoolMessages {
+    return this.scopes.defaults.messages;
+  }
+
+  get wakes(): Wakes {
+    return this.scopes.defaults.wakes;
+  }
+
+  get poolDeletion(): PoolDeletion {
+    return this.scopes.defaults.poolDeletion;
+  }
+
+  get poolSubscriptions(): PoolSubscriptions {
+    return this.scopes.defaults.poolSubscriptions;
+  }
+
+  /** Creates indexes, stamps data of before namespaces, opens the change feed and starts the background work. */
   static async start(store: Store, options: EngineOptions = {}): Promise<Engine> {
     const engine = new Engine(store, options);
+    const defaults = engine.scopes.defaults;
+    // Namespace-first indexes are every namespace's: created once, through any namespace's use cases.
     await engine.journal.init();
-    await engine.mailbox.init();
+    await defaults.mailbox.init();
+    await engine.background.init();
     await engine.live.init();
-    await engine.signalReceipts.init();
-    await engine.pools.init();
-    await engine.messages.init();
-    await engine.wakes.init();
+    await defaults.pools.init();
+    await engine.history.init();
+    await defaults.messages.init();
+    await defaults.wakes.init();
+    for (const sweep of engine.poolSweeps) await sweep.init();
+    await backfillNamespaces(engine.store, engine.log);
     // Handlers register before the feed opens: it watches their collections.
     engine.tail.attach();
     engine.live.attach();
     await engine.feed.start();
     await engine.tail.start();
-    await engine.pools.history.start();
-    engine.signalReceipts.start({ timers: engine.runBackground });
+    await engine.history.start();
     await engine.background.start({ timers: engine.runBackground });
     await engine.wakeMatcher.start();
     if (engine.runBackground) {
       engine.live.start();
-      engine.events.start();
+      engine.retention.start();
       await engine.poolBackground.start();
     }
-    engine.log.debug({ instance_id: engine.instanceId }, "engine started");
+    engine.log.debug({ instance_id: engine.instanceId, namespace: DEFAULT_NAMESPACE }, "engine started");
     return engine;
   }
 
@@ -156,10 +228,9 @@ export class Engine {
     this.background.stop();
     this.poolBackground.stop();
     this.wakeMatcher.stop();
-    this.events.stop();
+    this.retention.stop();
     await this.live.stop();
-    this.signalReceipts.stop();
-    await this.pools.history.stop();
+    await this.history.stop();
     this.tail.stop();
     await this.feed.stop();
     await this.outbox.drain();

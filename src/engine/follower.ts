@@ -1,8 +1,9 @@
 /**
  * A use case that keeps durable state derived from the journal (a pool's
- * history, dispatch signal receipts) follows it here: every journal event it
- * selects is handed to it once it is durable, in journal order, one batch at
- * a time, on every server instance. Handlers are idempotent (every instance
+ * history) follows it here: every journal event it selects, of every
+ * namespace, is handed to it once it is durable, in journal order, one batch
+ * at a time, on every server instance (the handler acts on each event in its
+ * namespace). Handlers are idempotent (every instance
  * handles every event; the first to store a result wins, the others find it
  * stored), so no event is lost when an instance dies mid-way.
  *
@@ -183,7 +184,7 @@ export class JournalFollower {
     this.behind = false;
     while (!this.stopped && this.processed < until) {
       const windowEnd = Math.min(this.processed + WINDOW, until);
-      const page = (await this.journal.matching(this.spec.filter, this.processed, windowEnd, PAGE)).filter((event) => this.spec.select(event));
+      const page = (await this.journal.matchingAll(this.spec.filter, this.processed, windowEnd, PAGE)).filter((event) => this.spec.select(event));
       const full = page.length === PAGE;
       if (page.length > 0) await this.spec.handle(page);
       this.advance(full ? page[page.length - 1]!._id : windowEnd);

@@ -10,7 +10,14 @@
  * older than a few seconds and appends them again; the journal's unique event
  * ids make a second append a no-op. Later transitions of the same document
  * flush the earlier entries first, so an entity's events keep their order.
+ *
+ * One outbox serves every namespace: use cases flush through their
+ * namespace's NamespaceOutbox (documents as their namespace's view returns
+ * them; events journaled in that namespace; clears written through the view),
+ * and the repair sweep reads every namespace's leftovers from the store
+ * itself, then flushes each in its own namespace.
  */
+import { ownerOf } from "../store/namespaced.js";
 import type { Collection, Doc, Store, UpdateFilter } from "../store/port.js";
 import type { Journal } from "./journal/journal.js";
 import type { PendingEvent } from "./journal/records.js";
@@ -80,10 +87,11 @@ export interface OutboxOptions {
 const REMEMBERED_EVENTS = 16_384;
 
 export class Outbox {
+  /** Each registered collection as stored (every namespace's documents), for the repair sweep. */
   private readonly collections = new Map<string, Collection<OutboxDoc>>();
   private readonly materializers = new Map<string, Materializer>();
-  /** Per collection, the documents to clear and the outbox_n each had when flushed. */
-  private readonly toClear = new Map<string, Map<string | number, number | undefined>>();
+  /** Per namespace and collection, the documents to clear and the outbox_n each had when flushed. */
+  private readonly toClear = new Map<string, Map<string, Map<string | number, number | undefined>>>();
   /** Event ids this process journaled recently, with their positions (insertion ordered: the oldest are forgotten first). */
   private readonly journaled = new Map<string, number>();
   private clearTimer: NodeJS.Timeout | undefined;
@@ -91,6 +99,8 @@ export class Outbox {
 
   constructor(
     private readonly store: Store,
+    /** A namespace's view of the store (its documents are cleared through it). */
+    private readonly namespaced: (namespace: string) => Store,
     private readonly journal: Journal,
     private readonly clock: Clock,
     private readonly log: Logger,
@@ -108,8 +118,14 @@ export class Outbox {
     await handle.createIndexes([{ key: { outbox_at: 1 } }]);
   }
 
+  /** One namespace's outbox. */
+  in(namespace: string): NamespaceOutbox {
+    return new NamespaceOutbox(this, namespace);
+  }
+
   /**
-   * Journals the outbox entries of documents just returned by transitions.
+   * Journals the outbox entries of a namespace's documents (as its view
+   * returned them) just returned by transitions.
    * Resolves once they are journaled, with the journal position of each event
    * (by event id). Entries this process journaled already (an earlier
    * transition's, not cleared yet) are not appended again.
@@ -123,7 +139,7 @@ export class Outbox {
    * its round, an entry is journaled (here, or where the other writer put it),
    * and the next round reserves positions after it.
    */
-  async flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
+  async flush(namespace: string, collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
     const positions = new Map<string, number>();
     const rounds: PendingEvent[][] = [];
     const flushed: OutboxDoc[] = [];
@@ -144,29 +160,36 @@ export class Outbox {
     }
     if (flushed.length === 0) return positions;
     for (const pending of rounds) {
-      const outcomes = await this.journal.append(pending);
+      const outcomes = await this.journal.append(pending, namespace);
       pending.forEach((event, i) => {
         positions.set(event.event_id, outcomes[i]!.seq);
         this.remember(event.event_id, outcomes[i]!.seq);
       });
     }
-    this.scheduleClear(collection, flushed);
+    this.scheduleClear(namespace, collection, flushed);
     return positions;
   }
 
-  /** Re-appends outboxes left behind by a process that died mid-transition. */
+  /** Re-appends outboxes left behind by a process that died mid-transition, in every namespace. */
   async repair(limit = 500): Promise<number> {
     const cutoff = this.clock.now() - (this.options.repairAfterMs ?? 5_000);
     let repaired = 0;
     for (const [name, collection] of this.collections) {
       const stale = await collection.find({ outbox_at: { $lte: cutoff } }, { sort: { outbox_at: 1 }, limit });
       if (stale.length === 0) continue;
-      const withEntries = stale.filter((doc) => (doc.outbox?.length ?? 0) > 0);
-      if (withEntries.length > 0) this.log.info({ collection: name, documents: withEntries.length }, "re-journaling outbox entries left by an interrupted transition");
-      await this.flush(name, withEntries);
-      // Documents whose outbox was emptied but whose marker remained.
-      this.scheduleClear(name, stale.filter((doc) => (doc.outbox?.length ?? 0) === 0));
-      repaired += withEntries.length;
+      const byNamespace = new Map<string, OutboxDoc[]>();
+      for (const stored of stale) {
+        const { namespace, doc } = ownerOf<OutboxDoc>(stored);
+        byNamespace.set(namespace, [...(byNamespace.get(namespace) ?? []), doc]);
+      }
+      for (const [namespace, docs] of byNamespace) {
+        const withEntries = docs.filter((doc) => (doc.outbox?.length ?? 0) > 0);
+        if (withEntries.length > 0) this.log.info({ collection: name, namespace, documents: withEntries.length }, "re-journaling outbox entries left by an interrupted transition");
+        await this.flush(namespace, name, withEntries);
+        // Documents whose outbox was emptied but whose marker remained.
+        this.scheduleClear(namespace, name, docs.filter((doc) => (doc.outbox?.length ?? 0) === 0));
+        repaired += withEntries.length;
+      }
     }
     await this.drain();
     return repaired;
@@ -189,10 +212,12 @@ export class Outbox {
     }
   }
 
-  private scheduleClear(collection: string, docs: OutboxDoc[]): void {
+  private scheduleClear(namespace: string, collection: string, docs: OutboxDoc[]): void {
     if (docs.length === 0) return;
-    let byDoc = this.toClear.get(collection);
-    if (!byDoc) this.toClear.set(collection, (byDoc = new Map()));
+    let byCollection = this.toClear.get(namespace);
+    if (!byCollection) this.toClear.set(namespace, (byCollection = new Map()));
+    let byDoc = byCollection.get(collection);
+    if (!byDoc) byCollection.set(collection, (byDoc = new Map()));
     for (const doc of docs) {
       const known = byDoc.get(doc._id);
       byDoc.set(doc._id, known === undefined || (doc.outbox_n ?? 0) > known ? doc.outbox_n : known);
@@ -207,16 +232,16 @@ export class Outbox {
   }
 
   /**
-   * One bulk write per collection: each document's outbox is removed only if
-   * nothing was pushed since its flush (outbox_n unchanged); otherwise the
-   * newer transition's flush clears it later. Documents of an earlier version
-   * have no outbox_n and are cleared as they are.
+   * One bulk write per namespace and collection: each document's outbox is
+   * removed only if nothing was pushed since its flush (outbox_n unchanged);
+   * otherwise the newer transition's flush clears it later. Documents of an
+   * earlier version have no outbox_n and are cleared as they are.
    */
   private async clearNow(): Promise<void> {
-    const batches = [...this.toClear];
+    const batches = [...this.toClear].flatMap(([namespace, byCollection]) => [...byCollection].map(([name, byDoc]) => ({ namespace, name, byDoc })));
     this.toClear.clear();
-    for (const [name, byDoc] of batches) {
-      const collection = this.collections.get(name) ?? this.store.collection<OutboxDoc>(name);
+    for (const { namespace, name, byDoc } of batches) {
+      const collection = this.namespaced(namespace).collection<OutboxDoc>(name);
       const operations = [...byDoc].map(([_id, n]) => ({
         updateOne: {
           filter: { _id, outbox_n: n === undefined ? { $exists: false } : n },
@@ -227,8 +252,26 @@ export class Outbox {
         await collection.bulkWrite(operations as Parameters<typeof collection.bulkWrite>[0]);
       } catch (error) {
         // Harmless: the repair sweep re-appends (a no-op) and clears later.
-        this.log.warn({ collection: name, error: error instanceof Error ? error.message : String(error) }, "could not clear flushed outbox entries; the repair sweep will");
+        this.log.warn({ collection: name, namespace, error: error instanceof Error ? error.message : String(error) }, "could not clear flushed outbox entries; the repair sweep will");
       }
     }
+  }
+}
+
+/** One namespace's outbox: what its use cases flush through. */
+export class NamespaceOutbox {
+  constructor(
+    private readonly outbox: Outbox,
+    readonly namespace: string,
+  ) {}
+
+  /** Registration is store-wide (see Outbox.register): the collection's documents of every namespace. */
+  register(collection: string, materializer?: Materializer): Promise<void> {
+    return this.outbox.register(collection, materializer);
+  }
+
+  /** See Outbox.flush: `docs` as the namespace's view returned them. */
+  flush(collection: string, docs: ReadonlyArray<OutboxDoc | null | undefined>): Promise<Map<string, number>> {
+    return this.outbox.flush(this.namespace, collection, docs);
   }
 }

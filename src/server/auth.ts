@@ -156,16 +156,6 @@ export class Authenticator {
     return this.directory.jwt !== undefined;
   }
 
-  /** Whether callers of more than one namespace may come (several in the file, or any a JWT names). */
-  get manyNamespaces(): boolean {
-    return this.directory.jwt !== undefined || new Set([...this.directory.byHash.values()].map((p) => p.namespace)).size > 1;
-  }
-
-  /** Whether any namespace has a max_queued_dispatches limit (the hook the mailbox engine will enforce). */
-  get limitsQueuedDispatches(): boolean {
-    return [...this.directory.limits.values()].some((limits) => limits.maxQueuedDispatches !== undefined);
-  }
-
   limitsOf(namespace: string): NamespaceLimits {
     return limitsOf(this.directory, namespace);
   }

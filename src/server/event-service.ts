@@ -1,6 +1,6 @@
 /**
  * EventService: each handler checks its request (domain), calls the engine
- * and translates the answer.
+ * (the events of its caller's namespace) and translates the answer.
  */
 import { create } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
@@ -14,33 +14,34 @@ import type { Engine } from "../engine/engine.js";
 import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
 import { EventAnswers } from "./event-answers.js";
 import { eventFrame, formatOf, frameField, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
+import { scopeOf } from "./principal.js";
 import { ENVELOPE_HEADER, type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
 
 export function eventService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof EventService> {
   const answers = new EventAnswers(maxMessageBytes);
   return {
-    async publish(request) {
+    async publish(request, context) {
       const event = parsePublish(request.event, engine.clock.now());
       answers.checkPublish(event);
-      return engine.events.publish(event);
+      return scopeOf(engine, context).events.publish(event);
     },
 
-    async publishBatch(request) {
-      return engine.events.publishBatch(parsePublishBatch(request.events, engine.clock.now()));
+    async publishBatch(request, context) {
+      return scopeOf(engine, context).events.publishBatch(parsePublishBatch(request.events, engine.clock.now()));
     },
 
     subscribe(request, context) {
       const command = parseSubscribe(request);
       const wire = wireFormatOf(context.requestHeader.get("content-type"));
       return streams.serve(context, async () => {
-        const subscription = await engine.events.subscribe(command);
+        const subscription = await scopeOf(engine, context).events.subscribe(command);
         return new SubscribeSource(subscription, command, context.signal, wire, batchBudget(maxMessageBytes));
       });
     },
 
     async listEvents(request, context) {
       const command = parseListEvents(request);
-      const page = await engine.events.list(command);
+      const page = await scopeOf(engine, context).events.list(command);
       const frames = page.events.map((doc) => eventFrame(doc, command.scope, command.filter.payloadAccess));
       // A page holds only what fits in one answer; the next one starts after its last event.
       const fit = answers.framesThatFit(frames, formatOf(context));

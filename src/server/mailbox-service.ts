@@ -1,10 +1,11 @@
 /**
  * MailboxService: each handler checks its request (domain), calls the engine
- * and translates the answer. Nothing else happens here.
+ * (the use cases of its caller's namespace) and translates the answer.
+ * Nothing else happens here.
  */
 import { create } from "@bufbuild/protobuf";
 import { type Duration, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { DispatchSignalSchema, DispatchStatusCountSchema } from "../../gen/mailroom/v1/dispatch_pb.js";
 import {
   AckBatchResponseSchema,
@@ -45,6 +46,7 @@ import type { WorkSignal } from "../engine/mailbox/work-signals.js";
 import { DispatchAnswers, type DispatchText } from "./dispatch-answers.js";
 import { itemError } from "./errors.js";
 import { formatOf } from "./event-frames.js";
+import { scopeOf } from "./principal.js";
 import { queueSource, type ServerStreams } from "./streams.js";
 
 /** Signals a slow watcher has not read yet; older ones are dropped (they are hints). */
@@ -56,21 +58,22 @@ function enqueued(outcome: EnqueueOutcome, i: number) {
 }
 
 export function mailboxService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof MailboxService> {
-  const { mailbox, queries, live, signals } = engine;
   const limits = engine.mailboxLimits;
   const answers = new DispatchAnswers(maxMessageBytes, limits);
+  const mailboxOf = (context: HandlerContext) => scopeOf(engine, context).mailbox;
+  const queriesOf = (context: HandlerContext) => scopeOf(engine, context).queries;
 
   /** Before a change adds text to a dispatch: refuses it when the dispatch could then not be served back. */
-  async function checkChange(dispatchId: string, text: DispatchText, field: string): Promise<void> {
+  async function checkChange(context: HandlerContext, dispatchId: string, text: DispatchText, field: string): Promise<void> {
     if (answers.changesAlwaysFit) return;
-    answers.checkChange(await queries.get(dispatchId), text, field);
+    answers.checkChange(await queriesOf(context).get(dispatchId), text, field);
   }
 
   return {
-    async enqueue(request) {
+    async enqueue(request, context) {
       const command = parseNewDispatch("dispatch", request.dispatch, limits, engine.clock.now());
       answers.checkEnqueue([command], () => "dispatch");
-      const [outcome] = await mailbox.enqueue([command]);
+      const [outcome] = await mailboxOf(context).enqueue([command]);
       if ("error" in outcome!) throw underField(outcome.error, "dispatch");
       return { dispatch: toRunDispatch(outcome!.dispatch), deduplicated: outcome!.deduplicated };
     },
@@ -78,29 +81,29 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
     async enqueueBatch(request, context) {
       const commands = parseEnqueueBatch(request.dispatches, limits, engine.clock.now());
       answers.checkEnqueue(commands, (i) => `dispatches[${i}]`, formatOf(context));
-      const outcomes = await mailbox.enqueue(commands);
+      const outcomes = await mailboxOf(context).enqueue(commands);
       return create(EnqueueBatchResponseSchema, { results: outcomes.map(enqueued) });
     },
 
     async claim(request, context) {
-      const claimed = await mailbox.claim(parseClaim(request, limits), context.signal);
+      const claimed = await mailboxOf(context).claim(parseClaim(request, limits), context.signal);
       return { dispatches: claimed.map(toRunDispatch) };
     },
 
-    async claimDispatch(request) {
+    async claimDispatch(request, context) {
       const dispatchId = requireId("dispatch_id", request.dispatchId);
       const consumerId = requireId("consumer_id", request.consumerId);
-      return { dispatch: toRunDispatch(await mailbox.claimDispatch(dispatchId, consumerId, parseLease("lease", request.lease, limits))) };
+      return { dispatch: toRunDispatch(await mailboxOf(context).claimDispatch(dispatchId, consumerId, parseLease("lease", request.lease, limits))) };
     },
 
-    async ack(request) {
-      return { dispatch: toRunDispatch(await mailbox.ack(parseClaimRef(request))) };
+    async ack(request, context) {
+      return { dispatch: toRunDispatch(await mailboxOf(context).ack(parseClaimRef(request))) };
     },
 
     async ackBatch(request, context) {
       const refs = parseAckBatch(request.claims, limits);
-      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queries.getMany(refs.map((ref) => ref.dispatchId)), formatOf(context));
-      const results = await mailbox.ackMany(refs);
+      if (!answers.ackBatchAlwaysFits(refs.length)) answers.checkAckBatch(await queriesOf(context).getMany(refs.map((ref) => ref.dispatchId)), formatOf(context));
+      const results = await mailboxOf(context).ackMany(refs);
       return create(AckBatchResponseSchema, {
         results: results.map((result, i) =>
           create(AckResultSchema, result instanceof MailroomError
@@ -110,51 +113,51 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       });
     },
 
-    async recordDispatchStart(request) {
+    async recordDispatchStart(request, context) {
       const instance = requireId("dispatch_instance_id", request.dispatchInstanceId);
-      await checkChange(request.dispatchId, { dispatchInstanceId: instance }, "dispatch_instance_id");
-      return { dispatch: toRunDispatch(await mailbox.recordStart(parseClaimRef(request), instance)) };
+      await checkChange(context, request.dispatchId, { dispatchInstanceId: instance }, "dispatch_instance_id");
+      return { dispatch: toRunDispatch(await mailboxOf(context).recordStart(parseClaimRef(request), instance)) };
     },
 
-    async recordRunResult(request) {
+    async recordRunResult(request, context) {
       const ref = parseClaimRef(request);
       const result = parseRunResult(request.result);
-      await checkChange(ref.dispatchId, { runResponse: result.response, runError: result.error, terminationDetail: result.termination?.detail }, "result");
-      return { dispatch: toRunDispatch(await mailbox.recordResult(ref, result)) };
+      await checkChange(context, ref.dispatchId, { runResponse: result.response, runError: result.error, terminationDetail: result.termination?.detail }, "result");
+      return { dispatch: toRunDispatch(await mailboxOf(context).recordResult(ref, result)) };
     },
 
-    async nack(request) {
+    async nack(request, context) {
       const ref = parseClaimRef(request);
       const error = parseErrorText("error", request.error);
       const retry = parseRetry(request.retry, limits, engine.clock.now());
-      await checkChange(ref.dispatchId, { lastError: error }, "error");
-      const dispatch = await mailbox.nack(ref, retry, error);
+      await checkChange(context, ref.dispatchId, { lastError: error }, "error");
+      const dispatch = await mailboxOf(context).nack(ref, retry, error);
       return { dispatch: toRunDispatch(dispatch) };
     },
 
-    async deadLetter(request) {
+    async deadLetter(request, context) {
       const ref = parseClaimRef(request);
       const error = parseErrorText("error", request.error);
-      await checkChange(ref.dispatchId, { lastError: error }, "error");
-      return { dispatch: toRunDispatch(await mailbox.deadLetter(ref, error)) };
+      await checkChange(context, ref.dispatchId, { lastError: error }, "error");
+      return { dispatch: toRunDispatch(await mailboxOf(context).deadLetter(ref, error)) };
     },
 
-    async cancel(request) {
+    async cancel(request, context) {
       const dispatchId = requireId("dispatch_id", request.dispatchId);
       const reason = parseReason("reason", request.reason);
-      await checkChange(dispatchId, { lastError: reason }, "reason");
-      const outcome = await mailbox.cancel(dispatchId, reason);
+      await checkChange(context, dispatchId, { lastError: reason }, "reason");
+      const outcome = await mailboxOf(context).cancel(dispatchId, reason);
       return { dispatch: toRunDispatch(outcome.dispatch), changed: outcome.changed };
     },
 
-    async extendLease(request) {
+    async extendLease(request, context) {
       const ref = parseClaimRef(request);
-      const outcome = await mailbox.extendLease(ref, parseNewLease(request, limits.maxLeaseMs));
+      const outcome = await mailboxOf(context).extendLease(ref, parseNewLease(request, limits.maxLeaseMs));
       return { dispatch: toRunDispatch(outcome.dispatch), interrupted: outcome.interrupted, threadEpoch: BigInt(outcome.threadEpoch) };
     },
 
     async interrupt(request, context) {
-      const outcome = await mailbox.interrupt(requireId("thread_id", request.threadId), request.detailed);
+      const outcome = await mailboxOf(context).interrupt(requireId("thread_id", request.threadId), request.detailed);
       const answer = {
         newDispatchEpoch: BigInt(outcome.newEpoch),
         activeDispatch: outcome.active ? toRunDispatch(outcome.active) : undefined,
@@ -165,28 +168,28 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       return { ...answer, supersededDispatches: dispatches, supersededDispatchesTruncated: truncated || dispatches.length < outcome.supersededCount };
     },
 
-    async getDispatchEpoch(request) {
-      return { dispatchEpoch: BigInt(await engine.threads.epoch(requireId("thread_id", request.threadId))) };
+    async getDispatchEpoch(request, context) {
+      return { dispatchEpoch: BigInt(await scopeOf(engine, context).threads.epoch(requireId("thread_id", request.threadId))) };
     },
 
-    async supersedeClaimed(request) {
+    async supersedeClaimed(request, context) {
       const ref = parseClaimRef(request);
       const reason = parseReason("reason", request.reason);
-      await checkChange(ref.dispatchId, { lastError: reason }, "reason");
-      return { dispatch: toRunDispatch(await mailbox.supersedeClaimed(ref, reason)) };
+      await checkChange(context, ref.dispatchId, { lastError: reason }, "reason");
+      return { dispatch: toRunDispatch(await mailboxOf(context).supersedeClaimed(ref, reason)) };
     },
 
-    async getDispatch(request) {
-      return { dispatch: toRunDispatch(await queries.get(requireId("dispatch_id", request.dispatchId))) };
+    async getDispatch(request, context) {
+      return { dispatch: toRunDispatch(await queriesOf(context).get(requireId("dispatch_id", request.dispatchId))) };
     },
 
     async listDispatches(request, context) {
-      const page = await queries.list(parseList(request), answers.listBudget(formatOf(context)));
+      const page = await queriesOf(context).list(parseList(request), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async countDispatches(request) {
-      const counts = await queries.count(optionalId("thread_id", request.threadId), parseStatuses("statuses", request.statuses));
+    async countDispatches(request, context) {
+      const counts = await queriesOf(context).count(optionalId("thread_id", request.threadId), parseStatuses("statuses", request.statuses));
       return {
         counts: counts.map(({ status, count }) => create(DispatchStatusCountSchema, { status: statusToProto(status), count: BigInt(count) })),
         total: BigInt(counts.reduce((sum, c) => sum + c.count, 0)),
@@ -194,25 +197,25 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
     },
 
     async listTerminalDispatches(request, context) {
-      const page = await queries.listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget(formatOf(context)));
+      const page = await queriesOf(context).listTerminal(parseList({ ...request, statuses: [] }), answers.listBudget(formatOf(context)));
       return { dispatches: page.items.map(toRunDispatch), nextPageToken: page.nextPageToken ?? "" };
     },
 
-    async reclaimExpiredLeases(request) {
+    async reclaimExpiredLeases(request, context) {
       const limit = request.limit === 0 ? 100 : intInRange("limit", request.limit, 1, 1000);
       // Reclaimed dispatches are answered: no more than surely fit (the rest are left to the next call or the sweeper).
-      return { dispatches: (await mailbox.reclaimExpired(answers.surelyFitting(limit))).map(toRunDispatch) };
+      return { dispatches: (await mailboxOf(context).reclaimExpired(answers.surelyFitting(limit))).map(toRunDispatch) };
     },
 
-    async purgeTerminal(request) {
+    async purgeTerminal(request, context) {
       const before = timestampToMs("completed_before", requirePresent("completed_before", request.completedBefore));
       const limit = request.limit === 0 ? 10_000 : intInRange("limit", request.limit, 1, 100_000);
-      return { purgedCount: BigInt(await queries.purgeTerminal(before, limit)) };
+      return { purgedCount: BigInt(await queriesOf(context).purgeTerminal(before, limit)) };
     },
 
-    async listQueuedThreads(request) {
+    async listQueuedThreads(request, context) {
       const size = pageSize("page_size", request.pageSize, 100, MAX_PAGE_SIZE);
-      const page = await queries.queuedThreads(size, request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES));
+      const page = await queriesOf(context).queuedThreads(size, request.pageToken === "" ? undefined : boundedText("page_token", request.pageToken, MAX_PAGE_TOKEN_BYTES));
       return { threadIds: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
@@ -221,7 +224,7 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       return streams.serve(context, () => {
         const queue = new PushQueue<WorkSignal>();
-        const stop = signals.listen((signal) => {
+        const stop = scopeOf(engine, context).signals.listen((signal) => {
           if (threadId !== undefined && signal.threadId !== threadId) return;
           if (queue.size >= SIGNAL_BUFFER) queue.shift();
           queue.push(signal);
@@ -240,7 +243,7 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       const wanted = parseLiveTarget("target", request.target);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       return streams.serve(context, async () => {
-        const channel = await live.open(wanted);
+        const channel = await scopeOf(engine, context).live.open(wanted);
         return queueSource(channel.queue, {
           heartbeatMs,
           signal: context.signal,
@@ -251,20 +254,20 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       });
     },
 
-    async ackLiveCommand(request) {
-      return { newlyAcked: await live.ack(requireId("command_id", request.commandId)) };
+    async ackLiveCommand(request, context) {
+      return { newlyAcked: await scopeOf(engine, context).live.ack(requireId("command_id", request.commandId)) };
     },
 
-    async deliverLive(request) {
+    async deliverLive(request, context) {
       const wanted = parseLiveTarget("target", request.target);
       const command = parseLiveCommand("command", request.command);
       answers.checkLiveCommand(command, wanted);
-      const outcome = await live.deliver(wanted, command);
+      const outcome = await scopeOf(engine, context).live.deliver(wanted, command);
       return { outcome: outcome.outcome, commandId: outcome.commandId };
     },
 
     async pullDispatchSignals(request, context) {
-      const pulled = await engine.signalReceipts.pull(parsePull(request), context.signal);
+      const pulled = await scopeOf(engine, context).signalReceipts.pull(parsePull(request), context.signal);
       return {
         receipts: pulled.map((p) => create(DispatchSignalReceiptSchema, {
           signal: create(DispatchSignalSchema, { threadId: p.threadId, dispatchId: p.dispatchId, reason: p.reason }),
@@ -275,13 +278,13 @@ export function mailboxService(engine: Engine, streams: ServerStreams, maxMessag
       };
     },
 
-    async ackDispatchSignal(request) {
-      return { acked: await engine.signalReceipts.ack(parseAck(request)) };
+    async ackDispatchSignal(request, context) {
+      return { acked: await scopeOf(engine, context).signalReceipts.ack(parseAck(request)) };
     },
 
-    async nackDispatchSignal(request) {
+    async nackDispatchSignal(request, context) {
       const { receipt, delayMs } = parseNack(request);
-      return { nacked: await engine.signalReceipts.nack(receipt, delayMs) };
+      return { nacked: await scopeOf(engine, context).signalReceipts.nack(receipt, delayMs) };
     },
   };
 }

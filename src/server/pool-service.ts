@@ -1,6 +1,6 @@
 /**
  * PoolService: each handler checks its request (domain), calls the engine
- * and translates the answer. The two record streams (a run's inbox and
+ * (the use cases of its caller's namespace) and translates the answer. The two record streams (a run's inbox and
  * WatchPool) read the pool's kept history.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -27,67 +27,69 @@ import { memberToDoc, memberToProto, poolRecordOf } from "../engine/pool/records
 import { PushQueue } from "../engine/push-queue.js";
 import { formatOf, subscriptionFrame } from "./event-frames.js";
 import { PoolAnswers } from "./pool-answers.js";
+import { scopeOf } from "./principal.js";
 import { heartbeat, type ServerStreams, type StreamSource } from "./streams.js";
 
 export function poolService(engine: Engine, streams: ServerStreams, maxMessageBytes: number): ServiceImpl<typeof PoolService> {
   const answers = new PoolAnswers(maxMessageBytes);
 
   /** The pool's members, as ListMembers answers them (NOT_FOUND for an unknown pool). */
-  async function members(poolId: string): Promise<AgentPoolMember[]> {
-    await engine.pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
-    return (await engine.pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m)));
+  async function members(context: HandlerContext, poolId: string): Promise<AgentPoolMember[]> {
+    const { pools } = scopeOf(engine, context);
+    await pools.get(poolId); // an unknown pool is NOT_FOUND, not empty
+    return (await pools.members.list(poolId)).map((m) => memberToProto(memberToDoc(m)));
   }
 
   /** Before storing a message: refuses it when its delivery frames could not be served (see PoolAnswers). */
-  async function checkMessage(poolId: string, outgoing: OutgoingMessage, field: string): Promise<OutgoingMessage> {
-    if (!answers.messageAlwaysFits(outgoing.message)) answers.checkMessage(outgoing.message, (await members(poolId)).map((m) => m.runId), field);
+  async function checkMessage(context: HandlerContext, poolId: string, outgoing: OutgoingMessage, field: string): Promise<OutgoingMessage> {
+    if (!answers.messageAlwaysFits(outgoing.message)) answers.checkMessage(outgoing.message, (await members(context, poolId)).map((m) => m.runId), field);
     return outgoing;
   }
 
   return {
     async openPool(request, context) {
-      const { pool, opened } = await engine.pools.open(parsePoolId(request.poolId), parseConfig(request.config));
-      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
+      const { pool, opened } = await scopeOf(engine, context).pools.open(parsePoolId(request.poolId), parseConfig(request.config));
+      return { snapshot: answers.fitSnapshot(await scopeOf(engine, context).pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
     },
 
     async getPool(request, context) {
-      return { snapshot: answers.fitSnapshot(await engine.pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)), formatOf(context)) };
+      return { snapshot: answers.fitSnapshot(await scopeOf(engine, context).pools.snapshot(parsePoolId(request.poolId), parseMaxMessages(request.maxMessages)), formatOf(context)) };
     },
 
-    async joinRun(request) {
+    async joinRun(request, context) {
       const poolId = parsePoolId(request.poolId);
       const member = parseMember("member", request.member);
       const joining = memberToProto(memberToDoc(member));
-      answers.checkMembers([...(await members(poolId)).filter((m) => m.runId !== member.runId), joining]);
-      const joined = await engine.pools.join(poolId, member);
+      answers.checkMembers([...(await members(context, poolId)).filter((m) => m.runId !== member.runId), joining]);
+      const joined = await scopeOf(engine, context).pools.join(poolId, member);
       return { member: memberToProto(memberToDoc(joined.member)), poolCreated: joined.poolCreated, cursor: BigInt(joined.seq) };
     },
 
-    async leaveRun(request) {
+    async leaveRun(request, context) {
       const poolId = parsePoolId(request.poolId);
-      const left = await engine.pools.leave(poolId, requireId("run_id", request.runId));
+      const left = await scopeOf(engine, context).pools.leave(poolId, requireId("run_id", request.runId));
       return { member: memberToProto(memberToDoc(left.member)), cursor: BigInt(left.seq) };
     },
 
-    async listMembers(request) {
-      return { members: await members(parsePoolId(request.poolId)) };
+    async listMembers(request, context) {
+      return { members: await members(context, parsePoolId(request.poolId)) };
     },
 
-    async send(request) {
+    async send(request, context) {
       const poolId = parsePoolId(request.poolId);
-      const outgoing = await checkMessage(poolId, parseMessage("message", request.message, poolId, false, engine.clock.now()), "message");
-      return engine.messages.send(poolId, outgoing);
+      const outgoing = await checkMessage(context, poolId, parseMessage("message", request.message, poolId, false, engine.clock.now()), "message");
+      return scopeOf(engine, context).messages.send(poolId, outgoing);
     },
 
-    async respond(request) {
+    async respond(request, context) {
       const poolId = parsePoolId(request.poolId);
-      const outgoing = await checkMessage(poolId, parseMessage("reply", request.reply, poolId, true, engine.clock.now()), "reply");
-      return engine.messages.respond(poolId, outgoing, request.reply?.to !== undefined);
+      const outgoing = await checkMessage(context, poolId, parseMessage("reply", request.reply, poolId, true, engine.clock.now()), "reply");
+      return scopeOf(engine, context).messages.respond(poolId, outgoing, request.reply?.to !== undefined);
     },
 
-    async cancelMessage(request) {
+    async cancelMessage(request, context) {
       const poolId = parsePoolId(request.poolId);
-      return { receipt: await engine.messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
+      return { receipt: await scopeOf(engine, context).messages.cancel(poolId, requireId("message_id", request.messageId), requireId("run_id", request.runId)) };
     },
 
     receiveMessages(request, context) {
@@ -95,7 +97,7 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
       const runId = requireId("run_id", request.runId);
       return streams.serve(context, async () => {
         // NOT_FOUND and a refused cursor come before the first frame.
-        const stream = await engine.pools.records(command.poolId, { ...command, recipient: runId });
+        const stream = await scopeOf(engine, context).pools.records(command.poolId, { ...command, recipient: runId });
         return poolRecords(stream, command, context, { frame: { case: "heartbeat", value: heartbeat() } }, (frame): ReceiveMessagesFrame | undefined => {
           if (frame.case === "heartbeat") return { frame };
           if (frame.value.record.case !== "message") return undefined;
@@ -105,19 +107,19 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
       });
     },
 
-    async suspendUntil(request) {
+    async suspendUntil(request, context) {
       const poolId = parsePoolId(request.poolId);
       const wake = parseWakeCondition(request.runId, request.condition);
       answers.checkWake(wake.condition);
-      return engine.wakes.suspend(poolId, wake);
+      return scopeOf(engine, context).wakes.suspend(poolId, wake);
     },
 
-    async pollWake(request) {
-      return { registration: await engine.wakes.poll(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    async pollWake(request, context) {
+      return { registration: await scopeOf(engine, context).wakes.poll(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
     },
 
-    async cancelWake(request) {
-      return { registration: await engine.wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
+    async cancelWake(request, context) {
+      return { registration: await scopeOf(engine, context).wakes.cancel(parsePoolId(request.poolId), requireId("condition_id", request.conditionId)) };
     },
 
     awaitWake(request, context) {
@@ -125,10 +127,11 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
       const conditionId = requireId("condition_id", request.conditionId);
       const heartbeatMs = heartbeatInterval("heartbeat_interval", request.heartbeatInterval);
       return streams.serve(context, async (): Promise<StreamSource<AwaitWakeFrame>> => {
+        const scope = scopeOf(engine, context);
         const settled = new PushQueue<WakeRegistration>(1);
         // Listen before reading, so a change between the two is not missed.
-        const stopListening = engine.wakeMatcher.whenSettled(poolId, conditionId, () => {
-          engine.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
+        const stopListening = engine.wakeMatcher.whenSettled(scope.namespace, poolId, conditionId, () => {
+          scope.wakes.poll(poolId, conditionId).then((r) => settled.push(r), () => settled.close());
         });
         const close = () => {
           stopListening();
@@ -136,7 +139,7 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
         };
         let first: WakeRegistration;
         try {
-          first = await engine.wakes.poll(poolId, conditionId);
+          first = await scope.wakes.poll(poolId, conditionId);
         } catch (error) {
           close();
           throw error;
@@ -166,17 +169,17 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
       });
     },
 
-    async deletePool(request) {
-      const { cancelledWakes } = await engine.poolDeletion.delete(parsePoolId(request.poolId));
+    async deletePool(request, context) {
+      const { cancelledWakes } = await scopeOf(engine, context).poolDeletion.delete(parsePoolId(request.poolId));
       return { cancelledWakeConditions: BigInt(cancelledWakes) };
     },
 
-    async listMessages(request) {
-      return engine.messages.list(parsePoolList(parsePoolId(request.poolId), request));
+    async listMessages(request, context) {
+      return scopeOf(engine, context).messages.list(parsePoolList(parsePoolId(request.poolId), request));
     },
 
-    async listWakeConditions(request) {
-      return engine.wakes.list(parsePoolList(parsePoolId(request.poolId), request));
+    async listWakeConditions(request, context) {
+      return scopeOf(engine, context).wakes.list(parsePoolList(parsePoolId(request.poolId), request));
     },
 
     subscribePool(request, context) {
@@ -184,7 +187,7 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
       const wire = formatOf(context);
       return streams.serve(context, async (): Promise<StreamSource<SubscribePoolFrame>> => {
         // NOT_FOUND, RUN_NOT_MEMBER and a refused cursor come before the first frame.
-        const subscription = await engine.poolSubscriptions.open(command);
+        const subscription = await scopeOf(engine, context).poolSubscriptions.open(command);
         return {
           async next() {
             const frame = await subscription.next(command.heartbeatMs, context.signal);
@@ -200,7 +203,7 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
     watchPool(request, context) {
       const command = parsePoolStream(request);
       return streams.serve(context, async () => {
-        const stream = await engine.pools.records(command.poolId, command);
+        const stream = await scopeOf(engine, context).pools.records(command.poolId, command);
         return poolRecords(stream, command, context, undefined, (frame): WatchPoolFrame => ({ frame: frame.case === "heartbeat" ? frame : { case: "record", value: frame.value } }));
       });
     },

@@ -81,6 +81,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     mailboxLimits: { maxLeaseMs: config.maxLeaseMs, maxResponseBytes: config.maxMessageBytes, ...deps.engine?.mailboxLimits },
     mailboxTimings: { retentionMs: config.dispatchRetentionMs, ...deps.engine?.mailboxTimings },
     events: { retentionMs: config.eventRetentionMs, ...deps.engine?.events },
+    // Read at each enqueue, so a reloaded auth file's limits apply at once.
+    maxQueuedDispatches: (namespace) => auth.limitsOf(namespace).maxQueuedDispatches,
   });
   if (config.maxMessageBytes < ROOMY_MESSAGE_BYTES) {
     logger.warn(
@@ -175,19 +177,6 @@ function logAuth(auth: Authenticator, logger: Logger): void {
   } else {
     logger.info({ auth: "file", auth_file: source.path, principals: auth.principalCount, jwt: auth.verifiesJwts }, `authentication: ${auth.principalCount} principals from ${source.path}${auth.verifiesJwts ? ", and JWTs" : ""}`);
   }
-  logAuthWarnings(auth, logger);
-}
-
-function logAuthWarnings(auth: Authenticator, logger: Logger): void {
-  if (auth.manyNamespaces) {
-    logger.warn(
-      { isolation: false },
-      "NAMESPACES ARE NOT ISOLATED YET: roles, limits and claim-token secrecy hold per principal, but principals of different namespaces share threads, dispatches, pools and events until the engine is namespaced",
-    );
-  }
-  if (auth.limitsQueuedDispatches) {
-    logger.warn({ limit: "max_queued_dispatches" }, "the auth file sets max_queued_dispatches, which this version does not enforce yet (it needs namespaces in the mailbox engine)");
-  }
 }
 
 async function reloadAuth(auth: Authenticator, streams: StreamCredentials, logger: Logger): Promise<boolean> {
@@ -209,7 +198,6 @@ async function reloadAuth(auth: Authenticator, streams: StreamCredentials, logge
     { auth_file: auth.source.path, principals: auth.principalCount, jwt: auth.verifiesJwts, streams_ended: ended },
     `auth file reloaded: ${auth.principalCount} principals${ended > 0 ? `; ${ended} streams of revoked credentials ended` : ""}`,
   );
-  logAuthWarnings(auth, logger);
   return true;
 }
 

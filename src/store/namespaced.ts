@@ -5,7 +5,10 @@
  * Through it, every document written carries the field `ns`; every filter
  * (upsert seeds included) gets `ns: <namespace>`; every index starts with
  * `ns`, so unique keys (dedupe keys, idempotency keys, event ids, one claim
- * per thread) are unique per namespace; and string `_id`s are stored
+ * per thread) are unique per namespace (stored under the name `ns_<name>`:
+ * a deployment that predates namespaces has indexes of the caller's names
+ * without `ns`, which MongoDB will not redefine in place; errors and
+ * dropIndexes speak the caller's names); and string `_id`s are stored
  * namespace-qualified, because `_id`'s own unique index is the one index
  * that cannot start with `ns`. Returned documents and change events come back
  * as the caller wrote them: `_id` unqualified, no `ns`.
@@ -35,6 +38,7 @@ import {
   type Collection,
   type Doc,
   type DocId,
+  DuplicateKeyError,
   type Filter,
   type FindOneAndUpdateOptions,
   type FindOptions,
@@ -60,6 +64,31 @@ const SEPARATOR = "\u0001";
 
 /** A call this view cannot scope to its namespace; a bug in the caller, never in the data. */
 export class NamespaceScopeError extends StoreError {}
+
+/** Prefix of the stored name of an index a view created (see the module comment). */
+const SCOPED_INDEX_PREFIX = "ns_";
+
+/** The name under which a view stores the index the caller names `name`. */
+export function scopedIndexName(name: string): string {
+  return SCOPED_INDEX_PREFIX + name;
+}
+
+/** The caller's name of a stored index (`_id_` and other unscoped ones as they are). */
+function callerIndexName(stored: string): string {
+  return stored.startsWith(SCOPED_INDEX_PREFIX) ? stored.slice(SCOPED_INDEX_PREFIX.length) : stored;
+}
+
+/** A write's outcome, a DuplicateKeyError's index renamed to the caller's name. */
+function renamingDuplicates<R>(written: Promise<R>): Promise<R> {
+  return written.catch((error: unknown) => {
+    if (error instanceof DuplicateKeyError) throw new DuplicateKeyError(error.collection, callerIndexName(error.index), { cause: error });
+    throw error;
+  });
+}
+
+function renamedDuplicates<R extends { duplicates: { position: number; index: string }[] }>(result: R): R {
+  return result.duplicates.length === 0 ? result : { ...result, duplicates: result.duplicates.map((d) => ({ position: d.position, index: callerIndexName(d.index) })) };
+}
 
 type Plain = Record<string, unknown>;
 
@@ -107,8 +136,30 @@ const ID_LIST_OPERATORS = new Set(["$in", "$nin"]);
 const ID_SHAPE_OPERATORS = new Set(["$exists", "$type"]);
 const LOGICAL_OPERATORS = new Set(["$and", "$or", "$nor"]);
 
-/** The filter, its `_id` conditions qualified; `idPaths` are the keys that hold `_id`s (change events: `documentKey._id` too). */
+/** Whether `path` is `root` or a path inside it (`root.x`), without building `root.`. */
+function isUnder(path: string, root: string): boolean {
+  return path.startsWith(root) && (path.length === root.length || path.charCodeAt(root.length) === 46);
+}
+
+/**
+ * The filter, its `_id` conditions qualified; `idPaths` are the keys that
+ * hold `_id`s (change events: `documentKey._id` too). A filter of plain
+ * conditions (the common case) is copied at once, its id conditions replaced.
+ */
 function scopeConditions(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<string>, forbidden: string): Plain {
+  let scoped: Plain | undefined;
+  for (const key in filter) {
+    if (idPaths.has(key)) {
+      (scoped ??= { ...filter })[key] = scopeIdCondition(filter[key], codec);
+    } else if (key.charCodeAt(0) === 36 /* $ */ || isUnder(key, forbidden)) {
+      return scopeEachCondition(filter, codec, idPaths, forbidden);
+    }
+  }
+  return scoped ?? { ...filter };
+}
+
+/** scopeConditions for filters with operators at the top (logical ones recurse) or that name the forbidden field (refused). */
+function scopeEachCondition(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<string>, forbidden: string): Plain {
   const out: Plain = {};
   for (const [key, value] of Object.entries(filter)) {
     if (LOGICAL_OPERATORS.has(key)) {
@@ -121,7 +172,7 @@ function scopeConditions(filter: Plain, codec: IdCodec, idPaths: ReadonlySet<str
       out[key] = value;
     } else if (key.startsWith("$")) {
       throw new NamespaceScopeError(`a namespaced filter cannot use ${key}: it could reach other namespaces`);
-    } else if (key === forbidden || key.startsWith(`${forbidden}.`)) {
+    } else if (isUnder(key, forbidden)) {
       throw new NamespaceScopeError(`a namespaced filter cannot name ${forbidden}: the namespace comes from the view`);
     } else if (idPaths.has(key)) {
       out[key] = scopeIdCondition(value, codec);
@@ -158,18 +209,34 @@ function scopeIdCondition(condition: unknown, codec: IdCodec): unknown {
 
 const ID_PATHS = new Set(["_id"]);
 
+/** Whether an `_id` condition names string ids only, by equality or `$in` (so it selects within one namespace). */
+function pinsStringId(condition: unknown): boolean {
+  if (typeof condition === "string") return true;
+  if (!isPlainObject(condition)) return false;
+  const operators = Object.keys(condition);
+  if (operators.length !== 1) return false;
+  const [operator] = operators;
+  if (operator === "$eq") return typeof condition.$eq === "string";
+  return operator === "$in" && Array.isArray(condition.$in) && condition.$in.length > 0 && condition.$in.every((id) => typeof id === "string");
+}
+
 /** Refuses updates that would move a document between namespaces or rewrite its `_id`. */
 function checkUpdate(update: unknown): void {
   if (!isPlainObject(update)) throw new NamespaceScopeError("a namespaced update must be a document of update operators (no pipelines)");
   for (const [operator, fields] of Object.entries(update)) {
     if (!operator.startsWith("$")) throw new NamespaceScopeError("a namespaced update cannot replace a whole document");
     if (!isPlainObject(fields)) continue;
-    const paths = operator === "$rename" ? [...Object.keys(fields), ...Object.values(fields).map(String)] : Object.keys(fields);
-    for (const path of paths) {
-      const root = path.split(".")[0];
-      if (root === NAMESPACE_FIELD || root === "_id") throw new NamespaceScopeError(`a namespaced update cannot change ${root}`);
+    for (const path in fields) {
+      checkUpdatedPath(path);
+      if (operator === "$rename") checkUpdatedPath(String(fields[path]));
     }
   }
+}
+
+/** The root of an updated path (`a` of `a.b`) may be neither `ns` nor `_id`. */
+function checkUpdatedPath(path: string): void {
+  if (isUnder(path, NAMESPACE_FIELD)) throw new NamespaceScopeError(`a namespaced update cannot change ${NAMESPACE_FIELD}`);
+  if (isUnder(path, "_id")) throw new NamespaceScopeError("a namespaced update cannot change _id");
 }
 
 function scopeIndex(spec: IndexSpec): IndexSpec {
@@ -177,8 +244,8 @@ function scopeIndex(spec: IndexSpec): IndexSpec {
   if (spec.partialFilterExpression && "_id" in spec.partialFilterExpression) {
     throw new NamespaceScopeError(`index ${indexName(spec)}: a partial filter on _id cannot be namespaced`);
   }
-  // Named as the caller's spec would be, so a DuplicateKeyError names the index the caller knows.
-  return { ...spec, name: indexName(spec), key: { [NAMESPACE_FIELD]: 1, ...spec.key } };
+  // Errors name it as the caller's spec would be (see renamingDuplicates).
+  return { ...spec, name: scopedIndexName(indexName(spec)), key: { [NAMESPACE_FIELD]: 1, ...spec.key } };
 }
 
 class NamespacedCollection<T extends Doc> implements Collection<T> {
@@ -195,17 +262,18 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
     return this.raw.createIndexes(specs.map(scopeIndex));
   }
 
-  /** Index names are the caller's (each index is the namespace-first version of the one named). */
+  /** Index names are the caller's (each names the namespace-first version of the index). */
   async dropIndexes(names: string[]): Promise<void> {
-    return this.raw.dropIndexes(names);
+    return this.raw.dropIndexes(names.map(scopedIndexName));
   }
 
   async insertOne(doc: T): Promise<void> {
-    return this.raw.insertOne(this.stored(doc));
+    const stored = this.stored(doc);
+    return renamingDuplicates(this.raw.insertOne(stored));
   }
 
   async insertMany(docs: T[]): Promise<InsertManyResult> {
-    return this.raw.insertMany(docs.map((doc) => this.stored(doc)));
+    return renamedDuplicates(await this.raw.insertMany(docs.map((doc) => this.stored(doc))));
   }
 
   async findOne(filter: Filter<T>, options?: FindOptions): Promise<T | null> {
@@ -218,28 +286,28 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
 
   async findOneAndUpdate(filter: Filter<T>, update: UpdateFilter<T>, options?: FindOneAndUpdateOptions): Promise<T | null> {
     checkUpdate(update);
-    const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    return this.returned(await this.raw.findOneAndUpdate(scoped, update as UpdateFilter<Doc>, options));
+    const scoped = this.write(filter, update, options?.upsert);
+    return this.returned(await renamingDuplicates(this.raw.findOneAndUpdate(scoped.filter, scoped.update, options)));
   }
 
   async updateOne(filter: Filter<T>, update: UpdateFilter<T>, options?: { upsert?: boolean }): Promise<UpdateResult> {
     checkUpdate(update);
-    const scoped = options?.upsert ? this.upsertFilter(filter) : this.filter(filter);
-    const result = await this.raw.updateOne(scoped, update as UpdateFilter<Doc>, options);
+    const scoped = this.write(filter, update, options?.upsert);
+    const result = await renamingDuplicates(this.raw.updateOne(scoped.filter, scoped.update, options));
     return result.upsertedId === undefined ? result : { ...result, upsertedId: this.codec.unqualified(result.upsertedId) };
   }
 
   async bulkWrite(operations: BulkUpdate<T>[], options?: { ordered?: boolean }): Promise<BulkWriteResult> {
     const scoped = operations.map(({ updateOne }) => {
       checkUpdate(updateOne.update);
-      return { updateOne: { filter: updateOne.upsert ? this.upsertFilter(updateOne.filter) : this.filter(updateOne.filter), update: updateOne.update as UpdateFilter<Doc>, ...(updateOne.upsert ? { upsert: true } : {}) } };
+      return { updateOne: { ...this.write(updateOne.filter, updateOne.update, updateOne.upsert), ...(updateOne.upsert ? { upsert: true } : {}) } };
     });
-    return this.raw.bulkWrite(scoped, options);
+    return renamedDuplicates(await this.raw.bulkWrite(scoped, options));
   }
 
   async updateMany(filter: Filter<T>, update: UpdateFilter<T>): Promise<UpdateResult> {
     checkUpdate(update);
-    return this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>);
+    return renamingDuplicates(this.raw.updateMany(this.filter(filter), update as UpdateFilter<Doc>));
   }
 
   async deleteOne(filter: Filter<T>): Promise<number> {
@@ -260,22 +328,39 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
     return found.map((doc) => this.returned(doc)!);
   }
 
-  private filter(filter: Filter<T>): Filter<Doc> {
+  /**
+   * The filter within the namespace. A string `_id` named by equality (or
+   * `$in`) already pins it: a stored string id belongs to one namespace
+   * (qualified ids carry theirs; the default namespace's have no U+0001), so
+   * `ns` is left out there, and a lookup by id costs what it did before
+   * namespaces (an index on `_id` alone answers it, with nothing left to test).
+   */
+  private filter(filter: Filter<T>, forUpsert = false): Filter<Doc> {
     if (!isPlainObject(filter)) throw new NamespaceScopeError("a filter must be a document");
-    return { ...scopeConditions(filter, this.codec, ID_PATHS, NAMESPACE_FIELD), [NAMESPACE_FIELD]: this.codec.namespace } as Filter<Doc>;
+    const scoped = scopeConditions(filter, this.codec, ID_PATHS, NAMESPACE_FIELD);
+    if (forUpsert || !pinsStringId(filter._id)) scoped[NAMESPACE_FIELD] = this.codec.namespace;
+    return scoped as Filter<Doc>;
   }
 
-  /** An upsert inserts its filter's equality fields: the `_id` must be one, so the inserted id is qualified and checked. */
-  private upsertFilter(filter: Filter<T>): Filter<Doc> {
+  /**
+   * An update's filter and update within the namespace. An upsert inserts its
+   * filter's equality fields: the `_id` must be one, so the inserted id is
+   * qualified and checked; the namespace goes in as `ns` in the filter, or
+   * (a string id pins the namespace, see `filter`) in `$setOnInsert`.
+   */
+  private write(filter: Filter<T>, update: UpdateFilter<T>, upsert?: boolean): { filter: Filter<Doc>; update: UpdateFilter<Doc> } {
+    if (!upsert) return { filter: this.filter(filter), update: update as UpdateFilter<Doc> };
     const id: unknown = (filter as Plain)._id;
     if (typeof id !== "string" && typeof id !== "number") throw new NamespaceScopeError("a namespaced upsert needs an _id equality in its filter");
     this.codec.stored(id);
-    return this.filter(filter);
+    if (typeof id !== "string") return { filter: this.filter(filter, true), update: update as UpdateFilter<Doc> };
+    const onInsert = { ...((update as Plain).$setOnInsert as Plain | undefined), [NAMESPACE_FIELD]: this.codec.namespace };
+    return { filter: this.filter(filter), update: { ...update, $setOnInsert: onInsert } as UpdateFilter<Doc> };
   }
 
   private stored(doc: T): Doc {
     if (NAMESPACE_FIELD in doc) throw new NamespaceScopeError(`a namespaced document cannot carry its own ${NAMESPACE_FIELD}`);
-    return { ...doc, _id: this.codec.stored(doc._id), [NAMESPACE_FIELD]: this.codec.namespace };
+    return { ...doc, _id: this.codec.stored(doc._id), ns: this.codec.namespace };
   }
 
   private returned(doc: Doc | null): T | null {
@@ -283,10 +368,42 @@ class NamespacedCollection<T extends Doc> implements Collection<T> {
   }
 }
 
+/**
+ * A document read from the underlying store, as its namespace's view returns
+ * it, with that namespace: what a store-wide sweeper needs to act on it
+ * through the view. A document without `ns` was written before namespaces
+ * (and not backfilled yet): it is the default namespace's.
+ */
+export function ownerOf<T extends Doc>(stored: Doc): { namespace: string; doc: T } {
+  const { ns: namespace, ...rest } = stored as Doc & { ns?: unknown };
+  const codec = codecOf(typeof namespace === "string" ? namespace : DEFAULT_NAMESPACE);
+  rest._id = codec.unqualified(stored._id);
+  return { namespace: codec.namespace, doc: rest as unknown as T };
+}
+
+/** The namespace of a document read from the underlying store (default when it has none: see ownerOf). */
+export function namespaceOf(stored: object): string {
+  const namespace = (stored as Plain)[NAMESPACE_FIELD];
+  return typeof namespace === "string" ? namespace : DEFAULT_NAMESPACE;
+}
+
+const codecs = new Map<string, IdCodec>();
+/** Codecs are small and stateless; a few are kept (namespaces are unbounded when JWTs name them). */
+function codecOf(namespace: string): IdCodec {
+  let codec = codecs.get(namespace);
+  if (!codec) {
+    if (codecs.size >= 1024) codecs.clear();
+    codecs.set(namespace, (codec = new IdCodec(namespace)));
+  }
+  return codec;
+}
+
 function unstored<T extends Doc>(doc: Doc, codec: IdCodec): T {
-  const { [NAMESPACE_FIELD]: namespace, ...rest } = doc as Doc & Plain;
-  if (namespace !== codec.namespace) throw new NamespaceScopeError(`a document of namespace ${JSON.stringify(namespace)} reached namespace ${JSON.stringify(codec.namespace)}`);
-  return { ...rest, _id: codec.unqualified(doc._id) } as unknown as T;
+  const { ns: namespace, ...rest } = doc as Doc & { ns?: unknown };
+  // Without `ns`: written before namespaces (found by its id before the start-up backfill reached it), the default namespace's.
+  if (namespace !== codec.namespace && !(namespace === undefined && codec.namespace === DEFAULT_NAMESPACE)) throw new NamespaceScopeError(`a document of namespace ${JSON.stringify(namespace)} reached namespace ${JSON.stringify(codec.namespace)}`);
+  rest._id = codec.unqualified(doc._id);
+  return rest as unknown as T;
 }
 
 /** Change events of one namespace, unqualified. */

@@ -286,7 +286,7 @@ describe.each(storeBackends({ faults: true }))("event subscriptions: $name backe
       await engine.tail.waitFor(kept);
       // Everything recorded 5 s ago or earlier goes.
       const retention = await harness.instance({ events: { retentionMs: 5_000 } });
-      const purgedThrough = await retention.events.purge();
+      const purgedThrough = await retention.retention.purge();
       expect(purgedThrough).toBe(kept - 1);
       const expired = await engine.events.subscribe(command({ after: first })).catch((e: unknown) => e);
       expect(expired).toMatchObject({ code: "out_of_range", details: { reason: ErrorReason.CURSOR_EXPIRED, metadata: { oldest_event_seq: String(kept) } } });

@@ -6,6 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AgentEventSchema, EventEnvelopeSchema, EventFamily, EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { ChangeFeed } from "../../src/engine/change-feed.js";
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { Journal } from "../../src/engine/journal/journal.js";
 import { type EventDoc, eventOf, pendingEvent } from "../../src/engine/journal/records.js";
 import { JournalTail } from "../../src/engine/journal/tail.js";
@@ -69,8 +70,8 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
   describe.skipIf(!backend.available)("append", () => {
     it("records events at consecutive positions, in the order given", async () => {
       const { journal } = await start();
-      const first = await journal.append([draft("a"), draft("b")]);
-      const second = await journal.append([draft("c")]);
+      const first = await journal.append([draft("a"), draft("b")], DEFAULT_NAMESPACE);
+      const second = await journal.append([draft("c")], DEFAULT_NAMESPACE);
       expect([...first, ...second]).toEqual([
         { seq: 1, deduplicated: false },
         { seq: 2, deduplicated: false },
@@ -86,11 +87,11 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
 
     it("records an event id once: appending it again reports the first position", async () => {
       const { journal, tail } = await start();
-      await journal.append([draft("a")]);
-      const again = await journal.append([draft("b"), draft("a")]);
+      await journal.append([draft("a")], DEFAULT_NAMESPACE);
+      const again = await journal.append([draft("b"), draft("a")], DEFAULT_NAMESPACE);
       expect(again).toEqual([{ seq: 2, deduplicated: false }, { seq: 1, deduplicated: true }]);
       // The position reserved for the duplicate is closed, so the tail moves past it.
-      await journal.append([draft("c")]);
+      await journal.append([draft("c")], DEFAULT_NAMESPACE);
       await tail.waitFor(4);
       expect(tail.position).toBe(4);
     });
@@ -103,7 +104,7 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
       await journal.init();
       counted.reset();
       // All made in one event loop turn: one group.
-      const calls = await Promise.all(Array.from({ length: 20 }, (_, c) => journal.append([draft(`c${c}-a`), draft(`c${c}-b`)])));
+      const calls = await Promise.all(Array.from({ length: 20 }, (_, c) => journal.append([draft(`c${c}-a`), draft(`c${c}-b`)], DEFAULT_NAMESPACE)));
       for (const outcomes of calls) expect(outcomes[1]!.seq).toBe(outcomes[0]!.seq + 1);
       expect(new Set(calls.flat().map((o) => o.seq)).size).toBe(40);
       expect(counted.counts.get("counters.findOneAndUpdate")).toBe(1);
@@ -133,8 +134,8 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
       }) as Store;
       const journal = new Journal(failing, silentLogger);
       await journal.init();
-      await expect(journal.append([draft("x")])).rejects.toThrow("allocation failed");
-      expect(await journal.append([draft("y")])).toEqual([{ seq: 1, deduplicated: false }]);
+      await expect(journal.append([draft("x")], DEFAULT_NAMESPACE)).rejects.toThrow("allocation failed");
+      expect(await journal.append([draft("y")], DEFAULT_NAMESPACE)).toEqual([{ seq: 1, deduplicated: false }]);
     });
   });
 
@@ -143,7 +144,7 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
       const { journal, tail, delivered } = await start();
       const writers = Array.from({ length: 8 }, (_, w) =>
         (async () => {
-          for (let i = 0; i < 25; i++) await journal.append([draft(`w${w}-e${i}`), draft(`w${w}-f${i}`)]);
+          for (let i = 0; i < 25; i++) await journal.append([draft(`w${w}-e${i}`), draft(`w${w}-f${i}`)], DEFAULT_NAMESPACE);
         })(),
       );
       await Promise.all(writers);
@@ -156,9 +157,9 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
 
     it("does not deliver past a position whose write has not landed, then closes it when it never does", async () => {
       const { journal, tail, delivered } = await start(100);
-      await journal.append([draft("before")]);
+      await journal.append([draft("before")], DEFAULT_NAMESPACE);
       const abandoned = await journal.allocate(1); // a writer that crashed after reserving
-      await journal.append([draft("after")]);
+      await journal.append([draft("after")], DEFAULT_NAMESPACE);
       expect(delivered.map((d) => d.event_id)).toEqual(["before"]);
       await tail.waitFor(abandoned + 1);
       expect(delivered.map((d) => d.event_id)).toEqual(["before", "after"]);
@@ -170,7 +171,7 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
     it("lets a write that lands late, but before the timeout, take its place in order", async () => {
       const { journal, tail, delivered } = await start(5_000);
       const reserved = await journal.allocate(1);
-      await journal.append([draft("second")]);
+      await journal.append([draft("second")], DEFAULT_NAMESPACE);
       await journal.events.insertOne({ _id: reserved, ...draft("first") });
       await tail.waitFor(reserved + 1);
       expect(delivered.map((d) => d.event_id)).toEqual(["first", "second"]);
@@ -180,8 +181,8 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
       const one = await start();
       const two = await start();
       await Promise.all([
-        (async () => { for (let i = 0; i < 20; i++) await one.journal.append([draft(`one-${i}`)]); })(),
-        (async () => { for (let i = 0; i < 20; i++) await two.journal.append([draft(`two-${i}`)]); })(),
+        (async () => { for (let i = 0; i < 20; i++) await one.journal.append([draft(`one-${i}`)], DEFAULT_NAMESPACE); })(),
+        (async () => { for (let i = 0; i < 20; i++) await two.journal.append([draft(`two-${i}`)], DEFAULT_NAMESPACE); })(),
       ]);
       const head = await one.journal.writtenHead();
       await Promise.all([one.tail.waitFor(head), two.tail.waitFor(head)]);
@@ -192,21 +193,21 @@ describe.each(storeBackends({ faults: true }))("journal: $name backend", (backen
     it("starts at the head, closing positions below it whose writes never landed", async () => {
       const writer = new Journal(store, silentLogger);
       await writer.init();
-      await writer.append([draft("old-1")]);
+      await writer.append([draft("old-1")], DEFAULT_NAMESPACE);
       const abandoned = await writer.allocate(1);
-      await writer.append([draft("old-2")]);
+      await writer.append([draft("old-2")], DEFAULT_NAMESPACE);
       const { tail, delivered, journal } = await start();
       expect(tail.position).toBe(abandoned + 1);
       expect(delivered).toEqual([]);
       expect((await journal.range(abandoned - 1, abandoned, 1))[0]).toEqual({ _id: abandoned, tombstone: true });
-      await journal.append([draft("new")]);
+      await journal.append([draft("new")], DEFAULT_NAMESPACE);
       await tail.waitFor(abandoned + 2);
       expect(delivered.map((d) => d.event_id)).toEqual(["new"]);
     });
 
     it("keeps recent events for subscribers attaching close behind the edge", async () => {
       const { journal, tail } = await start();
-      await journal.append([draft("a"), draft("b"), draft("c")]);
+      await journal.append([draft("a"), draft("b"), draft("c")], DEFAULT_NAMESPACE);
       await tail.waitFor(3);
       expect(tail.recentAfter(1)!.map((d) => d.event_id)).toEqual(["b", "c"]);
       expect(tail.recentAfter(3)).toEqual([]);

@@ -2,11 +2,13 @@
  * The availability clock: delayed work is signalled when it comes due, with
  * the background timers running, also when time moves on while a check runs.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Engine } from "../../src/engine/engine.js";
-import type { DispatchDoc } from "../../src/engine/mailbox/records.js";
+import { DISPATCHES } from "../../src/engine/mailbox/records.js";
 import { DispatchSignalReason, type WorkSignal } from "../../src/engine/mailbox/work-signals.js";
-import type { Filter, FindOptions, Store } from "../../src/store/port.js";
+import { InterceptedStore } from "../../src/store/intercept.js";
+import type { Store } from "../../src/store/port.js";
 import { type EngineHarness, engineHarness } from "../support/engines.js";
 import { storeBackends } from "../support/stores.js";
 
@@ -15,7 +17,7 @@ const DELAY_MS = 50;
 /** The next signal for the dispatch, however long the background timers take to send it (the test's timeout bounds the wait). */
 function nextSignal(engine: Engine, dispatchId: string): Promise<WorkSignal> {
   return new Promise((resolve) => {
-    const stop = engine.signals.listen((signal) => {
+    const stop = engine.signals.listen(DEFAULT_NAMESPACE, (signal) => {
       if (signal.dispatchId !== dispatchId) return;
       stop();
       resolve(signal);
@@ -30,7 +32,16 @@ describe.each(storeBackends())("availability clock: $name backend", (backend) =>
   beforeEach(async () => {
     if (!backend.available) return;
     store = await backend.open();
-    harness = engineHarness(store);
+    // The due-work query (delayed dispatches up to now) takes a millisecond: the clock reads after it are one later.
+    const slowDueWork = new InterceptedStore(store, {
+      operation: async (call) => {
+        const found = await call.run();
+        const filter = call.args[0] as { delayed_until?: { $lte?: number } };
+        if (call.collection === DISPATCHES && call.operation === "find" && filter.delayed_until?.$lte !== undefined) harness.clock.advance(1);
+        return found;
+      },
+    });
+    harness = engineHarness(slowDueWork);
   });
   afterEach(async () => {
     if (!backend.available) return;
@@ -40,14 +51,6 @@ describe.each(storeBackends())("availability clock: $name backend", (backend) =>
 
   it.skipIf(!backend.available)("signals a dispatch that came due while the previous check was querying", async () => {
     const engine = await harness.instance({ background: true });
-    const dispatches = engine.mailbox.dispatches;
-    const find = dispatches.find.bind(dispatches);
-    // The due-work query takes a millisecond: the clock reads after it are one later.
-    dispatches.find = async (filter: Filter<DispatchDoc>, options?: FindOptions) => {
-      const found = await find(filter, options);
-      if ("$expr" in filter) harness.clock.advance(1);
-      return found;
-    };
 
     const [outcome] = await engine.mailbox.enqueue([{ threadId: "t1", priority: 128, maxAttempts: 5, schedule: { delayMs: DELAY_MS } }]);
     if (!outcome || "error" in outcome) throw new Error("enqueue failed");

@@ -1,6 +1,7 @@
 /**
  * The mailbox's rules, through the engine, on every backend.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import type { EnqueueCommand } from "../../src/domain/dispatch/commands.js";
@@ -512,7 +513,7 @@ describe.each(storeBackends({ faults: true }))("mailbox engine: $name backend", 
   describe.skipIf(!backend.available)("signals", () => {
     it("signals work as it becomes claimable: enqueued, thread released, lease reclaimed, and delayed work coming due", async () => {
       const seen: WorkSignal[] = [];
-      engine.signals.listen((s) => seen.push(s));
+      engine.signals.listen(DEFAULT_NAMESPACE, (s) => seen.push(s));
       const first = await enqueue(engine, "t1");
       await enqueue(engine, "t1");
       const [held] = await claim(engine, { threadId: "t1", leaseMs: 100 });

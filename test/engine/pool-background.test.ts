@@ -8,10 +8,8 @@ import type { Clock } from "../../src/domain/clock.js";
 import type { EventDoc } from "../../src/engine/journal/records.js";
 import type { JournalTail } from "../../src/engine/journal/tail.js";
 import type { Logger } from "../../src/engine/logger.js";
-import type { PoolMessages } from "../../src/engine/pool/messages.js";
 import { PoolBackground } from "../../src/engine/pool/background.js";
-import type { PoolDeletion } from "../../src/engine/pool/deletion.js";
-import type { Wakes } from "../../src/engine/pool/wakes.js";
+import type { ResponseDeadlines, UnfinishedDeletions, WakeSweeps } from "../../src/engine/pool/sweeps.js";
 
 const SWEEP_MS = 10_000;
 
@@ -62,7 +60,7 @@ describe("PoolBackground: a deadline learned from the journal fires at its time"
     const tail = { subscribe: (listener: (events: EventDoc[]) => void) => ((deliver = listener), () => undefined) };
     const log = { info: () => undefined, warn: () => undefined };
     const deletion = { resume: async () => 0 };
-    background = new PoolBackground(messages as unknown as PoolMessages, wakes as unknown as Wakes, deletion as unknown as PoolDeletion, tail as unknown as JournalTail, clock, log as unknown as Logger, { sweepMs: SWEEP_MS });
+    background = new PoolBackground(messages as unknown as ResponseDeadlines, wakes as unknown as WakeSweeps, deletion as unknown as UnfinishedDeletions, tail as unknown as JournalTail, clock, log as unknown as Logger, { sweepMs: SWEEP_MS });
     await background.start();
 
     // A sweep reads the next deadline (there is none yet)...

@@ -5,6 +5,7 @@
  * starts a new history; an instance whose history lagged behind keeps
  * nothing of the deleted pool; a deletion cut short is finished by the sweep.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { MessageStatus, WakeRegistrationStatus as WakeStatus } from "../../gen/mailroom/v1/pool_pb.js";
@@ -59,7 +60,7 @@ describe.each(storeBackends())("deleting and listing pools on the $name backend"
         await suspend(one, POOL, "b", { timeout: {} });
         await historyCaughtUp(two);
         const watching = await two.pools.records(POOL, { afterCursor: 0, afterSequence: 0 });
-        const settled = new Promise<void>((resolve) => two.wakeMatcher.whenSettled(POOL, waiting.registration.conditionId, resolve));
+        const settled = new Promise<void>((resolve) => two.wakeMatcher.whenSettled(DEFAULT_NAMESPACE, POOL, waiting.registration.conditionId, resolve));
 
         expect(await one.poolDeletion.delete(POOL)).toEqual({ cancelledWakes: 1 });
         await settled;
@@ -109,9 +110,9 @@ describe.each(storeBackends())("deleting and listing pools on the $name backend"
         await one.pools.markDeleted(POOL); // and then the process stopped
         expect((await refusal(two.pools.join(POOL, (await one.pools.members.list(POOL))[0]!))).code).toBe("not_found");
         expect((await refusal(two.pools.open(POOL, parseConfig(undefined)))).code).toBe("unavailable");
-        expect(await two.poolDeletion.resume(harness.clock.now())).toBe(0); // not yet: it may still be running
+        expect(await two.poolBackground.deletion.resume(harness.clock.now())).toBe(0); // not yet: it may still be running
         harness.clock.advance(60_000);
-        expect(await two.poolDeletion.resume(harness.clock.now())).toBe(1);
+        expect(await two.poolBackground.deletion.resume(harness.clock.now())).toBe(1);
         expect(await leftOf(two)).toEqual(NOTHING);
         expect((await two.pools.open(POOL, parseConfig(undefined))).opened).toBe(true);
       });

@@ -27,7 +27,7 @@ async function journaled(engine: Engine, poolId = POOL): Promise<EventDoc[]> {
 /** Lets retention delete everything journaled so far (the clock moves past it); the new purged-through position. */
 async function expireJournal(harness: EngineHarness, engine: Engine): Promise<number> {
   harness.clock.advance(RETENTION_MS * 2);
-  return engine.events.purge();
+  return engine.retention.purge();
 }
 
 describe.each(storeBackends())("a pool's history on the $name backend", (backend) => {

@@ -2,6 +2,7 @@
  * Response contracts through the engine, on every backend: which replies
  * count, and that a reply is counted once however often it is retried.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -75,7 +76,7 @@ describe.each(storeBackends())("response contracts: $name backend", (backend) =>
       const { envelope } = await engine.events.publish(parsePublish(event, engine.clock.now()));
       await engine.tail.waitFor(Number(envelope.eventSeq));
       const settled = await new Promise<WakeStatus>((resolve) => {
-        const stop = engine.wakeMatcher.whenSettled(POOL, registration.conditionId, () => resolve(WakeStatus.TRIGGERED));
+        const stop = engine.wakeMatcher.whenSettled(DEFAULT_NAMESPACE, POOL, registration.conditionId, () => resolve(WakeStatus.TRIGGERED));
         void engine.wakes.poll(POOL, registration.conditionId).then((r) => r.status !== WakeStatus.REGISTERED && (stop(), resolve(r.status)));
       });
       expect(settled).toBe(WakeStatus.TRIGGERED);

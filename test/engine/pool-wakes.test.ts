@@ -6,6 +6,7 @@
  * once; deadlines fire exactly once; a registrant that died before scanning
  * is finished by the repair sweep.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type AgentEvent, AgentEventSchema, EventKind } from "../../gen/mailroom/v1/event_pb.js";
@@ -44,7 +45,7 @@ function suspend(engine: Engine, runId: string, fields: Record<string, unknown> 
 async function settled(engine: Engine, conditionId: string): Promise<WakeRegistration> {
   let release: () => void = () => undefined;
   const changed = new Promise<void>((resolve) => (release = resolve));
-  const stop = engine.wakeMatcher.whenSettled(POOL, conditionId, release);
+  const stop = engine.wakeMatcher.whenSettled(DEFAULT_NAMESPACE, POOL, conditionId, release);
   try {
     const now = await engine.wakes.poll(POOL, conditionId);
     if (now.status !== WakeStatus.REGISTERED) return now;

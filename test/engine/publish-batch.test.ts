@@ -3,6 +3,7 @@
  * with two server instances publishing at once: a batch lands whole, at
  * consecutive journal positions in the order given, or not at all.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { beforeEach, describe, expect, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { MailroomError } from "../../src/domain/errors.js";
@@ -57,7 +58,7 @@ describe.each(storeBackends())("PublishBatch on the $name backend", (backend) =>
       expect(refused).toBeInstanceOf(MailroomError);
       expect([(refused as MailroomError).code, (refused as MailroomError).details.field]).toEqual(["already_exists", "events[2].envelope.event_id"]);
       expect(await one.journal.reservedHead()).toBe(head);
-      expect(await one.journal.positionsOf(["fresh-0", "fresh-1"])).toEqual(new Map());
+      expect(await one.journal.positionsIn(DEFAULT_NAMESPACE, ["fresh-0", "fresh-1"])).toEqual(new Map());
     });
   });
 });

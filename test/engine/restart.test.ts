@@ -4,6 +4,7 @@
  * those retention already deleted, and its start-up costs a bounded number of
  * store operations however many positions it has to close.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AgentEventSchema, EventEnvelopeSchema, EventFamily, EventKind } from "../../gen/mailroom/v1/event_pb.js";
@@ -33,7 +34,7 @@ describe.each(storeBackends())("an engine restarting on a $name store", (backend
   const draft = (eventId: string) =>
     pendingEvent(create(AgentEventSchema, { envelope: create(EventEnvelopeSchema, { eventId, kind: EventKind.USAGE_RECORDED, family: EventFamily.USAGE, runId: "run-1" }) }), clock.now());
   const append = async (engine: Engine, count: number, prefix: string) => {
-    for (let i = 0; i < count; i++) await engine.journal.append([draft(`${prefix}-${i}`)]);
+    for (let i = 0; i < count; i++) await engine.journal.append([draft(`${prefix}-${i}`)], DEFAULT_NAMESPACE);
   };
   const tombstones = async () => ((await store.collection<JournalDoc>("events").find({ tombstone: true } as never, { sort: { _id: 1 } })) as JournalDoc[]).map((doc) => doc._id);
 

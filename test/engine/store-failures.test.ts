@@ -4,6 +4,7 @@
  * timeout, positions that keep being closed. Each store backend is wrapped in
  * a FaultStore, which injects exactly the fault a test names.
  */
+import { DEFAULT_NAMESPACE } from "../../src/domain/auth/namespaces.js";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { AgentEventSchema, EventEnvelopeSchema, EventFamily, EventKind } from "../../gen/mailroom/v1/event_pb.js";
@@ -50,11 +51,11 @@ describe.each(storeBackends())("the engine on a failing $name store", (backend) 
       const receiver = await start(faults, { changeFeed: { retryDelayMs: 5 } });
       const sender = await start(store);
       const target = create(LiveRunCommandSchema, { target: { threadId: "thread-1", runId: "run-1" } }).target!;
-      const channel = await receiver.live.open(target);
+      const channel = await receiver.scope(DEFAULT_NAMESPACE).live.open(target);
       // The receiver's stream loses what it reads from here on; then breaks.
       faults.streams.gap();
       const command = create(LiveRunCommandSchema, { commandId: "cmd-1", body: { case: "cancel", value: { reason: "stop" } } });
-      expect((await sender.live.deliver(target, command)).outcome).toBe(LiveDeliveryOutcome.DELIVERED);
+      expect((await sender.scope(DEFAULT_NAMESPACE).live.deliver(target, command)).outcome).toBe(LiveDeliveryOutcome.DELIVERED);
       const reopened = receiver.feed.reopened();
       faults.streams.break(fault);
       await reopened;
@@ -125,9 +126,9 @@ describe.each(storeBackends())("the engine on a failing $name store", (backend) 
         if (match) slowInsertStarted();
         return match;
       }, "slow", { ms: 1_500 });
-      const slow = engine.journal.append([draft("slow")]);
+      const slow = engine.journal.append([draft("slow")], DEFAULT_NAMESPACE);
       await started;
-      const [fast] = await engine.journal.append([draft("fast")]);
+      const [fast] = await engine.journal.append([draft("fast")], DEFAULT_NAMESPACE);
       const [landed] = await slow;
       expect(landed).toEqual({ seq: fast!.seq - 1, deduplicated: false });
       await engine.tail.waitFor(fast!.seq);
@@ -142,15 +143,15 @@ describe.each(storeBackends())("the engine on a failing $name store", (backend) 
       try {
         // Hole A: a write on its way while a later one lands (the timer starts now).
         const first = writeOf("a");
-        const writingA = engine.journal.append([draft("a")]);
+        const writingA = engine.journal.append([draft("a")], DEFAULT_NAMESPACE);
         await first.reached;
-        await engine.journal.append([draft("after-a")]);
+        await engine.journal.append([draft("after-a")], DEFAULT_NAMESPACE);
         await vi.advanceTimersByTimeAsync(600);
         // Hole C opens behind A; then A lands, so C is the one holding the tail back.
         const third = writeOf("c");
-        const writingC = engine.journal.append([draft("c")]);
+        const writingC = engine.journal.append([draft("c")], DEFAULT_NAMESPACE);
         await third.reached;
-        const [afterC] = await engine.journal.append([draft("after-c")]);
+        const [afterC] = await engine.journal.append([draft("after-c")], DEFAULT_NAMESPACE);
         first.release();
         await writingA;
         // A whole timeout after A's hole opened, but not after C's.
@@ -178,7 +179,7 @@ describe.each(storeBackends())("the engine on a failing $name store", (backend) 
       });
       const journal = new Journal(closing, silentLogger);
       await journal.init();
-      await expect(journal.append([draft("never")])).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(journal.append([draft("never")], DEFAULT_NAMESPACE)).rejects.toBeInstanceOf(StoreUnavailableError);
       expect(((await journal.events.find({})) as EventDoc[]).filter((doc) => doc.event_id)).toEqual([]);
     });
   });

@@ -135,6 +135,7 @@ describe("memory backend: query planning", () => {
       fc.record({ thread: fc.constantFrom("a", "b", "z") }),
       fc.record({ thread: fc.constantFrom("a", "b"), status: fc.constantFrom("queued", "claimed") }),
       fc.record({ thread: fc.constantFrom("a", "c"), status: fc.constantFrom("queued", "acked"), priority: fc.record({ $gte: fc.integer({ min: 0, max: 4 }) }) }),
+      fc.record({ thread: fc.constantFrom("a", "c"), status: fc.record({ $eq: fc.constantFrom("queued", "acked") }), priority: fc.integer({ min: 0, max: 4 }) }),
       fc.record({ created: fc.record({ $gt: fc.integer({ min: 0, max: 50 }), $lte: fc.integer({ min: 0, max: 50 }) }) }),
       fc.record({ tags: fc.constantFrom("x", "y") }),
       fc.record({ status: fc.record({ $in: fc.subarray(["queued", "claimed", "acked"]) }) }),

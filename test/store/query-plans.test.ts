@@ -35,15 +35,15 @@ function describeShape(shape: QueryShape): string {
  */
 const KNOWN_GAPS = new Map<string, string>([
   [
-    'dispatches.find {"epoch":{"$lt":"number"},"status":"string","thread_id":"string"} sort {"created_at":1,"_id":1}',
-    "Interrupt's detailed list of superseded dispatches, oldest first: {thread_id: 1, status: 1, created_at: 1, _id: 1} would serve it",
+    'dispatches.find {"epoch":{"$lt":"number"},"ns":"string","status":"string","thread_id":"string"} sort {"created_at":1,"_id":1}',
+    "Interrupt's detailed list of superseded dispatches, oldest first: {ns: 1, thread_id: 1, status: 1, created_at: 1, _id: 1} would serve it",
   ],
   [
-    'live_commands.find {"acked":"boolean","expires_at":{"$gt":"number"},"run_id":{"$in":["string"]},"thread_id":"string"} sort {"sent_at":1,"_id":1}',
+    'live_commands.find {"acked":"boolean","expires_at":{"$gt":"number"},"ns":"string","run_id":{"$in":["string"]},"thread_id":"string"} sort {"sent_at":1,"_id":1}',
     "a channel's unacked commands for its run and for the whole thread: MongoDB merges the two index ranges in order (SORT_MERGE); the memory planner sorts the few it finds",
   ],
   [
-    'pool_records.find {"incarnation":"string","journal_seq":{"$gt":"number"},"recipients":"string"} sort {"journal_seq":1}',
+    'pool_records.find {"incarnation":"string","journal_seq":{"$gt":"number"},"ns":"string","recipients":"string"} sort {"journal_seq":1}',
     "a run's inbox: recipients is an array (a multikey index on MongoDB); the memory backend walks no multikey index and sorts the pool's records it finds",
   ],
 ]);

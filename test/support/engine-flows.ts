@@ -158,9 +158,9 @@ async function poolFlows({ pools, events }: MailroomClients, clock: ManualClock,
 
   clock.advance(120_000);
   await server.engine.poolBackground.runDue();
-  await server.engine.wakes.repairUnscanned();
+  await server.engine.poolBackground.wakes.repairUnscanned();
   await pools.pollWake({ poolId, conditionId: timed.registration!.conditionId });
-  await server.engine.events.purge();
+  await server.engine.retention.purge();
 }
 
 /**

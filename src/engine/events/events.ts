@@ -1,16 +1,16 @@
 /**
  * The event journal's use cases: publish a run's own event, list a range,
- * open a subscription, and keep the journal within its retention window.
+ * open a subscription (one namespace's: Events), and keep the journal within
+ * its retention window (every namespace's: JournalRetention).
  */
 import { create } from "@bufbuild/protobuf";
 import { type AgentEvent, type EventEnvelope, JournalCursorSchema } from "../../../gen/mailroom/v1/event_pb.js";
 import type { Clock } from "../../domain/clock.js";
 import { EntityKind, ErrorReason, MailroomError } from "../../domain/errors.js";
 import type { ListCommand, SubscribeCommand } from "../../domain/events/requests.js";
-import type { Filter } from "../../store/port.js";
-import type { Journal } from "../journal/journal.js";
-import { type EventDoc, eventOf, type JournalDoc, pendingEvent } from "../journal/records.js";
-import type { JournalTail } from "../journal/tail.js";
+import type { Journal, NamespaceJournal } from "../journal/journal.js";
+import { type EventDoc, eventOf, pendingEvent } from "../journal/records.js";
+import type { JournalTail, NamespaceTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
 import { Subscription, type SubscriptionSpec, cursorExpired } from "./subscription.js";
 
@@ -30,43 +30,22 @@ export function purgeInterval(options: EventsOptions): number {
 
 export type PurgeListener = (purgedThrough: number) => void;
 
+/** One namespace's events: it publishes, lists and subscribes to its own events only. */
 export class Events {
-  private timer: NodeJS.Timeout | undefined;
-  private purging = false;
-  /** Positions retention must not pass yet (what journal followers have not handled). */
-  private readonly purgeHolds = new Set<() => number>();
-  private readonly purgeListeners = new Set<PurgeListener>();
-
   constructor(
-    private readonly journal: Journal,
-    private readonly tail: JournalTail,
+    private readonly journal: NamespaceJournal,
+    private readonly tail: NamespaceTail,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly options: EventsOptions,
   ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      if (this.purging) return;
-      this.purging = true;
-      this.purge()
-        .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "journal retention failed; will retry"))
-        .finally(() => (this.purging = false));
-    }, purgeInterval(this.options));
-    this.timer.unref?.();
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
 
   /** Journals a checked, completed event; a repeated event id answers with the first recording. */
   async publish(event: AgentEvent): Promise<{ envelope: EventEnvelope; deduplicated: boolean }> {
     const now = this.clock.now();
     const [outcome] = await this.journal.append([pendingEvent(event, now)]);
     if (outcome!.deduplicated) {
-      const [original] = await this.journal.range(outcome!.seq - 1, outcome!.seq, 1);
-      return { envelope: eventOf(original as EventDoc).envelope!, deduplicated: true };
+      const [original] = await this.journal.recorded([event.envelope!.eventId]);
+      return { envelope: eventOf(original!).envelope!, deduplicated: true };
     }
     const envelope = event.envelope!;
     envelope.eventSeq = BigInt(outcome!.seq);
@@ -84,7 +63,7 @@ export class Events {
     const ids = events.map((event) => event.envelope!.eventId);
     const recorded = await this.journal.positionsOf(ids);
     if (recorded.size === ids.length) {
-      const docs = (await this.journal.events.find({ event_id: { $in: ids } } as Filter<JournalDoc>)) as EventDoc[];
+      const docs = await this.journal.recorded(ids);
       const byId = new Map(docs.map((doc) => [doc.event_id, doc]));
       return { envelopes: ids.map((id) => eventOf(byId.get(id)!).envelope!), deduplicated: true };
     }
@@ -137,6 +116,68 @@ export class Events {
     return { events, next: full ? events[events.length - 1]!._id : Math.max(after, until), end: !full };
   }
 
+  private checkCursor(after: number): Promise<number> {
+    return checkJournalCursor(this.journal, after);
+  }
+}
+
+/** The journal's bounds, as a cursor is checked against them. */
+type JournalBounds = Pick<Journal, "purgedThrough" | "reservedHead">;
+
+/** A client's journal cursor: OUT_OF_RANGE when older than the retained journal (CURSOR_EXPIRED) or ahead of it (CURSOR_AHEAD). */
+export async function checkJournalCursor(journal: JournalBounds, after: number): Promise<number> {
+  const purged = await journal.purgedThrough();
+  if (after < purged) throw cursorExpired(after, purged);
+  return checkCursorNotAhead(journal, after);
+}
+
+/** A journal position a client gave, for reading what is kept beyond retention: OUT_OF_RANGE (CURSOR_AHEAD) only when ahead of the journal. */
+export async function checkCursorNotAhead(journal: JournalBounds, after: number): Promise<number> {
+  const head = await journal.reservedHead();
+  if (after > head) {
+    throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {
+      reason: ErrorReason.CURSOR_AHEAD,
+      metadata: { head_event_seq: String(head) },
+    });
+  }
+  return after;
+}
+
+/**
+ * Keeps the journal within its retention window: deletes the oldest events
+ * (of every namespace: positions are one sequence) recorded before it, never
+ * past what journal followers still need.
+ */
+export class JournalRetention {
+  private timer: NodeJS.Timeout | undefined;
+  private purging = false;
+  /** Positions retention must not pass yet (what journal followers have not handled). */
+  private readonly purgeHolds = new Set<() => number>();
+  private readonly purgeListeners = new Set<PurgeListener>();
+
+  constructor(
+    private readonly journal: Journal,
+    private readonly tail: JournalTail,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly options: EventsOptions,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.purging) return;
+      this.purging = true;
+      this.purge()
+        .catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "journal retention failed; will retry"))
+        .finally(() => (this.purging = false));
+    }, purgeInterval(this.options));
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
   /** Deletes events past retention; returns the new purged-through position. */
   async purge(): Promise<number> {
     const before = await this.journal.purgedThrough();
@@ -160,27 +201,4 @@ export class Events {
     this.purgeListeners.add(listener);
     return () => this.purgeListeners.delete(listener);
   }
-
-  private checkCursor(after: number): Promise<number> {
-    return checkJournalCursor(this.journal, after);
-  }
-}
-
-/** A client's journal cursor: OUT_OF_RANGE when older than the retained journal (CURSOR_EXPIRED) or ahead of it (CURSOR_AHEAD). */
-export async function checkJournalCursor(journal: Journal, after: number): Promise<number> {
-  const purged = await journal.purgedThrough();
-  if (after < purged) throw cursorExpired(after, purged);
-  return checkCursorNotAhead(journal, after);
-}
-
-/** A journal position a client gave, for reading what is kept beyond retention: OUT_OF_RANGE (CURSOR_AHEAD) only when ahead of the journal. */
-export async function checkCursorNotAhead(journal: Journal, after: number): Promise<number> {
-  const head = await journal.reservedHead();
-  if (after > head) {
-    throw new MailroomError("out_of_range", `the cursor (event_seq ${after}) is ahead of the journal (head ${head}); it was not issued by this journal`, {
-      reason: ErrorReason.CURSOR_AHEAD,
-      metadata: { head_event_seq: String(head) },
-    });
-  }
-  return after;
 }

@@ -22,9 +22,9 @@
 import { ErrorReason, MailroomError } from "../../domain/errors.js";
 import { type FilterSpec, matches } from "../../domain/events/filter.js";
 import { type Delivery, type OverflowNotice, type QueueConfig, SubscriberOverflowPolicy, SubscriberQueue } from "../../domain/events/subscriber-queue.js";
-import type { Journal } from "../journal/journal.js";
+import type { NamespaceJournal } from "../journal/journal.js";
 import type { EventDoc } from "../journal/records.js";
-import type { JournalTail } from "../journal/tail.js";
+import type { TailReader } from "../journal/tail.js";
 import { StreamWaiter } from "../stream-waiter.js";
 
 export type SubscriptionFrame =
@@ -58,8 +58,8 @@ export class Subscription {
   private lagging = false;
 
   constructor(
-    private readonly journal: Journal,
-    private readonly tail: JournalTail,
+    private readonly journal: Pick<NamespaceJournal, "purgedThrough" | "matching">,
+    private readonly tail: TailReader,
     private readonly spec: SubscriptionSpec,
   ) {
     this.position = spec.after;
@@ -106,12 +106,23 @@ export class Subscription {
       }
       if (!this.caughtUpSent) {
         this.caughtUpSent = true;
-        return this.sent([{ kind: "caught_up", position: this.position, notice: this.queue.takeNotice() }]);
+        return this.sent([{ kind: "caught_up", position: this.livePosition(), notice: this.queue.takeNotice() }]);
       }
       if ((await this.waiter.wait()) === "idle") {
-        return this.sent([{ kind: "heartbeat", position: this.position, notice: this.queue.takeNotice() }]);
+        return this.sent([{ kind: "heartbeat", position: this.livePosition(), notice: this.queue.takeNotice() }]);
       }
     }
+  }
+
+  /**
+   * Live with nothing queued, every event up to the tail's position has been
+   * examined (the tail hands events over as it advances): also when the tail
+   * is one namespace's view and the last events were another namespace's,
+   * which a subscriber's cursor must not wait behind.
+   */
+  private livePosition(): number {
+    this.position = Math.max(this.position, this.tail.position);
+    return this.position;
   }
 
   close(): void {

@@ -6,7 +6,14 @@
  * "hole") until it is either filled by its event or closed by a tombstone
  * (see JournalTail). A writer whose position was closed meanwhile gets a
  * duplicate key on `_id` and simply appends again at a new position. Event ids
- * are unique (index), so appending the same event twice records it once.
+ * are unique per namespace (index), so appending the same event twice records
+ * it once.
+ *
+ * Namespaces share the journal's one sequence of positions (a numeric `_id`
+ * cannot be namespaced, and one sequence keeps group commit and the tail
+ * namespace-blind); every event carries its namespace in `ns`, and every read
+ * of events for a namespace names it (NamespaceJournal): only the journal's
+ * own machinery (the tail, retention, journal followers) reads across them.
  */
 import type { FilterSpec } from "../../domain/events/filter.js";
 import type { Collection, Doc, Filter, IndexSpec, Store } from "../../store/port.js";
@@ -29,10 +36,14 @@ export interface AppendOutcome {
 /** Called with every document this process wrote to the journal, as soon as it is acknowledged. */
 export type JournalWriteListener = (docs: JournalDoc[]) => void;
 
-const EVENT_ID_INDEX = "event_id_unique";
+const EVENT_ID_INDEX = "event_id_per_namespace";
+/** The counter document of journal positions (created by the first append, never deleted). */
+export const JOURNAL_COUNTER = "event_seq";
 const PURGED_THROUGH = "journal_purged_through";
 /** Indexes of earlier versions: every event was in each (retention reads by position, not time). */
 const OBSOLETE_INDEXES = ["recorded_ms_1", "run_id_1__id_1", "agent_id_1__id_1", "pool_id_1__id_1", "thread_id_1__id_1"];
+/** The indexes before namespaces (replaced by the namespace-first ones; dropped once every event has its `ns`). */
+export const JOURNAL_INDEXES_BEFORE_NAMESPACES = ["event_id_unique", "run_events", "agent_events", "pool_events", "thread_events"];
 
 /** The store query for a filter's events (field names as records.ts stores them). */
 export function journalQuery(filter: FilterSpec): Record<string, unknown> {
@@ -46,11 +57,14 @@ export function journalQuery(filter: FilterSpec): Record<string, unknown> {
   return query;
 }
 const MAX_APPEND_ATTEMPTS = 10;
+/** Journal positions one read of a namespace's events examines at most when no index narrows it (see matchingIn). */
+const NAMESPACE_WINDOW = 10_000;
 /** Most events one group commit inserts at once (a larger group waits for the next). */
 const MAX_GROUP_EVENTS = 5000;
 
 interface AppendRequest {
   events: PendingEvent[];
+  namespace: string;
   /** How many times these events found their positions closed already. */
   attempt: number;
   resolve(outcomes: AppendOutcome[]): void;
@@ -78,9 +92,9 @@ export class Journal {
 
   async init(): Promise<void> {
     // Partial: an event is indexed only under the fields it has (tombstones under none).
-    const by = (field: string): IndexSpec => ({ key: { [field]: 1, _id: 1 }, name: `${field.replace(/_id$/, "")}_events`, partialFilterExpression: { [field]: { $exists: true } } });
+    const by = (field: string): IndexSpec => ({ key: { ns: 1, [field]: 1, _id: 1 }, name: `namespace_${field.replace(/_id$/, "")}_events`, partialFilterExpression: { [field]: { $exists: true } } });
     await this.events.createIndexes([
-      { key: { event_id: 1 }, name: EVENT_ID_INDEX, unique: true, partialFilterExpression: { event_id: { $exists: true } } },
+      { key: { ns: 1, event_id: 1 }, name: EVENT_ID_INDEX, unique: true, partialFilterExpression: { event_id: { $exists: true } } },
       by("run_id"),
       by("agent_id"),
       by("pool_id"),
@@ -98,7 +112,7 @@ export class Journal {
   async allocate(count: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
-        const counter = await this.counters.findOneAndUpdate({ _id: "event_seq" }, { $inc: { value: count } }, { upsert: true, returnDocument: "after" });
+        const counter = await this.counters.findOneAndUpdate({ _id: JOURNAL_COUNTER }, { $inc: { value: count } }, { upsert: true, returnDocument: "after" });
         return counter!.value - count + 1;
       } catch (error) {
         // Two first-ever upserts can race on MongoDB; the loser retries as an update.
@@ -109,23 +123,23 @@ export class Journal {
 
   /** The highest position reserved so far (0 before the first append). */
   async reservedHead(): Promise<number> {
-    return (await this.counters.findOne({ _id: "event_seq" }))?.value ?? 0;
+    return (await this.counters.findOne({ _id: JOURNAL_COUNTER }))?.value ?? 0;
   }
 
   /**
-   * Appends events, in order, at fresh consecutive positions. Returns one
-   * outcome per input. Safe to call again with the same events (retries,
-   * outbox re-flushes): an event id is journaled once.
+   * Appends a namespace's events, in order, at fresh consecutive positions.
+   * Returns one outcome per input. Safe to call again with the same events
+   * (retries, outbox re-flushes): an event id is journaled once per namespace.
    *
    * Group commit: the appends made in one event loop turn, or while a
    * position allocation is in flight, share the next allocation and one
    * insert (each call's events stay consecutive and in order), so the journal
    * costs two store operations per group, not per event.
    */
-  append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
+  append(pending: PendingEvent[], namespace: string): Promise<AppendOutcome[]> {
     if (pending.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
-      this.waiting.push({ events: pending, attempt: 0, resolve, reject });
+      this.waiting.push({ events: pending, namespace, attempt: 0, resolve, reject });
       // At the end of this event loop turn: every append made in it joins the group.
       if (!this.scheduled && !this.allocating) {
         this.scheduled = true;
@@ -172,7 +186,7 @@ export class Journal {
     let written: Map<number, AppendOutcome | "retry">;
     try {
       const writer = this.writer === undefined ? {} : { writer: this.writer };
-      written = await this.insertAt(placed.flatMap(({ request, first: at }) => request.events.map((event, i) => ({ _id: at + i, ...event, ...writer }))));
+      written = await this.insertAt(placed.flatMap(({ request, first: at }) => request.events.map((event, i) => ({ _id: at + i, ...event, ns: request.namespace, ...writer }))));
     } catch (error) {
       for (const request of group) request.reject(error);
       return;
@@ -191,6 +205,7 @@ export class Journal {
     this.log.debug({ count: retry.length }, "journal positions were closed before the write landed; appending again");
     this.waiting.push({
       events: retry,
+      namespace: request.namespace,
       attempt: request.attempt + 1,
       resolve: (again) => {
         let next = 0;
@@ -232,9 +247,11 @@ export class Journal {
       written.push(...tombstones.filter((_, i) => !alreadyClosed.has(i)));
     }
     if (duplicates.length > 0) {
-      const seqById = await this.positionsOf(duplicates.map((d) => d.event_id));
+      const namespaces = [...new Set(duplicates.map((d) => d.ns!))];
+      const found = await Promise.all(namespaces.map((ns) => this.positionsIn(ns, duplicates.filter((d) => d.ns === ns).map((d) => d.event_id))));
+      const seqByKey = new Map(namespaces.flatMap((ns, i) => [...found[i]!].map(([id, seq]) => [`${ns}\u0000${id}`, seq] as const)));
       for (const doc of duplicates) {
-        const seq = seqById.get(doc.event_id);
+        const seq = seqByKey.get(`${doc.ns}\u0000${doc.event_id}`);
         if (seq === undefined) throw new Error(`journal append: event ${doc.event_id} reported as duplicate but not found`);
         outcomes.set(doc._id, { seq, deduplicated: true });
       }
@@ -268,10 +285,28 @@ export class Journal {
   }
 
   /**
-   * Events (no tombstones) matching `filter` at positions in (after, until],
-   * in order, at most `limit`.
+   * A namespace's events (no tombstones) matching `filter` at positions in
+   * (after, until], in order, at most `limit`.
    */
-  async matching(filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
+  async matchingIn(namespace: string, filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
+    if (until <= after || limit <= 0) return [];
+    // Tombstones have no namespace: naming one leaves them out.
+    const { event_id: _events, ...conditions } = journalQuery(filter);
+    const read = (from: number, to: number, most: number) => this.events.find({ ns: namespace, ...conditions, _id: { $gt: from, $lte: to } } as Filter<JournalDoc>, { sort: { _id: 1 }, limit: most }) as Promise<EventDoc[]>;
+    // A filter naming runs, agents, pools or threads is answered from their namespace-first index.
+    if (filter.runIds || filter.agentIds || filter.poolIds || filter.threadIds) return read(after, until, limit);
+    // Otherwise from the positions, keeping the namespace's, a window of positions a read (no index per
+    // namespace and position is kept: every event would pay for it, as kind and family filters never did).
+    const found: EventDoc[] = [];
+    for (let from = after; from < until && found.length < limit; from += NAMESPACE_WINDOW) found.push(...(await read(from, Math.min(until, from + NAMESPACE_WINDOW), limit - found.length)));
+    return found;
+  }
+
+  /**
+   * Every namespace's events matching `filter` in (after, until]: only for
+   * the journal's own followers, which act on each event in its namespace.
+   */
+  async matchingAll(filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
     if (until <= after || limit <= 0) return [];
     const query = { ...journalQuery(filter), _id: { $gt: after, $lte: until } } as Filter<JournalDoc>;
     return (await this.events.find(query, { sort: { _id: 1 }, limit })) as EventDoc[];
@@ -305,11 +340,16 @@ export class Journal {
     }
   }
 
-  /** Journal positions of events by id (ids not journaled are absent). */
-  async positionsOf(eventIds: readonly string[]): Promise<Map<string, number>> {
-    if (eventIds.length === 0) return new Map();
-    const docs = (await this.events.find({ event_id: { $in: [...eventIds] } } as Filter<JournalDoc>)) as EventDoc[];
+  /** Journal positions of a namespace's events by id (ids not journaled are absent). */
+  async positionsIn(namespace: string, eventIds: readonly string[]): Promise<Map<string, number>> {
+    const docs = await this.recordedIn(namespace, eventIds);
     return new Map(docs.map((doc) => [doc.event_id, doc._id]));
+  }
+
+  /** A namespace's events by id (ids not journaled are absent). */
+  async recordedIn(namespace: string, eventIds: readonly string[]): Promise<EventDoc[]> {
+    if (eventIds.length === 0) return [];
+    return (await this.events.find({ ns: namespace, event_id: { $in: [...eventIds] } } as Filter<JournalDoc>)) as EventDoc[];
   }
 
   /** The highest journaled position (0 when empty). */
@@ -325,5 +365,50 @@ export class Journal {
   private notify(docs: JournalDoc[]): void {
     if (docs.length === 0) return;
     for (const listener of this.listeners) listener(docs);
+  }
+}
+
+/**
+ * One namespace's view of the journal: its appends are stamped with the
+ * namespace, and every read of events names it. Positions and retention are
+ * the journal's (one sequence for every namespace).
+ */
+export class NamespaceJournal {
+  constructor(
+    private readonly journal: Journal,
+    readonly namespace: string,
+  ) {}
+
+  append(pending: PendingEvent[]): Promise<AppendOutcome[]> {
+    return this.journal.append(pending, this.namespace);
+  }
+
+  matching(filter: FilterSpec, after: number, until: number, limit: number): Promise<EventDoc[]> {
+    return this.journal.matchingIn(this.namespace, filter, after, until, limit);
+  }
+
+  positionsOf(eventIds: readonly string[]): Promise<Map<string, number>> {
+    return this.journal.positionsIn(this.namespace, eventIds);
+  }
+
+  recorded(eventIds: readonly string[]): Promise<EventDoc[]> {
+    return this.journal.recordedIn(this.namespace, eventIds);
+  }
+
+  /** The namespace's latest event about a pool of a family, if any. */
+  async latestOfPool(poolId: string, family: number): Promise<EventDoc | undefined> {
+    return ((await this.journal.events.findOne({ ns: this.namespace, pool_id: poolId, family } as Filter<JournalDoc>, { sort: { _id: -1 } })) as EventDoc | null) ?? undefined;
+  }
+
+  purgedThrough(): Promise<number> {
+    return this.journal.purgedThrough();
+  }
+
+  reservedHead(): Promise<number> {
+    return this.journal.reservedHead();
+  }
+
+  writtenHead(): Promise<number> {
+    return this.journal.writtenHead();
   }
 }

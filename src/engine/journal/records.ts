@@ -57,6 +57,13 @@ export interface PendingEvent extends EventFields {
 
 export interface EventDoc extends Doc, PendingEvent {
   _id: number;
+  /**
+   * The namespace whose event it is (the journal is one sequence for all of
+   * them; every read of a namespace's events names it). Absent only on
+   * events written before namespaces, until the start-up backfill: those are
+   * the default namespace's.
+   */
+  ns?: string;
 }
 
 export interface TombstoneDoc extends Doc {

@@ -19,14 +19,28 @@
  * them, and a tombstone there would never be deleted again. Holes are closed
  * a page at a time (one read and one insert per page), so start-up and repair
  * cost a bounded number of store calls.
+ *
+ * The tail itself is namespace-blind (positions are one sequence). Consumers
+ * that act for one namespace read it through a NamespaceTail: the events of
+ * each delivered run are grouped by namespace once, and each group goes only
+ * to that namespace's listeners.
  */
 import { DEFAULT_STORE_TIMEOUT_MS } from "../../store/deadline.js";
+import { namespaceOf } from "../../store/namespaced.js";
 import type { ChangeFeed } from "../change-feed.js";
+import { addKeyed } from "../listeners.js";
 import type { Logger } from "../logger.js";
 import type { Journal } from "./journal.js";
 import { EVENTS, type EventDoc, isTombstone, type JournalDoc, type TombstoneDoc } from "./records.js";
 
 export type TailListener = (events: EventDoc[]) => void;
+
+/** What a reader of the live edge needs (a subscription): the tail, or one namespace's view of it. */
+export interface TailReader {
+  readonly position: number;
+  recentAfter(seq: number): EventDoc[] | undefined;
+  subscribe(listener: TailListener): () => void;
+}
 
 export interface JournalTailOptions {
   /**
@@ -57,6 +71,8 @@ export class JournalTail {
   /** The ring holds every event with a position above this (up to `stable`). */
   private recentFloor = 0;
   private readonly listeners = new Set<TailListener>();
+  /** Listeners of one namespace's events only. */
+  private readonly namespaceListeners = new Map<string, Set<TailListener>>();
   private readonly waiters = new Map<number, Array<() => void>>();
   private holeTimer: NodeJS.Timeout | undefined;
   /** The armed hole timer is for the positions up to this one (all missing when it was armed). */
@@ -120,10 +136,20 @@ export class JournalTail {
     return this.stable;
   }
 
-  /** Receives each newly delivered run of events, in position order. */
+  /** Receives each newly delivered run of events (every namespace's), in position order. */
   subscribe(listener: TailListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Receives each newly delivered run of one namespace's events, in position order. */
+  subscribeIn(namespace: string, listener: TailListener): () => void {
+    return addKeyed(this.namespaceListeners, namespace, listener);
+  }
+
+  /** One namespace's view: its events only, at the tail's positions. */
+  in(namespace: string): NamespaceTail {
+    return new NamespaceTail(this, namespace);
   }
 
   /** The events after `seq` up to `position`, when still in memory; undefined when older. */
@@ -164,16 +190,23 @@ export class JournalTail {
     }
     if (delivered.length > 0) {
       this.remember(delivered);
-      for (const listener of this.listeners) {
-        try {
-          listener(delivered);
-        } catch (error) {
-          this.log.error({ error: error instanceof Error ? error.message : String(error) }, "journal tail listener failed");
+      for (const listener of this.listeners) this.call(listener, delivered);
+      if (this.namespaceListeners.size > 0) {
+        for (const [namespace, events] of byNamespace(delivered)) {
+          for (const listener of this.namespaceListeners.get(namespace) ?? []) this.call(listener, events);
         }
       }
     }
     this.releaseWaiters();
     this.watchForHoles();
+  }
+
+  private call(listener: TailListener, events: EventDoc[]): void {
+    try {
+      listener(events);
+    } catch (error) {
+      this.log.error({ error: error instanceof Error ? error.message : String(error) }, "journal tail listener failed");
+    }
   }
 
   private remember(events: EventDoc[]): void {
@@ -277,5 +310,41 @@ export class JournalTail {
       if (docs.length < PAGE) return;
       cursor = docs[docs.length - 1]!._id;
     }
+  }
+}
+
+/** Events grouped by namespace, each group in position order. */
+function byNamespace(events: EventDoc[]): Map<string, EventDoc[]> {
+  const groups = new Map<string, EventDoc[]>();
+  for (const event of events) {
+    const namespace = namespaceOf(event);
+    const group = groups.get(namespace);
+    if (group) group.push(event);
+    else groups.set(namespace, [event]);
+  }
+  return groups;
+}
+
+/** One namespace's view of the tail: the same positions, only its events. */
+export class NamespaceTail implements TailReader {
+  constructor(
+    private readonly tail: JournalTail,
+    readonly namespace: string,
+  ) {}
+
+  get position(): number {
+    return this.tail.position;
+  }
+
+  recentAfter(seq: number): EventDoc[] | undefined {
+    return this.tail.recentAfter(seq)?.filter((event) => namespaceOf(event) === this.namespace);
+  }
+
+  subscribe(listener: TailListener): () => void {
+    return this.tail.subscribeIn(this.namespace, listener);
+  }
+
+  waitFor(seq: number): Promise<void> {
+    return this.tail.waitFor(seq);
   }
 }

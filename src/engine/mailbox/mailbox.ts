@@ -14,6 +14,10 @@
  * write and one read, whose threads are one bulk write, and whose events are
  * one journal group commit. A fenced call writes first and reads only to
  * explain a refusal.
+ *
+ * A Mailbox is one namespace's: its store is the namespace's view (every
+ * query and index carries the namespace), so its batches hold that
+ * namespace's calls only.
  */
 import { EntityKind, ErrorReason, MailroomError, failedPrecondition, notFound } from "../../domain/errors.js";
 import type { Clock } from "../../domain/clock.js";
@@ -28,7 +32,7 @@ import type { Collection, Filter, Store, UpdateFilter } from "../../store/port.j
 import { Coalescer, type Outcome } from "../coalescer.js";
 import { pendingEvent } from "../journal/records.js";
 import type { Logger } from "../logger.js";
-import { type CompactEntry, type Outbox, initialOutbox, withEvents } from "../outbox.js";
+import { type CompactEntry, type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
 import { dispatchEntry, materializeDispatchEvent } from "./dispatch-events.js";
 import {
   CLAIM_ORDER,
@@ -36,7 +40,6 @@ import {
   DISPATCHES,
   type DispatchDoc,
   dispatchIdOfRank,
-  OBSOLETE_DISPATCH_INDEXES,
   claimSizeBound,
   rankOf,
   RESPONSE_FRAMING,
@@ -46,14 +49,20 @@ import {
 } from "./records.js";
 import type { EndedClaim, Enlistment, Threads } from "./threads.js";
 import { type Transition, applyTransitions } from "./transitions.js";
-import { DispatchSignalReason, type WorkSignals } from "./work-signals.js";
+import type { QueueQuota } from "./queue-quota.js";
+import { DispatchSignalReason, type NamespaceSignals } from "./work-signals.js";
 
 export interface MailboxDeps {
+  /** The namespace's view of the store. */
   store: Store;
   limits: MailboxLimits;
-  outbox: Outbox;
+  outbox: NamespaceOutbox;
   threads: Threads;
-  signals: WorkSignals;
+  signals: NamespaceSignals;
+  /** The namespace's limit of queued dispatches, when it has one. */
+  quota?: QueueQuota;
+  /** The namespace's claims whose lease expired by `now`, at most `limit` (they are found through a store-wide index: see MailboxBackground.expiredIn). */
+  expiredClaims: (now: number, limit: number) => Promise<DispatchDoc[]>;
   clock: Clock;
   log: Logger;
 }
@@ -117,9 +126,9 @@ export class Mailbox {
     this.acks = new Coalescer(flat((refs: ClaimRef[]) => this.ackNow(refs)), { maxInFlight: 2, maxWeight: ACK_BATCH, weight: (r) => r.length });
   }
 
+  /** Creates the namespace-first indexes (every namespace's: once, through any namespace's mailbox). */
   async init(): Promise<void> {
     await this.dispatches.createIndexes(DISPATCH_INDEXES);
-    await this.dispatches.dropIndexes(OBSOLETE_DISPATCH_INDEXES);
     await this.deps.threads.init();
     await this.deps.outbox.register(DISPATCHES, materializeDispatchEvent);
     await this.deps.outbox.register(THREADS);
@@ -127,8 +136,13 @@ export class Mailbox {
 
   // ---- enqueue ---------------------------------------------------------
 
-  /** Enqueues; one outcome per command, in order. Concurrent calls share their round trips. */
-  enqueue(commands: EnqueueCommand[]): Promise<EnqueueOutcome[]> {
+  /**
+   * Enqueues; one outcome per command, in order. Concurrent calls share their round trips.
+   * @throws MailroomError RESOURCE_EXHAUSTED (QUEUE_LIMIT) when the namespace's queued dispatches would pass its limit (nothing enqueued).
+   */
+  async enqueue(commands: EnqueueCommand[]): Promise<EnqueueOutcome[]> {
+    const admitting = this.deps.quota?.admit(commands.length);
+    if (admitting) await admitting;
     return this.enqueues.submit(commands);
   }
 
@@ -214,6 +228,7 @@ export class Mailbox {
       created_at: now,
       updated_at: now,
     };
+    if (doc.available_at > now) doc.delayed_until = doc.available_at;
     if (command.agentId) doc.agent_id = command.agentId;
     if (command.dedupeKey) doc.dedupe_key = command.dedupeKey;
     if (command.payload) doc.payload = { data: command.payload.data, media_type: command.payload.mediaType };
@@ -527,7 +542,9 @@ export class Mailbox {
         const at = Math.max(resolveSchedule(retry, now), now);
         after = "QUEUED";
         plan = {
-          update: { $set: { status: "QUEUED", available_at: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } },
+          update: at > now
+            ? { $set: { status: "QUEUED", available_at: at, delayed_until: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } }
+            : { $set: { status: "QUEUED", available_at: at, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "", delayed_until: "" } },
           events: [{
             kind: EventKind.DISPATCH_NACKED,
             summary: `nacked after attempt ${current.attempt_count} of ${current.max_attempts}; retry ${at <= now ? "now" : `at ${new Date(at).toISOString()}`}`,
@@ -621,11 +638,15 @@ export class Mailbox {
 
   // ---- lease expiry (the sweeper) ----------------------------------------
 
-  /** Returns dispatches whose lease expired to the queue (or the dead letters, when spent). */
+  /** Returns the namespace's dispatches whose lease expired to the queue (or the dead letters, when spent). */
   async reclaimExpired(limit: number): Promise<DispatchDoc[]> {
+    return this.reclaim(await this.deps.expiredClaims(this.deps.clock.now(), limit));
+  }
+
+  /** Reclaims these dispatches of the namespace (read with an expired lease) unless they changed meanwhile; returns those reclaimed. */
+  async reclaim(expired: DispatchDoc[]): Promise<DispatchDoc[]> {
     const now = this.deps.clock.now();
-    const expired = await this.dispatches.find({ status: "CLAIMED", lease_until: { $lte: now } }, { sort: { lease_until: 1 }, limit });
-    const transitions = expired.map((doc) => this.reclaim(doc, now));
+    const transitions = expired.map((doc) => this.reclaimOne(doc, now));
     const outcomes = await applyTransitions(this.dispatches, transitions);
     const reclaimed = outcomes.flatMap((o) => (o.won ? [o.doc!] : []));
     // The sweeper may overtake a claimer recording its claim (a lease shorter than that).
@@ -637,12 +658,12 @@ export class Mailbox {
     return reclaimed;
   }
 
-  private reclaim(doc: DispatchDoc, now: number): Transition<DispatchDoc> {
+  private reclaimOne(doc: DispatchDoc, now: number): Transition<DispatchDoc> {
     const lastError = `lease expired at ${new Date(doc.lease_until ?? now).toISOString()} (held by ${doc.claimed_by ?? "unknown"})`;
     const spent = attemptsSpent(doc.attempt_count, doc.max_attempts);
     const update: UpdateFilter<DispatchDoc> = spent
       ? { $set: { status: "DEAD_LETTER", terminal: true, completed_at: now, updated_at: now, last_error: lastError }, $unset: { lease_until: "" } }
-      : { $set: { status: "QUEUED", available_at: now, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "" } };
+      : { $set: { status: "QUEUED", available_at: now, updated_at: now, last_error: lastError }, $unset: { claim_token: "", lease_until: "", delayed_until: "" } };
     const after: DispatchStatus = spent ? "DEAD_LETTER" : "QUEUED";
     const entries = [this.entry(doc, {
       kind: EventKind.DISPATCH_LEASE_EXPIRED,

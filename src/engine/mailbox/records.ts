@@ -34,6 +34,12 @@ export interface DispatchDoc extends Doc, OutboxFields {
   /** Denormalised `status` is terminal, for the terminal-listing index. */
   terminal: boolean;
   available_at: number;
+  /**
+   * Set while queued with a delay (its available_at, then in the future): the
+   * availability clock's store-wide index holds only these, so work that is
+   * claimable at once costs that index nothing.
+   */
+  delayed_until?: number;
   attempt_count: number;
   max_attempts: number;
   last_error?: string;
@@ -94,6 +100,9 @@ export const EPOCH_CLAIM_ORDER = { epoch: -1, ...CLAIM_ORDER } as const;
  * so the terminal dispatches kept for retention (most of them) are not in
  * them. Every query of queued work names `status: "QUEUED"` (claimed work
  * `"CLAIMED"`, terminal `terminal: true`) so the partial index serves it.
+ *
+ * These are a namespace's (created through its view, so each starts with
+ * `ns`): every use case queries within one namespace.
  */
 export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1 }, name: "one_claimed_per_thread", unique: true, partialFilterExpression: { status: "CLAIMED" } },
@@ -101,7 +110,6 @@ export const DISPATCH_INDEXES: IndexSpec[] = [
   // Epoch descending: a thread's current epoch first, so one seek per thread finds its next head (Threads.claimed).
   { key: { thread_id: 1, epoch: -1, priority: -1, created_at: 1, _id: 1 }, name: "queued_claim_order", partialFilterExpression: { status: "QUEUED" } },
   { key: { available_at: 1 }, name: "queued_availability", partialFilterExpression: { status: "QUEUED" } },
-  { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
   { key: { status: 1, thread_id: 1 }, name: "status_counts" },
   { key: { thread_id: 1, created_at: 1, _id: 1 }, name: "thread_listing" },
   { key: { created_at: 1, _id: 1 }, name: "listing" },
@@ -109,14 +117,31 @@ export const DISPATCH_INDEXES: IndexSpec[] = [
   { key: { thread_id: 1, completed_at: -1, _id: -1 }, name: "thread_terminal_by_completion", partialFilterExpression: { terminal: true } },
 ];
 
+/**
+ * The store-wide indexes of the sweepers (created on the store itself, no
+ * `ns`): expired leases and delayed work coming due are found across every
+ * namespace, then acted on in each dispatch's namespace. None duplicates a
+ * namespace's index (each would cost every job an index write): a
+ * namespace's expired leases are read from `claimed_leases` (there are few),
+ * and retention visits namespaces in turn through their
+ * `terminal_by_completion`.
+ */
+export const DISPATCH_SWEEPER_INDEXES: IndexSpec[] = [
+  { key: { lease_until: 1 }, name: "claimed_leases", partialFilterExpression: { status: "CLAIMED" } },
+  { key: { delayed_until: 1 }, name: "delayed_dispatches", partialFilterExpression: { status: "QUEUED", delayed_until: { $exists: true } } },
+];
+
 /** Indexes of earlier versions that these replace. */
 export const OBSOLETE_DISPATCH_INDEXES = ["claim_order", "thread_readiness", "expired_leases", "availability", "terminal_listing", "thread_terminal_listing"];
 
+/** A namespace's thread indexes (through its view). */
 export const THREAD_INDEXES: IndexSpec[] = [
   { key: { claimed: 1, head_rank: 1, _id: 1 }, name: "ready_threads" },
   { key: { claimed: 1, _id: 1 }, name: "ready_thread_listing" },
-  { key: { claim_lease_until: 1 }, name: "claim_hints" },
 ];
+
+/** The store-wide index of the claim-hint repair sweep. */
+export const THREAD_SWEEPER_INDEXES: IndexSpec[] = [{ key: { claim_lease_until: 1 }, name: "claim_hints" }];
 
 /** Sortable rank of a dispatch within claim order: lower claims first. It ends with the dispatch's id. */
 export function rankOf(dispatch: Pick<DispatchDoc, "priority" | "created_at" | "_id">): string {

@@ -15,18 +15,18 @@
  * nack makes it due again (after a delay); a lease that ends makes it due
  * again, with one more delivery counted.
  *
- * Receipts are deleted after the dispatch retention. A pull looks at a
- * bounded number of queued dispatches (pulled-but-unclaimed ones are skipped
+ * Receipts are deleted after the dispatch retention (by the mailbox's
+ * retention sweep, in every namespace). A pull looks at a bounded number of
+ * queued dispatches of its namespace (pulled-but-unclaimed ones are skipped
  * as it goes), so it never scans the whole queue.
  */
 import { DispatchSignalReason } from "../../../gen/mailroom/v1/dispatch_pb.js";
 import type { Clock } from "../../domain/clock.js";
 import { newReceipt, type PullCommand, type Receipt } from "../../domain/dispatch/signal-receipts.js";
 import { type BulkUpdate, type Collection, type Doc, type Filter, type IndexSpec, type Store } from "../../store/port.js";
-import type { Logger } from "../logger.js";
 import { waitForWake } from "../wake.js";
 import { DISPATCHES, type DispatchDoc } from "./records.js";
-import type { WorkSignals } from "./work-signals.js";
+import type { NamespaceSignals } from "./work-signals.js";
 
 export const DISPATCH_SIGNALS = "dispatch_signals";
 
@@ -45,7 +45,10 @@ interface ReceiptDoc extends Doc {
   updated_at: number;
 }
 
-const INDEXES: IndexSpec[] = [{ key: { updated_at: 1 }, name: "receipts_by_age" }];
+/** The retention sweep's store-wide index (a namespace's receipts are read by id only). */
+export const RECEIPT_SWEEPER_INDEXES: IndexSpec[] = [{ key: { updated_at: 1 }, name: "receipts_by_age" }];
+/** Indexes of an earlier version that kept one signal document per claimable dispatch. */
+export const OBSOLETE_RECEIPT_INDEXES = ["due_signals", "signals_by_age"];
 
 /** A leased signal, as PullDispatchSignals answers it. */
 export interface PulledSignal {
@@ -60,57 +63,25 @@ export interface PulledSignal {
   expiresAt: number;
 }
 
-export interface SignalReceiptOptions {
-  /** Receipts are deleted this long after they last changed (the dispatch retention). */
-  retentionMs: number;
-}
-
 /** Queued dispatches one pull looks at, at most, in pages of this size. */
 const PAGE = 200;
 const MAX_PAGES = 10;
-const PURGE_BATCH = 500;
-const PURGE_EVERY_MS = 60_000;
 /** setTimeout cannot wait longer than 2^31-1 ms. */
 const MAX_TIMER_MS = 3_600_000;
 
+/** One namespace's pulled signals (its store is the namespace's view). */
 export class SignalReceipts {
   readonly receipts: Collection<ReceiptDoc>;
   private readonly dispatches: Collection<DispatchDoc>;
   private readonly waiters = new Set<() => void>();
-  private purgeTimer: NodeJS.Timeout | undefined;
-  private stopListening: (() => void) | undefined;
 
   constructor(
     store: Store,
-    private readonly signals: WorkSignals,
+    private readonly signals: NamespaceSignals,
     private readonly clock: Clock,
-    private readonly log: Logger,
-    private readonly options: SignalReceiptOptions,
   ) {
     this.receipts = store.collection<ReceiptDoc>(DISPATCH_SIGNALS);
     this.dispatches = store.collection<DispatchDoc>(DISPATCHES);
-  }
-
-  async init(): Promise<void> {
-    await this.receipts.createIndexes(INDEXES);
-    // An earlier version kept one signal document per claimable dispatch, indexed so.
-    await this.receipts.dropIndexes(["due_signals", "signals_by_age"]);
-  }
-
-  start(options: { timers: boolean }): void {
-    // Work signals (from every instance, through the journal) say a dispatch may be claimable now.
-    this.stopListening = this.signals.listen(() => this.wakeWaiters());
-    if (!options.timers) return;
-    this.purgeTimer = setInterval(() => {
-      this.purge().catch((error) => this.log.warn({ error: error instanceof Error ? error.message : String(error) }, "could not delete old dispatch signal receipts; will retry"));
-    }, PURGE_EVERY_MS);
-    this.purgeTimer.unref?.();
-  }
-
-  stop(): void {
-    clearInterval(this.purgeTimer);
-    this.stopListening?.();
-    this.wakeWaiters();
   }
 
   /**
@@ -127,11 +98,17 @@ export class SignalReceipts {
       const next = await this.receipts.findOne({ state: "pending", due_at: { $gt: this.clock.now() } } as Filter<ReceiptDoc>, { sort: { due_at: 1 } });
       const dueIn = next ? Math.max(1, next.due_at - this.clock.now()) : Infinity;
       let armed: (() => void) | undefined;
-      await waitForWake(Math.min(left, dueIn, MAX_TIMER_MS), signal, (wake) => {
-        if (armed) this.waiters.delete(armed);
-        armed = wake;
-        if (wake) this.waiters.add(wake);
-      });
+      // Work signals of the namespace (from every instance, through the journal) say a dispatch may be claimable now.
+      const stopListening = this.signals.listen(() => armed?.());
+      try {
+        await waitForWake(Math.min(left, dueIn, MAX_TIMER_MS), signal, (wake) => {
+          if (armed) this.waiters.delete(armed);
+          armed = wake;
+          if (wake) this.waiters.add(wake);
+        });
+      } finally {
+        stopListening();
+      }
     }
   }
 
@@ -148,17 +125,6 @@ export class SignalReceipts {
     const result = await this.receipts.updateOne({ _id: receipt.dispatchId, state: "pending", receipt: receipt.token }, { $set: { due_at: now + delayMs, receipt: "", updated_at: now } });
     if (result.matchedCount === 1) this.wakeWaiters();
     return result.matchedCount === 1;
-  }
-
-  /** Deletes receipts that have not changed for the retention; returns how many. */
-  async purge(): Promise<number> {
-    const cutoff = this.clock.now() - this.options.retentionMs;
-    let purged = 0;
-    for (;;) {
-      const old = await this.receipts.find({ updated_at: { $lt: cutoff } }, { sort: { updated_at: 1 }, limit: PURGE_BATCH });
-      if (old.length > 0) purged += await this.receipts.deleteMany({ _id: { $in: old.map((doc) => doc._id) }, updated_at: { $lt: cutoff } });
-      if (old.length < PURGE_BATCH) return purged;
-    }
   }
 
   /**

@@ -245,27 +245,23 @@ export class Threads {
   }
 
   /**
-   * Corrects claim hints left behind by a process that died between finishing
-   * a claim and releasing its thread: after the claim's lease (plus grace) the
-   * dispatch itself says whether the thread is still claimed.
+   * Corrects a claim hint left behind by a process that died between
+   * finishing a claim and releasing its thread (the repair sweep finds such
+   * threads in every namespace): after the claim's lease (plus grace) the
+   * dispatch itself says whether the thread is still claimed. True when the
+   * claim was released.
    */
-  async repairClaims(graceMs: number, limit: number): Promise<number> {
+  async repairClaim(thread: ThreadDoc): Promise<boolean> {
     const now = this.clock.now();
-    const stale = await this.threads.find({ claim_lease_until: { $lt: now - graceMs } }, { sort: { claim_lease_until: 1 }, limit });
-    let repaired = 0;
-    for (const thread of stale) {
-      const holder = thread.claimed ? await this.dispatches.findOne({ _id: thread.claimed }) : null;
-      if (holder && holder.status === "CLAIMED" && holder.thread_id === thread._id) {
-        // Still claimed (extended, or awaiting the lease sweeper): refresh the hint.
-        await this.threads.updateOne({ _id: thread._id, claimed: holder._id }, { $set: { claim_lease_until: Math.max(holder.lease_until ?? now, now) } });
-        continue;
-      }
-      await this.threads.updateOne({ _id: thread._id, claimed: thread.claimed }, { $unset: { claimed: "", claim_lease_until: "" }, $inc: { version: 1 } });
-      await this.recompute(thread._id);
-      repaired++;
+    const holder = thread.claimed ? await this.dispatches.findOne({ _id: thread.claimed }) : null;
+    if (holder && holder.status === "CLAIMED" && holder.thread_id === thread._id) {
+      // Still claimed (extended, or awaiting the lease sweeper): refresh the hint.
+      await this.threads.updateOne({ _id: thread._id, claimed: holder._id }, { $set: { claim_lease_until: Math.max(holder.lease_until ?? now, now) } });
+      return false;
     }
-    if (repaired > 0) this.log.info({ threads: repaired }, "released thread claims whose dispatch was no longer claimed");
-    return repaired;
+    await this.threads.updateOne({ _id: thread._id, claimed: thread.claimed }, { $unset: { claimed: "", claim_lease_until: "" }, $inc: { version: 1 } });
+    await this.recompute(thread._id);
+    return true;
   }
 
   /**

@@ -5,15 +5,14 @@
  * timeout set before a restart still fires; a periodic sweep backs both up.
  * Whichever instance fires first wins; the others' conditional updates find
  * nothing to do, so each deadline fires exactly once. The sweep also
- * finishes pool deletions whose process stopped half-way.
+ * finishes pool deletions whose process stopped half-way. What is due is
+ * found across every namespace (see sweeps.ts).
  */
 import type { Clock } from "../../domain/clock.js";
 import type { EventDoc } from "../journal/records.js";
 import type { JournalTail } from "../journal/tail.js";
 import type { Logger } from "../logger.js";
-import type { PoolDeletion } from "./deletion.js";
-import type { PoolMessages } from "./messages.js";
-import type { Wakes } from "./wakes.js";
+import type { ResponseDeadlines, UnfinishedDeletions, WakeSweeps } from "./sweeps.js";
 
 export interface PoolTimings {
   /** How often deadlines and unscanned wake registrations are swept regardless of timers. */
@@ -34,9 +33,9 @@ export class PoolBackground {
   private stopped = false;
 
   constructor(
-    private readonly messages: PoolMessages,
-    private readonly wakes: Wakes,
-    private readonly deletion: PoolDeletion,
+    readonly messages: Pick<ResponseDeadlines, "timeOutDue" | "nextDeadline">,
+    readonly wakes: Pick<WakeSweeps, "timeOutDue" | "nextDeadline" | "repairUnscanned">,
+    readonly deletion: Pick<UnfinishedDeletions, "resume">,
     private readonly tail: JournalTail,
     private readonly clock: Clock,
     private readonly log: Logger,

@@ -5,27 +5,24 @@
  * REGISTERED wake conditions are cancelled (so AwaitWake streams end); then
  * its messages, wake conditions, members and history are removed, a batch
  * at a time, and the pool document last. A deletion whose process stopped
- * half-way is finished by the pool sweep (any instance).
+ * half-way is finished by the pool sweep (any instance, in every namespace).
  */
 import type { Collection, Doc, Filter } from "../../store/port.js";
-import type { Logger } from "../logger.js";
-import type { PoolHistory } from "./history.js";
+import type { PoolHistoryView } from "./history.js";
 import type { PoolMessages } from "./messages.js";
 import type { Pools } from "./pools.js";
 import { incarnationOf, type PoolDoc } from "./records.js";
 import type { Wakes } from "./wakes.js";
 
 const BATCH = 500;
-/** A deletion begun this long ago and not finished lost its process. */
-const UNFINISHED_AFTER_MS = 30_000;
 
+/** One namespace's pool deletions. */
 export class PoolDeletion {
   constructor(
     private readonly pools: Pools,
     private readonly messages: PoolMessages,
     private readonly wakes: Wakes,
-    private readonly history: PoolHistory,
-    private readonly log: Logger,
+    private readonly history: PoolHistoryView,
   ) {}
 
   /** Deletes the pool; NOT_FOUND when there is none. Returns how many wake conditions it cancelled. */
@@ -33,17 +30,8 @@ export class PoolDeletion {
     return this.finish(await this.pools.markDeleted(poolId));
   }
 
-  /** Finishes deletions whose process stopped half-way (for the pool sweep). */
-  async resume(now: number, limit = 10): Promise<number> {
-    const unfinished = await this.pools.unfinishedDeletions(now - UNFINISHED_AFTER_MS, limit);
-    for (const pool of unfinished) {
-      this.log.info({ pool_id: pool._id }, "finishing the deletion of an agent pool");
-      await this.finish(pool);
-    }
-    return unfinished.length;
-  }
-
-  private async finish(pool: PoolDoc): Promise<{ cancelledWakes: number }> {
+  /** Removes what a marked pool still has (the rest of a deletion, or one whose process stopped half-way). */
+  async finish(pool: PoolDoc): Promise<{ cancelledWakes: number }> {
     const poolId = pool._id;
     const cancelledWakes = await this.wakes.cancelAll(poolId);
     await removeAll(this.messages.messages, { pool_id: poolId });

@@ -22,9 +22,9 @@ import { EntityKind, ErrorReason, MailroomError, failedPrecondition } from "../.
 import { EventKind } from "../../domain/events/kinds.js";
 import { MAX_MEMBERS, type Member } from "../../domain/pool/pool.js";
 import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
-import type { Journal } from "../journal/journal.js";
+import type { NamespaceJournal } from "../journal/journal.js";
 import type { PendingEvent } from "../journal/records.js";
-import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
+import { type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
 import { recordEvent } from "./journaling.js";
 import { MEMBER_INDEXES, type MemberDoc, memberDocId, memberFromDoc, memberToDoc, memberToProto, POOL_MEMBERS, POOLS, type PoolDoc, type StoredMember } from "./records.js";
 
@@ -38,8 +38,8 @@ export class PoolMembers {
 
   constructor(
     store: Store,
-    private readonly journal: Journal,
-    private readonly outbox: Outbox,
+    private readonly journal: NamespaceJournal,
+    private readonly outbox: NamespaceOutbox,
     private readonly clock: Clock,
     /** The pool, or NOT_FOUND. */
     private readonly pool: (poolId: string) => Promise<PoolDoc>,

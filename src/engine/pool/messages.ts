@@ -14,10 +14,9 @@ import { type MessageStatusName, type OutgoingMessage, STATUS_EVENT, STATUS_PROT
 import { type AddressTarget, type Member, missingRequiredPolicies, resolveRecipients } from "../../domain/pool/pool.js";
 import { type ListCommand, pageToken } from "../../domain/pool/pages.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
-import type { Journal } from "../journal/journal.js";
+import type { NamespaceJournal } from "../journal/journal.js";
 import type { PendingEvent } from "../journal/records.js";
-import type { Logger } from "../logger.js";
-import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
+import { type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
 import { recordEvent } from "./journaling.js";
 import { notMemberError } from "./members.js";
 import type { Pools } from "./pools.js";
@@ -39,16 +38,16 @@ const entityKinds: Record<AddressTarget["kind"], EntityKind> = {
   pool: EntityKind.AGENT_POOL,
 };
 
+/** One namespace's run messages (its store is the namespace's view). */
 export class PoolMessages {
   readonly messages: Collection<MessageDoc>;
 
   constructor(
     store: Store,
     private readonly pools: Pools,
-    private readonly journal: Journal,
-    private readonly outbox: Outbox,
+    private readonly journal: NamespaceJournal,
+    private readonly outbox: NamespaceOutbox,
     private readonly clock: Clock,
-    private readonly log: Logger,
   ) {
     this.messages = store.collection<MessageDoc>(POOL_MESSAGES);
   }
@@ -189,18 +188,9 @@ export class PoolMessages {
     throw contended(messageId);
   }
 
-  /** Times out response contracts whose deadline passed (exactly once, whichever instance gets there). */
-  async timeOutDue(limit = 500): Promise<number> {
-    const due = await this.messages.find({ status: AWAITING, deadline_at: { $lte: this.clock.now() } }, { sort: { deadline_at: 1 }, limit });
-    const done = await Promise.all(due.map((doc) => this.transition(doc, "TIMED_OUT")));
-    const count = done.filter(Boolean).length;
-    if (count > 0) this.log.info({ messages: count }, "run message response contracts timed out");
-    return count;
-  }
-
-  /** The earliest response deadline still pending, if any. */
-  async nextDeadline(): Promise<number | undefined> {
-    return (await this.messages.findOne({ status: AWAITING, deadline_at: { $gt: 0 } }, { sort: { deadline_at: 1 } }))?.deadline_at;
+  /** Times out a response contract whose deadline passed (the deadline sweep found it); false when it had already left DELIVERED. */
+  async timeOut(doc: MessageDoc): Promise<boolean> {
+    return (await this.transition(doc, "TIMED_OUT")) !== undefined;
   }
 
   /** Only a reply that reached someone counts toward a response contract (an EXPIRED or FAILED one does not). */

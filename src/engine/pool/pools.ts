@@ -11,12 +11,12 @@ import { EventFamily, EventKind } from "../../domain/events/kinds.js";
 import { poolEvent } from "../../domain/pool/events.js";
 import type { Member, PoolConfig } from "../../domain/pool/pool.js";
 import { sameConfig } from "../../domain/pool/pool.js";
-import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
+import { type Collection, DuplicateKeyError, type Store } from "../../store/port.js";
 import { checkCursorNotAhead } from "../events/events.js";
-import type { Journal } from "../journal/journal.js";
-import { type JournalDoc, pendingEvent } from "../journal/records.js";
-import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
-import type { PoolHistory } from "./history.js";
+import type { NamespaceJournal } from "../journal/journal.js";
+import { pendingEvent } from "../journal/records.js";
+import { type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
+import type { PoolHistoryView } from "./history.js";
 import { recordEvent } from "./journaling.js";
 import { PoolMembers } from "./members.js";
 import { PoolRecordStream } from "./record-stream.js";
@@ -40,6 +40,7 @@ import {
 /** Most REGISTERED wake conditions a snapshot lists (the oldest). */
 const SNAPSHOT_WAKES = 1000;
 
+/** One namespace's pools (its store is the namespace's view). */
 export class Pools {
   readonly pools: Collection<PoolDoc>;
   readonly members: PoolMembers;
@@ -48,10 +49,10 @@ export class Pools {
 
   constructor(
     store: Store,
-    private readonly journal: Journal,
-    private readonly outbox: Outbox,
+    private readonly journal: NamespaceJournal,
+    private readonly outbox: NamespaceOutbox,
     private readonly clock: Clock,
-    readonly history: PoolHistory,
+    readonly history: PoolHistoryView,
   ) {
     this.pools = store.collection<PoolDoc>(POOLS);
     this.messages = store.collection<MessageDoc>(POOL_MESSAGES);
@@ -59,11 +60,10 @@ export class Pools {
     this.members = new PoolMembers(store, journal, outbox, clock, (poolId) => this.get(poolId));
   }
 
+  /** Registers with the outbox and creates the members' namespace-first indexes (every namespace's). */
   async init(): Promise<void> {
     await this.outbox.register(POOLS);
-    await this.pools.createIndexes([{ key: { deleting: 1 }, name: "pools_being_deleted", partialFilterExpression: { deleting: { $exists: true } } }]);
     await this.members.init();
-    await this.history.init();
   }
 
   /** The pool; NOT_FOUND when there is none (or it is being deleted). */
@@ -134,16 +134,11 @@ export class Pools {
     return pool;
   }
 
-  /** Pools whose deletion began before `before` and is not finished (its process stopped). */
-  unfinishedDeletions(before: number, limit: number): Promise<PoolDoc[]> {
-    return this.pools.find({ deleting: { $lte: before } }, { sort: { deleting: 1 }, limit });
-  }
-
   /** Position of the pool's latest record, and the latest kept record's number (0 when none). */
   async cursor(poolId: string, incarnation: string): Promise<{ cursor: number; sequence: number }> {
     // The journal has a record before the history keeps it; the history has it after retention deleted it from the journal.
     const [journaled, kept] = await Promise.all([
-      this.journal.events.findOne({ pool_id: poolId, family: EventFamily.AGENT_POOL } as Filter<JournalDoc>, { sort: { _id: -1 } }),
+      this.journal.latestOfPool(poolId, EventFamily.AGENT_POOL),
       this.history.last(incarnation),
     ]);
     return { cursor: Math.max(journaled?._id ?? 0, kept?.journal_seq ?? 0), sequence: kept?.seq ?? 0 };

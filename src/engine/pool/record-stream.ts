@@ -10,7 +10,7 @@
  */
 import { EntityKind, notFound } from "../../domain/errors.js";
 import { waitForWake } from "../wake.js";
-import type { PoolHistory } from "./history.js";
+import type { PoolHistoryView } from "./history.js";
 import type { RecordDoc } from "./records.js";
 
 export type RecordFrame = { kind: "record"; record: RecordDoc } | { kind: "caught_up" } | { kind: "heartbeat" };
@@ -42,7 +42,7 @@ export class PoolRecordStream {
   private readonly stopListening: () => void;
 
   constructor(
-    private readonly history: PoolHistory,
+    private readonly history: PoolHistoryView,
     private readonly spec: RecordStreamSpec,
   ) {
     this.lastSeq = spec.afterSeq;

@@ -181,24 +181,37 @@ export const RECORD_INDEXES: IndexSpec[] = [
 
 export const incarnationOf = (pool: PoolDoc): string => pool.incarnation ?? pool._id;
 
+/*
+ * The *_INDEXES lists are a namespace's (created through its view, so each
+ * starts with `ns`); the *_SWEEPER_INDEXES lists are store-wide (deadlines,
+ * repairs and matchers find their work across every namespace, then act in
+ * each document's namespace), kept as they were before namespaces.
+ */
+
 export const MESSAGE_INDEXES: IndexSpec[] = [
   { key: { pool_id: 1, message_id: 1 }, name: "message_id_per_pool", unique: true },
   { key: { pool_id: 1, idempotency_key: 1 }, name: "idempotency_key_per_pool", unique: true },
   // Within one millisecond, by the (sortable, monotonic) id of the event that recorded the send.
   { key: { pool_id: 1, created_at: -1, "first_receipt.event_id": -1 }, name: "recent_messages_in_send_order" },
-  { key: { status: 1, deadline_at: 1 }, name: "response_deadlines" },
 ];
+
+export const MESSAGE_SWEEPER_INDEXES: IndexSpec[] = [{ key: { status: 1, deadline_at: 1 }, name: "response_deadlines" }];
 
 export const WAKE_INDEXES: IndexSpec[] = [
   { key: { pool_id: 1, condition_id: 1 }, name: "condition_id_per_pool", unique: true },
   { key: { pool_id: 1, idempotency_key: 1 }, name: "wake_idempotency_key_per_pool", unique: true },
-  { key: { status: 1, deadline_at: 1 }, name: "wake_deadlines" },
-  { key: { status: 1, scanned: 1, created_at: 1 }, name: "unscanned_wakes" },
   { key: { pool_id: 1, status: 1, created_at: 1 }, name: "pool_wakes_by_status" },
   { key: { pool_id: 1, created_at: 1, condition_id: 1 }, name: "pool_wakes_in_registration_order" },
+];
+
+export const WAKE_SWEEPER_INDEXES: IndexSpec[] = [
+  { key: { status: 1, deadline_at: 1 }, name: "wake_deadlines" },
+  { key: { status: 1, scanned: 1, created_at: 1 }, name: "unscanned_wakes" },
   // A matcher starting up pages through the registered ones by _id (no blocking sort).
   { key: { status: 1, _id: 1 }, name: "wakes_by_status" },
 ];
+
+export const POOL_SWEEPER_INDEXES: IndexSpec[] = [{ key: { deleting: 1 }, name: "pools_being_deleted", partialFilterExpression: { deleting: { $exists: true } } }];
 
 export const configToDoc = (c: PoolConfig): StoredConfig => ({
   required_policy_refs: c.requiredPolicyRefs,

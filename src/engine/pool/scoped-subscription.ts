@@ -24,7 +24,7 @@ import { scopeWakeFilter } from "../../domain/pool/wakes.js";
 import type { Events } from "../events/events.js";
 import type { Subscription, SubscriptionFrame } from "../events/subscription.js";
 import type { EventDoc } from "../journal/records.js";
-import type { PoolHistory } from "./history.js";
+import type { PoolHistoryView } from "./history.js";
 import { notMember, notMemberError } from "./members.js";
 import type { Pools } from "./pools.js";
 import { configFromDoc, type RecordDoc } from "./records.js";
@@ -66,7 +66,7 @@ export class ScopedPoolSubscription {
 
   constructor(
     private readonly events: Events,
-    private readonly history: PoolHistory,
+    private readonly history: PoolHistoryView,
     private readonly command: SubscribePoolCommand,
     private readonly config: PoolConfig,
   ) {

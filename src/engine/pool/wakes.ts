@@ -29,10 +29,9 @@ import { observableRuns } from "../../domain/pool/pool.js";
 import { canWake, MAX_REGISTERED_WAKES_PER_POOL, ResumeInputPolicy, scopeWakeFilter, WAKE_STATUS_EVENT, type WakeRequest, type WakeStatusName } from "../../domain/pool/wakes.js";
 import { type Collection, DuplicateKeyError, type Filter, type Store } from "../../store/port.js";
 import { checkJournalCursor } from "../events/events.js";
-import type { Journal } from "../journal/journal.js";
+import type { NamespaceJournal } from "../journal/journal.js";
 import { type EventDoc, type EventExtras, eventOf } from "../journal/records.js";
-import type { Logger } from "../logger.js";
-import { type Outbox, initialOutbox, withEvents } from "../outbox.js";
+import { type NamespaceOutbox, initialOutbox, withEvents } from "../outbox.js";
 import { recordEvent } from "./journaling.js";
 import { notMemberError } from "./members.js";
 import type { Pools } from "./pools.js";
@@ -40,19 +39,17 @@ import { configFromDoc, POOL_WAKES, registrationOf, storedWakeOf, WAKE_INDEXES, 
 
 /** Events read from the journal at once while scanning for an earlier match. */
 const SCAN_PAGE = 500;
-/** A registration still unscanned this long after it was made lost its registrant; the repair sweep scans it. */
-const UNSCANNED_AFTER_MS = 5_000;
 
+/** One namespace's wake conditions (its store is the namespace's view; matching reads only its events). */
 export class Wakes {
   readonly wakes: Collection<WakeDoc>;
 
   constructor(
     store: Store,
     private readonly pools: Pools,
-    private readonly journal: Journal,
-    private readonly outbox: Outbox,
+    private readonly journal: NamespaceJournal,
+    private readonly outbox: NamespaceOutbox,
     private readonly clock: Clock,
-    private readonly log: Logger,
     /** The journal position every instance's matchers have certainly seen (the local tail's). */
     private readonly livePosition: () => number,
   ) {
@@ -183,24 +180,14 @@ export class Wakes {
     return doc ? (await this.trigger(doc, event, { scanned: true })) !== undefined : false;
   }
 
-  /** Times out registrations whose deadline passed (exactly once, whichever instance gets there). */
-  async timeOutDue(limit = 500): Promise<number> {
-    const due = await this.wakes.find({ status: "REGISTERED", deadline_at: { $lte: this.clock.now() } }, { sort: { deadline_at: 1 }, limit });
-    const done = await Promise.all(due.map((doc) => this.transition(doc, "TIMED_OUT", {})));
-    const count = done.filter(Boolean).length;
-    if (count > 0) this.log.info({ wake_conditions: count }, "wake conditions timed out");
-    return count;
+  /** Times out a registration whose deadline passed (the deadline sweep found it); false when it had already left REGISTERED. */
+  async timeOut(doc: WakeDoc): Promise<boolean> {
+    return (await this.transition(doc, "TIMED_OUT", {})) !== undefined;
   }
 
-  async nextDeadline(): Promise<number | undefined> {
-    return (await this.wakes.findOne({ status: "REGISTERED", deadline_at: { $gt: 0 } }, { sort: { deadline_at: 1 } }))?.deadline_at;
-  }
-
-  /** Finishes registrations whose registrant stopped before scanning the journal for an earlier match. */
-  async repairUnscanned(limit = 100): Promise<number> {
-    const stale = await this.wakes.find({ status: "REGISTERED", scanned: false, created_at: { $lte: this.clock.now() - UNSCANNED_AFTER_MS } }, { sort: { created_at: 1 }, limit });
-    for (const doc of stale) await this.scan(doc);
-    return stale.length;
+  /** Finishes a registration whose registrant stopped before scanning the journal for an earlier match (the repair sweep found it). */
+  async finishScan(doc: WakeDoc): Promise<void> {
+    await this.scan(doc);
   }
 
   /**
@@ -213,11 +200,6 @@ export class Wakes {
     if (!doc.scanned) return false; // the repair sweep finishes unscanned ones
     const { event } = await this.firstMatch(fromPlainFilter(doc.filter), doc.after_seq, await this.journal.writtenHead());
     return event ? (await this.trigger(doc, event, {})) !== undefined : false;
-  }
-
-  /** Registrations still waiting, a page at a time (after the `_id` of the previous page's last), for a matcher starting up. */
-  async registered(afterId: string, limit: number): Promise<WakeDoc[]> {
-    return this.wakes.find({ status: "REGISTERED", _id: { $gt: afterId } }, { sort: { _id: 1 }, limit });
   }
 
   /** The two scans of the module comment; returns the registration as it ends up. */

@@ -563,8 +563,10 @@ export class MemoryCollection<T extends Doc> implements Collection<T> {
     if (!this.indexes.has("_id_") && needsIdIndex(filter, options.sort)) this.buildIdIndex();
     const chosen = plan(filter, options.sort, this.indexes.values());
     // An id plan fetches exactly the documents whose _id the filter's _id
-    // condition names, so only the rest of the filter is left to test.
-    const rest = chosen.kind === "id" ? Object.fromEntries(Object.entries(filter).filter(([field]) => field !== "_id")) : filter;
+    // condition names, and an index plan exactly those whose pinned fields
+    // equal the filter's: only the rest of the filter is left to test.
+    const tested = chosen.kind === "id" ? ["_id"] : chosen.kind === "index" ? chosen.pinned : [];
+    const rest = tested.length === 0 ? filter : Object.fromEntries(Object.entries(filter).filter(([field]) => !tested.includes(field)));
     const query = Object.keys(rest).length === 0 ? undefined : compileFilter(rest);
     const skip = options.skip ?? 0;
     const limit = options.limit && options.limit > 0 ? options.limit : Infinity;

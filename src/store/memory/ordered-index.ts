@@ -60,6 +60,11 @@ function coverage(partial: Record<string, unknown> | undefined): ((doc: Record<s
   };
 }
 
+/** Whether `path` is a proper prefix of `of` (`a` of `a.b`), without building `a.`. */
+function isPrefixPath(path: string, of: string): boolean {
+  return of.length > path.length && of.charCodeAt(path.length) === 46 && of.startsWith(path);
+}
+
 export class OrderedIndex {
   readonly name: string;
   readonly fields: string[];
@@ -101,7 +106,7 @@ export class OrderedIndex {
     if (this.reads === undefined) return true;
     for (const path of paths) {
       for (const field of this.reads) {
-        if (path === field || field.startsWith(`${path}.`) || path.startsWith(`${field}.`)) return true;
+        if (path === field || isPrefixPath(path, field) || isPrefixPath(field, path)) return true;
       }
     }
     return false;

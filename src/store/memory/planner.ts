@@ -21,7 +21,7 @@ export type Plan =
    * `equallyGood` names every index that scored as well as the one chosen
    * (MongoDB's trial runs may pick any of them).
    */
-  | { kind: "index"; index: OrderedIndex; ranges: KeyRange[]; reverse: boolean; sorted: boolean; equallyGood: string[] }
+  | { kind: "index"; index: OrderedIndex; ranges: KeyRange[]; reverse: boolean; sorted: boolean; equallyGood: string[]; pinned: string[] }
   | { kind: "scan" };
 
 type Filter = Record<string, unknown>;
@@ -185,5 +185,7 @@ export function plan(filter: Filter, sort: SortSpec | undefined, indexes: Iterab
     high.push(MAX_KEY);
     return { low, high };
   });
-  return { kind: "index", index, ranges, reverse: best.reverse, sorted: best.sorted, equallyGood };
+  // The leading fields every candidate has exactly (a scalar key, not null, on an index without arrays).
+  const pinned = index.multikey ? [] : index.fields.slice(0, prefix.length).filter((_, i) => prefix[i] !== null && typeof prefix[i] !== "object");
+  return { kind: "index", index, ranges, reverse: best.reverse, sorted: best.sorted, equallyGood, pinned };
 }

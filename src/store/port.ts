@@ -121,8 +121,9 @@ export interface Collection<T extends Doc> {
   /**
    * For each of `values`, the first document in `sort` order among those
    * matching `filter` whose `field` holds that value: at most one per value,
-   * in one round trip (on MongoDB an aggregation that an index on `field`
-   * then the sort fields answers by a seek per value).
+   * in one round trip (on MongoDB an aggregation of one sub-pipeline a
+   * value, each answered by a seek in an index on `field` then the sort
+   * fields; one round trip a 500 values).
    */
   firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]>;
 }

@@ -197,18 +197,27 @@ class MongoBackedCollection<T extends Doc> implements Collection<T> {
   }
 
   async firstOfEach(field: string, values: readonly (string | number)[], filter: Filter<T>, sort: SortSpec): Promise<T[]> {
-    if (values.length === 0) return [];
-    // $sort on the field then the sort fields, $group taking the first: with
-    // an index in that order MongoDB seeks once per value (DISTINCT_SCAN).
-    const pipeline = [
-      { $match: { ...(filter as MongoDocument), [field]: { $in: [...new Set(values)] } } },
-      { $sort: { [field]: 1, ...sort } },
-      { $group: { _id: `$${field}`, first: { $first: "$$ROOT" } } },
-      { $replaceWith: "$first" },
-    ];
-    return fromStored((await guard(this.name, () => this.collection.aggregate(pipeline, this.limit).toArray())) as unknown as T[]);
+    const distinct = [...new Set(values)];
+    const found: T[] = [];
+    // One sub-pipeline a value, each an index seek that takes one document,
+    // joined by $unionWith: a seek per value whatever the index's prefix (a
+    // $group taking $first seeks per value only when MongoDB picks a
+    // DISTINCT_SCAN, which a namespace's `ns` ahead of `field` can prevent).
+    for (let i = 0; i < distinct.length; i += FIRST_OF_EACH_CHUNK) {
+      const [head, ...rest] = distinct.slice(i, i + FIRST_OF_EACH_CHUNK).map((value) => [
+        { $match: { ...(filter as MongoDocument), [field]: value } },
+        { $sort: sort },
+        { $limit: 1 },
+      ]);
+      const pipeline = [...head!, ...rest.map((stages) => ({ $unionWith: { coll: this.name, pipeline: stages } }))];
+      found.push(...fromStored((await guard(this.name, () => this.collection.aggregate(pipeline, this.limit).toArray())) as unknown as T[]));
+    }
+    return found;
   }
 }
+
+/** Values per firstOfEach aggregation: well within MongoDB's 1,000 stages a pipeline. */
+const FIRST_OF_EACH_CHUNK = 500;
 
 function findOptions(options: FindOptions): { sort?: Record<string, 1 | -1>; limit?: number; skip?: number; readConcern?: { level: "local" } } {
   return {

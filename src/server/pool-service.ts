@@ -1,7 +1,8 @@
 /**
  * PoolService: each handler checks its request (domain), calls the engine
- * (the use cases of its caller's namespace) and translates the answer. The two record streams (a run's inbox and
- * WatchPool) read the pool's kept history.
+ * (the use cases of its caller's namespace) and translates the answer. The
+ * two record streams (a run's inbox and WatchPool) read the pool's kept
+ * history.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -48,8 +49,9 @@ export function poolService(engine: Engine, streams: ServerStreams, maxMessageBy
 
   return {
     async openPool(request, context) {
-      const { pool, opened } = await scopeOf(engine, context).pools.open(parsePoolId(request.poolId), parseConfig(request.config));
-      return { snapshot: answers.fitSnapshot(await scopeOf(engine, context).pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
+      const { pools } = scopeOf(engine, context);
+      const { pool, opened } = await pools.open(parsePoolId(request.poolId), parseConfig(request.config));
+      return { snapshot: answers.fitSnapshot(await pools.snapshot(pool._id, parseMaxMessages(0)), formatOf(context)), opened };
     },
 
     async getPool(request, context) {

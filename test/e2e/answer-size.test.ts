@@ -12,10 +12,11 @@ import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/gr
 import { RunDispatchStatus as Status } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventFrameKind, EventKind } from "../../gen/mailroom/v1/event_pb.js";
-import { type ClientProtocol } from "../../src/client/index.js";
-import { createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { ClientProtocol } from "../../src/client/index.js";
+import type { MailroomClients } from "../../src/client/index.js";
 import { claimOne, Frames, refusal, type Refusal, uid } from "../support/mailbox.js";
 import { useServerProcess } from "../support/server-process.js";
+import { testClients } from "../support/e2e-auth.js";
 
 const bytes = (n: number) => new Uint8Array(n).fill(7);
 const payload = (n: number) => ({ data: bytes(n), mediaType: "application/octet-stream" });
@@ -31,7 +32,7 @@ function clientsFor(url: () => string): Array<[string, () => MailroomClients]> {
   const made = new Map<string, MailroomClients>();
   const get = (name: string, protocol: ClientProtocol, binary: boolean) => () => {
     let clients = made.get(name);
-    if (!clients) made.set(name, (clients = createMailroomClients({ baseUrl: url(), protocol, binary })));
+    if (!clients) made.set(name, (clients = testClients({ baseUrl: url(), protocol, binary })));
     return clients;
   };
   return [["gRPC", get("grpc", "grpc", true)], ["Connect JSON", get("json", "connect", false)]];
@@ -175,7 +176,7 @@ describe("with --max-message-bytes 16384, answers holding many records take only
 
 describe("with --max-message-bytes 16384, pools", () => {
   const server = useServerProcess({ args: ["--max-message-bytes", "16384"] });
-  const clients = () => createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+  const clients = () => testClients({ baseUrl: server().url, protocol: "grpc" });
 
   async function poolOf(pools: MailroomClients["pools"], runs: string[]): Promise<string> {
     const poolId = uid("pool");

@@ -7,8 +7,8 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { createMailroomClients } from "../../src/client/index.js";
 import { repoRoot, useServerProcess } from "../support/server-process.js";
+import { e2eCliEnv, testClients } from "../support/e2e-auth.js";
 
 const run = promisify(execFile);
 const cliEntry = ["--import", "tsx", "src/cli.ts"];
@@ -23,7 +23,7 @@ interface CliRun {
 }
 
 async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
-  const environment = { ...process.env, NO_COLOR: undefined, MAILROOM_TOKEN: undefined, MAILROOM_URL: undefined, ...env };
+  const environment = { ...process.env, NO_COLOR: undefined, MAILROOM_TOKEN: undefined, MAILROOM_URL: undefined, ...e2eCliEnv(), ...env };
   return run(process.execPath, [...cliEntry, ...args], { cwd: repoRoot, env: environment as NodeJS.ProcessEnv, timeout: 25_000 }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: typeof error.code === "number" ? error.code : -1, stdout: error.stdout ?? "", stderr: error.stderr ?? "" }),
@@ -116,7 +116,7 @@ describe("the mailroom client commands", () => {
 
     it("pool shows a pool's state and members; members lists them", async () => {
       const poolId = fresh("pool");
-      const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+      const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
       try {
         await clients.pools.openPool({ poolId });
         await clients.pools.joinRun({ poolId, member: { runId: "writer-1", agentId: "writer", topics: ["drafts"] } });
@@ -241,9 +241,9 @@ describe("the mailroom client commands", () => {
 
     it.skipIf(!scriptAvailable())("is on in a terminal, and NO_COLOR turns it off", async () => {
       const command = `${process.execPath} ${cliEntry.join(" ")} enqueue --url ${server().url} --thread ${fresh("thread")}`;
-      const inTerminal = await run("script", ["-qec", command, "/dev/null"], { cwd: repoRoot, env: { ...process.env, NO_COLOR: "" } });
+      const inTerminal = await run("script", ["-qec", command, "/dev/null"], { cwd: repoRoot, env: { ...process.env, ...e2eCliEnv(), NO_COLOR: "" } });
       expect(inTerminal.stdout).toContain("\u001b[36mQUEUED\u001b[39m");
-      const noColour = await run("script", ["-qec", command, "/dev/null"], { cwd: repoRoot, env: { ...process.env, NO_COLOR: "1" } });
+      const noColour = await run("script", ["-qec", command, "/dev/null"], { cwd: repoRoot, env: { ...process.env, ...e2eCliEnv(), NO_COLOR: "1" } });
       expect(noColour.stdout).toMatch(/ QUEUED /);
       expect(noColour.stdout).not.toContain("\u001b[");
     });
@@ -278,7 +278,7 @@ function scriptAvailable(): boolean {
 
 /** `mailroom tail` in the background: resolves `caughtUp` when it says so, `done` when it exits. */
 function startTail(args: string[]): { caughtUp: Promise<void>; done: Promise<CliRun> } {
-  const child: ChildProcess = spawn(process.execPath, [...cliEntry, "tail", ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(process.execPath, [...cliEntry, "tail", ...args], { cwd: repoRoot, env: { ...process.env, ...e2eCliEnv() }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   let onCaughtUp: () => void = () => undefined;

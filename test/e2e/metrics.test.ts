@@ -9,9 +9,9 @@ import { Code } from "@connectrpc/connect";
 import http2 from "node:http2";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
 import { grpcFrame, rawGrpcCall } from "../support/raw-grpc.js";
 import { useServerProcess } from "../support/server-process.js";
+import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 
 /** The value of one sample line, e.g. metric(text, 'mailroom_rpc_calls_total{procedure="x",code="ok"}'). */
 function sample(text: string, series: string): number | undefined {
@@ -20,7 +20,7 @@ function sample(text: string, series: string): number | undefined {
 }
 
 async function scrape(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; type: string | null }> {
-  const response = await fetch(`${url}/metrics`, { headers });
+  const response = await fetch(`${url}/metrics`, { headers: { ...e2eAuthHeaders(), ...headers } });
   return { status: response.status, body: await response.text(), type: response.headers.get("content-type") };
 }
 
@@ -43,7 +43,7 @@ describe("GET /metrics", () => {
   const server = useServerProcess();
 
   it("counts every RPC by procedure and the code the client received", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+    const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
     onTestFinished(() => clients.close());
     const before = (await scrape(server().url)).body;
     await clients.health.check({});
@@ -61,7 +61,7 @@ describe("GET /metrics", () => {
   });
 
   it("shows a server stream as open until it ends", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, protocol: "connect" });
+    const clients = testClients({ baseUrl: server().url, protocol: "connect" });
     onTestFinished(() => clients.close());
     const open = 'mailroom_open_streams{procedure="mailroom.v1.EventService/Subscribe",namespace="default"}';
     const abort = new AbortController();
@@ -78,7 +78,7 @@ describe("GET /metrics", () => {
   });
 
   it("ignores a query string, as scrapers may send one", async () => {
-    const response = await fetch(`${server().url}/metrics?name[]=mailroom_rpc_calls_total`);
+    const response = await fetch(`${server().url}/metrics?name[]=mailroom_rpc_calls_total`, { headers: e2eAuthHeaders() });
     expect(response.status).toBe(200);
     expect(await response.text()).toContain("mailroom_rpc_calls_total");
   });
@@ -88,7 +88,7 @@ describe("GET /metrics", () => {
     onTestFinished(() => session.close());
     const status = (method: string) =>
       new Promise<number>((resolve, reject) => {
-        const request = session.request({ ":method": method, ":path": "/metrics" });
+        const request = session.request({ ":method": method, ":path": "/metrics", ...e2eAuthHeaders() });
         request.on("response", (headers) => resolve(Number(headers[":status"])));
         request.on("error", reject);
         request.end();
@@ -133,7 +133,7 @@ describe("every call is counted and logged with the code its client received", (
   });
 
   it("a stream its client cancels counts as canceled", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+    const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
     onTestFinished(() => clients.close());
     const before = (await scrape(server().url)).body;
     const abort = new AbortController();

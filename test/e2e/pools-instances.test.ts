@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { type AgentPoolRecord, MessageStatus, WakeRegistrationStatus as Wake } from "../../gen/mailroom/v1/pool_pb.js";
-import { type ClientProtocol, createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { ClientProtocol, MailroomClients } from "../../src/client/index.js";
 import { resolveServerConfig } from "../../src/config.js";
 import { startServer } from "../../src/server/server.js";
 import { MongoStore } from "../../src/store/mongo/store.js";
@@ -22,6 +22,7 @@ import { awaitWake, describeRecord, join, newPool, type Pools, poolRecords, pool
 import { type ServerBackend, serverBackends, startServerProcess, useServerProcess } from "../support/server-process.js";
 import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
+import { testClients } from "../support/e2e-auth.js";
 
 interface TwoInstances {
   /** Clients of instance 1 (over gRPC) and of instance 2 (over Connect). */
@@ -30,7 +31,7 @@ interface TwoInstances {
 }
 
 function clientsFor(one: string, two: string): TwoInstances {
-  return { one: createMailroomClients({ baseUrl: one, protocol: "grpc" }), two: createMailroomClients({ baseUrl: two, protocol: "connect" }) };
+  return { one: testClients({ baseUrl: one, protocol: "grpc" }), two: testClients({ baseUrl: two, protocol: "connect" }) };
 }
 
 const timedOutWake = (record: AgentPoolRecord) => record.record.case === "wake" && record.record.value.registration?.status === Wake.TIMED_OUT;
@@ -124,14 +125,14 @@ describe.each(storeBackends({ faults: true }))("an instance started on the $name
     it("a 200 ms wake timeout registered on an instance that stopped before it was due ends TIMED_OUT on the next instance, once", async () => {
       const start = () => startServer(resolveServerConfig({ port: 0 }), { store: store!, logger: captureLog("info").logger, closeStore: false });
       const first = await start();
-      const firstClients = createMailroomClients({ baseUrl: first.url, protocol: "grpc" });
+      const firstClients = testClients({ baseUrl: first.url, protocol: "grpc" });
       const { poolId, runs } = await poolWith(firstClients.pools, { waiter: {} });
       const { registration } = await suspend(firstClients.pools, poolId, runs.waiter.runId, { filter: { kinds: [EventKind.RUN_COMPLETED] }, timeout: ms(200) });
       firstClients.close();
       await first.close();
 
       const next = await start();
-      const nextClients = createMailroomClients({ baseUrl: next.url, protocol: "connect" });
+      const nextClients = testClients({ baseUrl: next.url, protocol: "connect" });
       try {
         expect((await awaitWake(nextClients.pools, poolId, registration.conditionId)).at(-1)?.status).toBe(Wake.TIMED_OUT);
         expect((await poolRecords(nextClients.pools, poolId)).filter(timedOutWake)).toHaveLength(1);
@@ -183,7 +184,7 @@ describe.each(serverBackends())("persisted pool deadlines across a server restar
     /** Runs `use` against a server process of its own on the shared database, then stops it with SIGTERM. */
     const withServer = async <T>(protocol: ClientProtocol, use: (pools: Pools) => Promise<T>): Promise<T> => {
       const server = await startServerProcess({ backend: store });
-      const clients = createMailroomClients({ baseUrl: server.url, protocol });
+      const clients = testClients({ baseUrl: server.url, protocol });
       try {
         return await use(clients.pools);
       } finally {

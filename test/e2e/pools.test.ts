@@ -13,7 +13,6 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import { EntityKind } from "../../gen/mailroom/v1/common_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { MessageStatus } from "../../gen/mailroom/v1/pool_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
 import { ManualClock } from "../../src/domain/clock.js";
 import { drainStream, isolated, ms, protocols, refusal, uid, useClients } from "../support/mailbox.js";
 import { type GrpcJsPoolRefusal, type GrpcJsPools, grpcJsPools } from "../support/pools-grpc-js.js";
@@ -39,6 +38,7 @@ import {
 import { serverBackends, useServerProcess } from "../support/server-process.js";
 import { useInProcessServers } from "../support/in-process-servers.js";
 import { storeBackends } from "../support/stores.js";
+import { testClients } from "../support/e2e-auth.js";
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -495,7 +495,7 @@ describe.each(storeBackends())("an in-process server whose clock stands still, o
     const running = useInProcessServers(backend, { engine: { clock, background: false }, logLevel: "warn" });
 
     it("messages sent within one millisecond, with ids of their senders' choosing, are listed oldest first, and the most recent are kept when truncated", async () => {
-      const { pools, close } = createMailroomClients({ baseUrl: running().servers[0]!.url, protocol: "grpc" });
+      const { pools, close } = testClients({ baseUrl: running().servers[0]!.url, protocol: "grpc" });
       onTestFinished(close);
       const { poolId, runs } = await poolWith(pools, { a: {}, b: {} });
       const ids = ["m-c", "m-a", "m-d", "m-b"];

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { repoRoot, useServerProcess } from "../support/server-process.js";
+import { e2eCliEnv } from "../support/e2e-auth.js";
 
 const python = "/usr/bin/python3";
 const script = join(repoRoot, "test/e2e/python/check_mailroom.py");
@@ -60,7 +61,7 @@ describe.skipIf(missing !== undefined)("the generated Python grpcio client (clie
     // -B: no __pycache__ left in the work tree.
     const args = ["-B", script, "--url", server().url, scenario];
     // The script's calls have 10-second deadlines; this timeout only guards against a hung interpreter.
-    const result = await runFile(python, args, { cwd: repoRoot, timeout: 25_000 }).then(
+    const result = await runFile(python, args, { cwd: repoRoot, env: { ...process.env, ...e2eCliEnv() }, timeout: 25_000 }).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
       (error: { code?: number | null; stdout?: string; stderr?: string }) => ({
         code: typeof error.code === "number" ? error.code : null,

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { fileDescriptorSet, openReflection, type ReflectionSession, type ReflectionVersion } from "../support/grpc-js-reflection.js";
 import { repoRoot, useServerProcess } from "../support/server-process.js";
+import { e2eAuthHeaders, grpcJsClientOptions } from "../support/e2e-auth.js";
 
 const run = promisify(execFile);
 const TOKEN = "reflection-t0ken";
@@ -22,7 +23,10 @@ const reflectionServices = ["grpc.reflection.v1.ServerReflection", "grpc.reflect
 
 /** `buf curl` with no schema: it asks the server by reflection. Runs outside the repository, so no proto file is near. */
 async function bufCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(join(repoRoot, "node_modules/.bin/buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args], { cwd: tmpdir() }).then(
+  // The suites' token (to reflection too), unless the call sends its own.
+  const own = args.some((arg) => /^authorization:/i.test(arg));
+  const auth = own ? [] : Object.entries(e2eAuthHeaders()).flatMap(([name, value]) => ["-H", `${name}: ${value}`, "--reflect-header", `${name}: ${value}`]);
+  return run(join(repoRoot, "node_modules/.bin/buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...auth, ...args], { cwd: tmpdir() }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: error.code ?? -1, stdout: error.stdout ?? "", stderr: error.stderr ?? "" }),
   );
@@ -86,9 +90,9 @@ describe("server reflection, asked by @grpc/grpc-js (an independent gRPC impleme
       const files = answer.fileDescriptorResponse?.fileDescriptorProto ?? [];
       const definition = protoLoader.loadFileDescriptorSetFromBuffer(fileDescriptorSet(files), { keepCase: true, defaults: true, enums: String });
       const Mailbox = grpc.loadPackageDefinition(definition).mailroom as unknown as {
-        v1: { MailboxService: new (target: string, credentials: grpc.ChannelCredentials) => grpc.Client & Record<string, grpc.requestCallback<unknown> & CallableFunction> };
+        v1: { MailboxService: new (target: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => grpc.Client & Record<string, grpc.requestCallback<unknown> & CallableFunction> };
       };
-      const client = new Mailbox.v1.MailboxService(target(), grpc.credentials.createInsecure());
+      const client = new Mailbox.v1.MailboxService(target(), grpc.credentials.createInsecure(), grpcJsClientOptions());
       try {
         const reply = await new Promise<{ dispatch: { thread_id: string; status: string } }>((resolve, reject) =>
           (client as unknown as { Enqueue: (request: object, callback: (error: Error | null, reply: unknown) => void) => void }).Enqueue(

@@ -11,13 +11,14 @@ import { DispatchSignalReason } from "../../gen/mailroom/v1/dispatch_pb.js";
 import { ErrorReason } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { WakeRegistrationStatus as Wake } from "../../gen/mailroom/v1/pool_pb.js";
-import { createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { MailroomClients } from "../../src/client/index.js";
 import type { Store } from "../../src/store/port.js";
 import { FaultStore } from "../support/fault-store.js";
 import { useInProcessServers } from "../support/in-process-servers.js";
 import { enqueue, ms, refusal, signalOf, uid, watchSignals } from "../support/mailbox.js";
 import { awaitWake, poolWith, suspend } from "../support/pools.js";
 import { storeBackends } from "../support/stores.js";
+import { testClients } from "../support/e2e-auth.js";
 
 const STORE_TIMEOUT_MS = 200;
 
@@ -34,7 +35,7 @@ describe.each(storeBackends())("a server on a $name store that stops answering s
     );
     let clients: MailroomClients;
     beforeAll(() => {
-      clients = createMailroomClients({ baseUrl: running().servers[0]!.url, protocol: "grpc" });
+      clients = testClients({ baseUrl: running().servers[0]!.url, protocol: "grpc" });
     });
     afterAll(() => clients?.close());
 

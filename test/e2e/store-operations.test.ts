@@ -5,14 +5,14 @@
  * RPC's store work shows up is the contract asserted here.
  */
 import { describe, expect, it, onTestFinished } from "vitest";
-import { createMailroomClients } from "../../src/client/index.js";
 import { serverBackends, useServerProcess } from "../support/server-process.js";
+import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 
 const SERIES = "mailroom_store_operations_total";
 
 /** Every store-operations sample of a scrape, keyed by its labels. */
 async function storeOperations(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+  const text = await (await fetch(`${url}/metrics`, { headers: e2eAuthHeaders() })).text();
   const out = new Map<string, number>();
   for (const line of text.split("\n")) {
     const match = /^mailroom_store_operations_total\{collection="([^"]*)",operation="([^"]*)"\} (\S+)$/.exec(line);
@@ -35,7 +35,7 @@ describe.each(serverBackends())("store operations on /metrics, $name backend", (
 
   describe.skipIf(!backend.available)("mailroom_store_operations_total", () => {
     it("is exported from start-up, by collection and operation", async () => {
-      const text = await (await fetch(`${server().url}/metrics`)).text();
+      const text = await (await fetch(`${server().url}/metrics`, { headers: e2eAuthHeaders() })).text();
       expect(text).toContain(`# TYPE ${SERIES} counter`);
       const counts = await storeOperations(server().url);
       // Start-up creates the dispatch collection's indexes and the health monitor pings.
@@ -44,7 +44,7 @@ describe.each(serverBackends())("store operations on /metrics, $name backend", (
     });
 
     it("grows with each step of enqueue -> claim -> ack, and never goes down", async () => {
-      const clients = createMailroomClients({ baseUrl: server().url, protocol: "grpc" });
+      const clients = testClients({ baseUrl: server().url, protocol: "grpc" });
       onTestFinished(() => clients.close());
       const threadId = `store-ops-${backend.name}-${Date.now()}`;
 

@@ -22,11 +22,12 @@ import { EventKind } from "../../gen/mailroom/v1/event_pb.js";
 import { LiveDeliveryOutcome } from "../../gen/mailroom/v1/live_pb.js";
 import { OpenLiveChannelRequestSchema, WatchDispatchSignalsRequestSchema } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { AwaitWakeRequestSchema, ReceiveMessagesRequestSchema, WatchPoolRequestSchema } from "../../gen/mailroom/v1/pool_service_pb.js";
-import { createMailroomClients, type MailroomClients } from "../../src/client/index.js";
+import type { MailroomClients } from "../../src/client/index.js";
 import { say, uid, until } from "../support/mailbox.js";
 import { body, poolWith, suspend, toRun } from "../support/pools.js";
 import { grpcFrame } from "../support/raw-grpc.js";
 import { useServerProcess } from "../support/server-process.js";
+import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 
 /** Unread streams per case: each on its own connection. */
 const STREAMS = 8;
@@ -39,7 +40,7 @@ function sample(text: string, series: string): number {
 }
 
 async function metrics(url: string): Promise<string> {
-  return (await fetch(`${url}/metrics`)).text();
+  return (await fetch(`${url}/metrics`, { headers: e2eAuthHeaders() })).text();
 }
 
 const openStreams = (procedure: string) => `mailroom_open_streams{procedure="${procedure}",namespace="default"}`;
@@ -53,7 +54,7 @@ const canceled = (procedure: string) => `mailroom_rpc_calls_total{procedure="${p
 async function unreadStream<D extends DescMessage>(url: string, procedure: string, schema: D, request: MessageInitShape<D>): Promise<{ session: http2.ClientHttp2Session; stream: http2.ClientHttp2Stream }> {
   const session = http2.connect(url, { settings: { initialWindowSize: 0 } });
   session.on("error", () => undefined);
-  const stream = session.request({ ":method": "POST", ":path": `/${procedure}`, "content-type": "application/grpc+proto", te: "trailers" });
+  const stream = session.request({ ":method": "POST", ":path": `/${procedure}`, "content-type": "application/grpc+proto", te: "trailers", ...e2eAuthHeaders() });
   stream.on("error", () => undefined);
   stream.end(grpcFrame(toBinary(schema, create(schema, request))));
   await new Promise<void>((resolve, reject) => {
@@ -167,7 +168,7 @@ describe("a server stream ends and releases what it holds once its client is gon
 
     it.each(Object.entries(leave))("a client that %s", async (_how, gone) => {
       const url = server().url;
-      const clients = createMailroomClients({ baseUrl: url, protocol: "grpc" });
+      const clients = testClients({ baseUrl: url, protocol: "grpc" });
       onTestFinished(() => clients.close());
       const world = await makeWorld(clients);
       const before = await metrics(url);
@@ -204,12 +205,13 @@ describe("over HTTP/1.1 (the Connect protocol), a stream whose client stopped re
       socket.destroy();
     });
     socket.on("error", () => undefined);
-    socket.write(`POST /mailroom.v1.EventService/Subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${body.length}\r\n\r\n`);
+    const authorization = Object.entries(e2eAuthHeaders()).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+    socket.write(`POST /mailroom.v1.EventService/Subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\n${authorization}Content-Length: ${body.length}\r\n\r\n`);
     socket.write(body);
     // The response head means the stream is registered; from then on nothing is read.
     await new Promise((resolve) => socket.once("data", resolve));
     socket.pause();
-    const clients = createMailroomClients({ baseUrl: url, protocol: "grpc" });
+    const clients = testClients({ baseUrl: url, protocol: "grpc" });
     onTestFinished(() => clients.close());
     // Far more than the sockets' buffers hold, so the server's writes wait for the client.
     const data = new Uint8Array(64 * 1024);

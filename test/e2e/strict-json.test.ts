@@ -6,9 +6,9 @@
  */
 import http2 from "node:http2";
 import { describe, expect, it } from "vitest";
-import { createMailroomClients } from "../../src/client/index.js";
 import { uid } from "../support/mailbox.js";
 import { type ServerProcess, useServerProcess } from "../support/server-process.js";
+import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 
 interface ConnectErrorBody {
   code: string;
@@ -18,7 +18,7 @@ interface ConnectErrorBody {
 
 /** A Connect unary call with a JSON body; the status and the decoded body. */
 async function postJson(server: ServerProcess, path: string, body: string): Promise<{ status: number; body: ConnectErrorBody & Record<string, unknown> }> {
-  const reply = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+  const reply = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...e2eAuthHeaders() }, body });
   return { status: reply.status, body: (await reply.json()) as ConnectErrorBody & Record<string, unknown> };
 }
 
@@ -31,7 +31,7 @@ function grpcJson(baseUrl: string, path: string, json: string): Promise<{ status
   return new Promise((resolve, reject) => {
     const session = http2.connect(baseUrl);
     session.on("error", reject);
-    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+json", te: "trailers" });
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+json", te: "trailers", ...e2eAuthHeaders() });
     let headers: http2.IncomingHttpHeaders = {};
     stream.on("response", (received) => (headers = received));
     const finish = (trailers: http2.IncomingHttpHeaders) => {
@@ -87,7 +87,7 @@ describe("Connect JSON refuses what it does not understand", () => {
     const body = Buffer.from(JSON.stringify({ all: {}, stat: "LATEST" }));
     const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
     envelope.writeUInt32BE(body.length, 1);
-    const reply = await fetch(`${server().url}/mailroom.v1.EventService/Subscribe`, { method: "POST", headers: { "content-type": "application/connect+json" }, body: envelope });
+    const reply = await fetch(`${server().url}/mailroom.v1.EventService/Subscribe`, { method: "POST", headers: { "content-type": "application/connect+json", ...e2eAuthHeaders() }, body: envelope });
     const bytes = Buffer.from(await reply.arrayBuffer());
     // The end-of-stream frame (flag 2) carries the error as JSON.
     const end = JSON.parse(bytes.subarray(5).toString("utf8")) as { error: ConnectErrorBody };
@@ -101,7 +101,7 @@ describe("Connect JSON refuses what it does not understand", () => {
   });
 
   it("still answers typed JSON clients", async () => {
-    const clients = createMailroomClients({ baseUrl: server().url, protocol: "connect", binary: false });
+    const clients = testClients({ baseUrl: server().url, protocol: "connect", binary: false });
     try {
       const { dispatch } = await clients.mailbox.enqueue({ dispatch: { threadId: uid("typed"), priority: 250 } });
       expect(dispatch?.priority).toBe(250);

@@ -362,16 +362,16 @@ describe("start-up", () => {
   });
 
   it("refuses another interface than loopback without authentication, unless --insecure-no-auth", async () => {
-    const refused = await runCliToExit({ args: ["--host", "0.0.0.0"] });
+    const refused = await runCliToExit({ args: ["--host", "0.0.0.0"], withoutAuth: true });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/--host 0\.0\.0\.0 is reachable from other machines.*--insecure-no-auth/);
-    const server = await startServerProcess({ args: ["--host", "0.0.0.0", "--insecure-no-auth"] });
+    const server = await startServerProcess({ args: ["--host", "0.0.0.0", "--insecure-no-auth"], withoutAuth: true });
     await server.stop();
   });
 });
 
 describe("without credentials configured, on loopback", () => {
-  const server = useServerProcess();
+  const server = useServerProcess({ withoutAuth: true });
 
   it("every caller is admin of namespace default", async () => {
     const clients = clientsWith(server().url, undefined);

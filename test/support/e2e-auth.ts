@@ -2,8 +2,10 @@
  * End-to-end suites with authentication on: with MAILROOM_TEST_AUTH=1 every
  * server the suites start (process or in-process) gets an auth file of one
  * principal holding every role in namespace `default`, and every client the
- * suites make sends its bearer token. `npm run test:auth-on` runs the
- * mailbox and events suites so; without the variable nothing changes.
+ * suites make sends its bearer token (the helpers below, for generated
+ * clients, hand-made requests, the CLI and grpc-js). `npm run test:auth-on`
+ * runs every end-to-end suite so; a test of running without credentials
+ * says so (`withoutAuth`). Without the variable nothing changes.
  */
 import * as grpc from "@grpc/grpc-js";
 import { createHash, randomBytes } from "node:crypto";
@@ -50,4 +52,21 @@ export function grpcJsClientOptions(): grpc.ClientOptions {
         }),
     ],
   };
+}
+
+/** Headers of a hand-made request (fetch, raw HTTP/2, curl): the suites' bearer token when authentication is on. */
+export function e2eAuthHeaders(): Record<string, string> {
+  return e2eAuth ? { authorization: `Bearer ${e2eAuth.token}` } : {};
+}
+
+/** Environment of a `mailroom` client command: MAILROOM_TOKEN when authentication is on. */
+export function e2eCliEnv(): Record<string, string> {
+  return e2eAuth ? { MAILROOM_TOKEN: e2eAuth.token } : {};
+}
+
+/** Metadata of a @grpc/grpc-js call: the suites' bearer token when authentication is on. */
+export function e2eGrpcMetadata(): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  if (e2eAuth) metadata.set("authorization", `Bearer ${e2eAuth.token}`);
+  return metadata;
 }

@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { join } from "node:path";
 import { repoRoot } from "./server-process.js";
+import { e2eGrpcMetadata } from "./e2e-auth.js";
 
 export type ReflectionVersion = "v1" | "v1alpha";
 
@@ -36,7 +37,7 @@ export interface ReflectionSession {
   close(): void;
 }
 
-export function openReflection(target: string, version: ReflectionVersion, metadata = new grpc.Metadata()): ReflectionSession {
+export function openReflection(target: string, version: ReflectionVersion, metadata = e2eGrpcMetadata()): ReflectionSession {
   const definition = protoLoader.loadSync(`grpc/reflection/${version}/reflection.proto`, {
     includeDirs: [join(repoRoot, "proto")],
     oneofs: true,

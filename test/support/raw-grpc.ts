@@ -6,7 +6,7 @@
 import http2 from "node:http2";
 import { expect } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { createMailroomClients } from "../../src/client/index.js";
+import { e2eAuthHeaders, testClients } from "./e2e-auth.js";
 import type { ServerProcess } from "./server-process.js";
 
 /** A length-prefixed gRPC message frame around `payload` (flags 1 = compressed). */
@@ -22,7 +22,7 @@ export function rawGrpcCall(baseUrl: string, path: string, body: Buffer, headers
   return new Promise((resolve, reject) => {
     const session = http2.connect(baseUrl);
     session.on("error", reject);
-    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers", ...headers });
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers", ...e2eAuthHeaders(), ...headers });
     stream.on("error", reject);
     let received: http2.IncomingHttpHeaders = {};
     const settle = (all: http2.IncomingHttpHeaders) => {
@@ -45,7 +45,7 @@ export function rawGrpcCall(baseUrl: string, path: string, body: Buffer, headers
 
 /** The server still answers a Health.Check over a new connection, and has logged no error. */
 export async function stillServing(server: ServerProcess): Promise<void> {
-  const clients = createMailroomClients({ baseUrl: server.url, protocol: "grpc" });
+  const clients = testClients({ baseUrl: server.url, protocol: "grpc" });
   try {
     expect((await clients.health.check({})).status).toBe(ServingStatus.SERVING);
   } finally {

@@ -84,6 +84,11 @@ export interface StartOptions {
   env?: Record<string, string | undefined>;
   /** What runs `serve`: `node --import tsx src/cli.ts` unless given, e.g. ["bin/mailroom.js"]. */
   entry?: string[];
+  /**
+   * Serve without credentials even when the suites run with authentication
+   * on (MAILROOM_TEST_AUTH=1): for tests of running without them.
+   */
+  withoutAuth?: boolean;
 }
 
 const children = new Set<ChildProcess>();
@@ -105,7 +110,7 @@ function spawnCli(options: StartOptions): ChildProcess {
   const entry = options.entry ?? ["--import", "tsx", "src/cli.ts"];
   // A free port unless the test chooses one (by flag or by environment).
   const port = options.args?.includes("--port") || options.env?.MAILROOM_PORT !== undefined ? [] : ["--port", "0"];
-  const auth = e2eAuthArgs(options.args ?? [], options.env ?? {});
+  const auth = options.withoutAuth ? [] : e2eAuthArgs(options.args ?? [], options.env ?? {});
   const child = spawn(process.execPath, [...entry, "serve", ...port, ...auth, ...backend.args, ...(options.args ?? [])], {
     cwd: repoRoot,
     env,

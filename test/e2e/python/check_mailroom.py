@@ -32,6 +32,9 @@ from mailroom.v1 import errors_pb2, mailbox_service_pb2, mailbox_service_pb2_grp
 
 # Long enough for a slow CI machine, short enough that a missing frame fails the test rather than hanging it.
 CALL_TIMEOUT_SECONDS = 10
+# The bearer token, when the server requires one (the suites with authentication on set it).
+_TOKEN = os.environ.get("MAILROOM_TOKEN")
+CALL_METADATA = [("authorization", f"Bearer {_TOKEN}")] if _TOKEN else None
 _last_step = "(none)"
 
 
@@ -88,8 +91,8 @@ class MailroomClient:
 
 
 def request(method: Callable[..., Any], request_class: type, **fields: Any) -> Any:
-    """Calls a stub method with a request built from its fields (sub-messages as dicts) and the call timeout."""
-    return method(request_class(**fields), timeout=CALL_TIMEOUT_SECONDS)
+    """Calls a stub method with a request built from its fields (sub-messages as dicts), the call timeout and the token."""
+    return method(request_class(**fields), timeout=CALL_TIMEOUT_SECONDS, metadata=CALL_METADATA)
 
 
 def mailbox(client: MailroomClient) -> None:

@@ -29,8 +29,8 @@ import { type DispatchDoc, toRunDispatch } from "../engine/mailbox/records.js";
 // Placeholders at their largest: ids of quotes (256 bytes, 512 escaped in JSON), the last instant a timestamp can name.
 const WIDEST_ID = '"'.repeat(MAX_ID_BYTES);
 const GENERATED_ID = "0".repeat(36);
-/** Length of the longest next_page_token a listing issues (after the widest id). */
-const WIDEST_TOKEN_LENGTH = pageTokenAfter(WIDEST_ID).length;
+/** The longest next_page_token a listing issues (after the widest id). */
+const WIDEST_TOKEN = pageTokenAfter(WIDEST_ID);
 /**
  * Room for what the server itself may write into last_error without a
  * client's say (e.g. "thread interrupted while enqueuing (epoch 3 -> 4)").
@@ -134,7 +134,7 @@ export class DispatchAnswers {
       termination: { kind: 1, detail: "x".repeat(MAX_REASON_BYTES) },
       payload: { data: new Uint8Array(limits.maxPayloadBytes), mediaType: WIDEST_ID },
     });
-    this.anyDispatchFits = this.limit.measure(RunDispatchSchema, largest, this.aloneOverhead + WIDEST_TOKEN_LENGTH).fits;
+    this.anyDispatchFits = this.limit.measure(RunDispatchSchema, largest, this.aloneOverhead + WIDEST_TOKEN.length).fits;
     // Field names, framing and the widest numbers, timestamps and token, with no text: ids as one character each.
     this.bareBound = this.limit.largestSize(RunDispatchSchema, asServed({ dispatchId: "x", threadId: "x", runId: "x", claimToken: `ct_${"0".repeat(32)}`, termination: { kind: 1 }, payload: { data: new Uint8Array(0) } })) + ENTRY_FRAMING;
     this.widestListed = this.limit.largestSize(RunDispatchSchema, largest) + ENTRY_FRAMING;
@@ -149,7 +149,7 @@ export class DispatchAnswers {
   checkEnqueue(commands: readonly EnqueueCommand[], field: (i: number) => string, batch?: WireFormat): void {
     // Surely fitting, without encoding anything (the common case): each alone, and all in one answer.
     const bounds = commands.map((command) => this.bareBound + textBound(command.dispatchId ?? GENERATED_ID, command.threadId, command.runId ?? GENERATED_ID, command.agentId, command.dedupeKey, SERVER_TEXT, command.payload?.mediaType) + bytesBound(command.payload?.data.length ?? 0));
-    const aloneFits = bounds.every((bound) => bound + this.aloneOverhead + WIDEST_TOKEN_LENGTH <= this.limit.maxBytes);
+    const aloneFits = bounds.every((bound) => bound + this.aloneOverhead + WIDEST_TOKEN.length <= this.limit.maxBytes);
     if (aloneFits && (batch === undefined || bounds.reduce((a, b) => a + b, 64) <= this.limit.maxBytes)) return;
     const results = commands.map((command, i) => {
       const served = asServed({
@@ -223,7 +223,7 @@ export class DispatchAnswers {
 
   /** A list page's budget in the call's encoding: its bytes, and each dispatch's share of them. */
   listBudget(format: WireFormat): { maxBytes: number; sizeOf: (doc: DispatchDoc) => number } {
-    const overhead = this.limit.sizeIn(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { nextPageToken: pageTokenAfter(WIDEST_ID) }), format);
+    const overhead = this.limit.sizeIn(ListDispatchesResponseSchema, create(ListDispatchesResponseSchema, { nextPageToken: WIDEST_TOKEN }), format);
     return {
       maxBytes: this.limit.maxBytes - overhead,
       sizeOf: (doc) => this.limit.sizeIn(RunDispatchSchema, toRunDispatch(doc), format) + ENTRY_FRAMING,

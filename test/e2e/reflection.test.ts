@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { fileDescriptorSet, openReflection, type ReflectionSession, type ReflectionVersion } from "../support/grpc-js-reflection.js";
 import { repoRoot, useServerProcess } from "../support/server-process.js";
-import { e2eAuthHeaders, grpcJsClientOptions } from "../support/e2e-auth.js";
+import { e2eAuthHeaderLines, grpcJsClientOptions } from "../support/e2e-auth.js";
 
 const run = promisify(execFile);
 const TOKEN = "reflection-t0ken";
@@ -24,8 +24,7 @@ const reflectionServices = ["grpc.reflection.v1.ServerReflection", "grpc.reflect
 /** `buf curl` with no schema: it asks the server by reflection. Runs outside the repository, so no proto file is near. */
 async function bufCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   // The suites' token (to reflection too), unless the call sends its own.
-  const own = args.some((arg) => /^authorization:/i.test(arg));
-  const auth = own ? [] : Object.entries(e2eAuthHeaders()).flatMap(([name, value]) => ["-H", `${name}: ${value}`, "--reflect-header", `${name}: ${value}`]);
+  const auth = e2eAuthHeaderLines(args).flatMap((line) => ["-H", line, "--reflect-header", line]);
   return run(join(repoRoot, "node_modules/.bin/buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...auth, ...args], { cwd: tmpdir() }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: error.code ?? -1, stdout: error.stdout ?? "", stderr: error.stderr ?? "" }),

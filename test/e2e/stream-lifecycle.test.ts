@@ -27,7 +27,7 @@ import { say, uid, until } from "../support/mailbox.js";
 import { body, poolWith, suspend, toRun } from "../support/pools.js";
 import { grpcFrame } from "../support/raw-grpc.js";
 import { useServerProcess } from "../support/server-process.js";
-import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
+import { e2eAuthHeaderLines, e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 
 /** Unread streams per case: each on its own connection. */
 const STREAMS = 8;
@@ -205,7 +205,7 @@ describe("over HTTP/1.1 (the Connect protocol), a stream whose client stopped re
       socket.destroy();
     });
     socket.on("error", () => undefined);
-    const authorization = Object.entries(e2eAuthHeaders()).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+    const authorization = e2eAuthHeaderLines().map((line) => `${line}\r\n`).join("");
     socket.write(`POST /mailroom.v1.EventService/Subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\n${authorization}Content-Length: ${body.length}\r\n\r\n`);
     socket.write(body);
     // The response head means the stream is registered; from then on nothing is read.

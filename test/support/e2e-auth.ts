@@ -59,6 +59,12 @@ export function e2eAuthHeaders(): Record<string, string> {
   return e2eAuth ? { authorization: `Bearer ${e2eAuth.token}` } : {};
 }
 
+/** The same as header lines (`name: value`), for curl-like tools; none when `given` already has an authorization line. */
+export function e2eAuthHeaderLines(given: readonly string[] = []): string[] {
+  if (given.some((line) => /^authorization:/i.test(line))) return [];
+  return Object.entries(e2eAuthHeaders()).map(([name, value]) => `${name}: ${value}`);
+}
+
 /** Environment of a `mailroom` client command: MAILROOM_TOKEN when authentication is on. */
 export function e2eCliEnv(): Record<string, string> {
   return e2eAuth ? { MAILROOM_TOKEN: e2eAuth.token } : {};

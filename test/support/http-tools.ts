@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { repoRoot } from "./server-process.js";
-import { e2eAuthHeaders } from "./e2e-auth.js";
+import { e2eAuthHeaderLines } from "./e2e-auth.js";
 
 const run = promisify(execFile);
 
@@ -29,9 +29,7 @@ export async function curlConnect(
   if (options.http1) args.push("--http1.1");
   if (options.cacert) args.push("--cacert", options.cacert);
   // The suites' token, unless the call sends its own.
-  const own = (options.headers ?? []).some((header) => /^authorization:/i.test(header));
-  if (!own) for (const [name, value] of Object.entries(e2eAuthHeaders())) args.push("-H", `${name}: ${value}`);
-  for (const header of options.headers ?? []) args.push("-H", header);
+  for (const header of [...e2eAuthHeaderLines(options.headers), ...(options.headers ?? [])]) args.push("-H", header);
   // The status line goes last, after a marker no JSON body contains.
   args.push("--write-out", "\n@@%{http_code} %{http_version}", `${baseUrl}${path}`);
   const { stdout } = await run("curl", args);
@@ -44,7 +42,7 @@ export async function curlConnect(
 export async function bufCurlGrpc(baseUrl: string, path: string, body: string): Promise<unknown> {
   const { stdout } = await run(
     join(repoRoot, "node_modules/.bin/buf"),
-    ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--schema", "proto", ...Object.entries(e2eAuthHeaders()).flatMap(([name, value]) => ["-H", `${name}: ${value}`]), "--data", body, `${baseUrl}${path}`],
+    ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--schema", "proto", ...e2eAuthHeaderLines().flatMap((line) => ["-H", line]), "--data", body, `${baseUrl}${path}`],
     { cwd: repoRoot },
   );
   return JSON.parse(stdout);

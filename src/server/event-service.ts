@@ -56,6 +56,9 @@ function batchBudget(maxMessageBytes: number): number {
   return Math.min(1024 * 1024, Math.floor(maxMessageBytes / 2));
 }
 
+/** The most one-frame responses a stream without batching takes from its subscription for one write. */
+const COALESCED_FRAMES = 64;
+
 const FRAME_FIELD = SubscribeResponseSchema.field.frame.number;
 const FRAMES_FIELD = SubscribeResponseSchema.field.frames.number;
 
@@ -66,6 +69,13 @@ const FRAMES_FIELD = SubscribeResponseSchema.field.frames.number;
  * batching, a response takes what the subscription has ready, up to
  * `max_frames_per_message` frames and the batch budget; frames beyond the
  * budget go first in the next response.
+ *
+ * Without batching, a binary stream still takes what is ready (up to
+ * COALESCED_FRAMES and the budget) and hands it over as consecutive
+ * one-frame responses in one write: the client reads exactly the messages it
+ * asked for, each event in its own response, while the server pays one write
+ * (and one pull from the subscription) for all of them. A subscriber that
+ * keeps up has one frame ready at a time and gets it at once, as before.
  */
 class SubscribeSource implements StreamSource<SubscribeResponse> {
   private carried: SubscriptionFrame[] = [];
@@ -99,28 +109,40 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
     return response;
   }
 
-  /** The next response of a binary stream, encoded and enveloped, without making a message: each frame's field is written after its tag. */
+  /**
+   * The next responses of a binary stream, encoded and enveloped, without
+   * making messages (each frame's field is written after its tag): one
+   * response of up to `max_frames_per_message` frames when batched, else one
+   * response a frame for every frame that is ready.
+   */
   async nextEnveloped(): Promise<Uint8Array | undefined> {
-    const frames = await this.nextFrames();
+    const frames = await this.nextFrames(this.batched ? this.command.maxFramesPerMessage : COALESCED_FRAMES);
     if (!frames) return undefined;
     const fields = this.fields(frames);
+    const perResponse = this.batched ? fields.length : 1;
     let length = 0;
     for (const field of fields) length += 1 + field.byteLength;
-    const bytes = new Uint8Array(ENVELOPE_HEADER + length);
-    new DataView(bytes.buffer).setUint32(1, length);
-    let at = ENVELOPE_HEADER;
+    const bytes = new Uint8Array((fields.length / perResponse) * ENVELOPE_HEADER + length);
+    const view = new DataView(bytes.buffer);
     const tag = (this.field << 3) | WireType.LengthDelimited;
-    for (const field of fields) {
-      bytes[at++] = tag;
-      bytes.set(field, at);
-      at += field.byteLength;
+    let at = 0;
+    for (let first = 0; first < fields.length; first += perResponse) {
+      const envelope = at;
+      at += ENVELOPE_HEADER;
+      for (let i = first; i < first + perResponse; i++) {
+        const field = fields[i]!;
+        bytes[at++] = tag;
+        bytes.set(field, at);
+        at += field.byteLength;
+      }
+      view.setUint32(envelope + 1, at - envelope - ENVELOPE_HEADER);
     }
     return bytes;
   }
 
-  /** Frames for the next response: those carried over, else what the subscription has; undefined once it ended. */
-  private async nextFrames(): Promise<SubscriptionFrame[] | undefined> {
-    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(this.command.maxFramesPerMessage, this.command.heartbeatMs, this.signal);
+  /** Frames for the next response(s): those carried over, else what the subscription has (up to `max`); undefined once it ended. */
+  private async nextFrames(max = this.command.maxFramesPerMessage): Promise<SubscriptionFrame[] | undefined> {
+    const frames = this.carried.length > 0 ? this.carried : await this.subscription.take(max, this.command.heartbeatMs, this.signal);
     this.carried = [];
     if (frames === undefined && this.signal.aborted) throw this.signal.reason;
     return frames;

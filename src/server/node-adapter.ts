@@ -163,6 +163,15 @@ class ResponseWriter {
   private blocked: { resolve: () => void; reject: (error: Error) => void } | undefined;
   private readonly stall: WheelEntry;
   private readonly onDrain = () => this.unblock(undefined);
+  /** When the write send() waits for began (stallWheel's clock). */
+  private waitingSince = 0;
+  private readonly onSent = (error?: Error | null) => {
+    // A failed write is followed by `close` or `error`, which end the response with the reason.
+    if (error) return;
+    const blocked = this.blocked;
+    this.blocked = undefined;
+    blocked?.resolve();
+  };
 
   constructor(
     private readonly response: NodeResponse,
@@ -176,6 +185,7 @@ class ResponseWriter {
         return ready();
       },
       write: (chunk) => this.write(chunk),
+      send: (chunk) => this.send(chunk),
     };
     response.once("close", () => {
       this.closed = true;
@@ -211,7 +221,26 @@ class ResponseWriter {
       if (this.failure) return reject(this.failure);
       this.blocked = { resolve, reject };
       this.response.once("drain", this.onDrain);
-      stallWheel.schedule(this.stall, stallWheel.now() + this.stallTimeoutMs);
+      this.waitingSince = stallWheel.now();
+      stallWheel.schedule(this.stall, this.waitingSince + this.stallTimeoutMs);
+    });
+  }
+
+  /**
+   * Writes a chunk and resolves once the transport took it (its write
+   * callback), not when it was only buffered; rejects once the client is
+   * gone. A wait longer than the stall timeout ends the response. The stall
+   * deadline is armed by the first wait and left in place between writes
+   * (stalled() looks at how long the current one waits), so a stream that
+   * writes often moves nothing on the wheel a write.
+   */
+  send(chunk: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.blocked = { resolve, reject };
+      this.waitingSince = stallWheel.now();
+      if (this.stall.slot === undefined) stallWheel.schedule(this.stall, this.waitingSince + this.stallTimeoutMs);
+      this.response.write(chunk, this.onSent);
     });
   }
 
@@ -258,6 +287,8 @@ class ResponseWriter {
 
   private stalled(): void {
     if (this.blocked === undefined || this.closed) return;
+    const due = this.waitingSince + this.stallTimeoutMs;
+    if (due > stallWheel.now()) return stallWheel.schedule(this.stall, due);
     this.onStall();
     this.fail(new ClientGone(`the client took no data for ${this.stallTimeoutMs} ms`));
     destroy(this.response);

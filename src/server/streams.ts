@@ -54,6 +54,8 @@ export interface DirectWriter {
   readonly ready: boolean;
   /** A promise only when the client must take data first; throws (rejects) with CANCELED once the client is gone. */
   write(chunk: Uint8Array): Promise<void> | undefined;
+  /** Writes and resolves once the transport took the chunk; rejects with CANCELED once the client is gone. */
+  send(chunk: Uint8Array): Promise<void>;
 }
 
 /** The call's DirectWriter, in the context values of every call the Node adapter routes. */
@@ -71,8 +73,10 @@ export interface StreamSource<M> {
   close(): void | Promise<void>;
   /**
    * Optional, for a binary stream's messages after the first: the next
-   * message encoded and enveloped already (flags 0, length, protobuf bytes),
-   * for a source that can make those bytes cheaper than encoding a message.
+   * message, or several consecutive ones, encoded and enveloped already
+   * (each flags 0, length, protobuf bytes; together at most the message size
+   * limit unless one message alone), for a source that can make those bytes
+   * cheaper than encoding messages. Written with one write.
    */
   nextEnveloped?(): Promise<Uint8Array | undefined>;
 }
@@ -226,8 +230,8 @@ export class ServerStreams {
         if (bytes.byteLength - ENVELOPE_HEADER > maxMessageBytes) {
           throw new ConnectError(`message size ${bytes.byteLength - ENVELOPE_HEADER} is larger than configured writeMaxBytes ${maxMessageBytes}`, Code.ResourceExhausted);
         }
-        const pending = writer.write(bytes);
-        if (pending) await pending;
+        // One write in flight: what becomes ready while the transport takes this one goes out together in the next.
+        await writer.send(bytes);
       }
     };
   }

@@ -4,14 +4,15 @@
  * each event at once, alone; batches never exceed what was asked for nor the
  * server's message size limit; old clients (the field unset) are unaffected.
  */
-import { toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { ErrorDetailSchema } from "../../gen/mailroom/v1/errors_pb.js";
 import { EventFrameKind, EventKind } from "../../gen/mailroom/v1/event_pb.js";
-import { type SubscribeResponse, SubscribeResponseSchema } from "../../gen/mailroom/v1/event_service_pb.js";
+import { SubscribeRequestSchema, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/mailroom/v1/event_service_pb.js";
 import type { ClientProtocol } from "../../src/client/index.js";
-import { testClients } from "../support/e2e-auth.js";
+import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 import { type Events, publishMany, seqOf, type SubscribeInit, within } from "../support/events.js";
 import { uid } from "../support/mailbox.js";
 import { useServerProcess } from "../support/server-process.js";
@@ -116,5 +117,70 @@ describe.each(wires)("a batch stays within --max-message-bytes, over %s", (_name
     }
     expect(seqs).toEqual(published);
     expect(batches).toBeGreaterThan(1);
+  });
+});
+
+/** The HTTP/2 DATA chunks of a raw gRPC Subscribe, until `enough` says so (then the stream is cancelled). */
+async function rawSubscribeChunks(url: string, request: SubscribeInit, enough: (chunks: Buffer[]) => boolean): Promise<Buffer[]> {
+  const session = http2.connect(url);
+  try {
+    const message = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request));
+    const body = Buffer.alloc(5 + message.byteLength);
+    body.writeUInt32BE(message.byteLength, 1);
+    body.set(message, 5);
+    const stream = session.request({ ":method": "POST", ":path": "/mailroom.v1.EventService/Subscribe", "content-type": "application/grpc", te: "trailers", ...e2eAuthHeaders() });
+    stream.end(body);
+    const chunks: Buffer[] = [];
+    await within(
+      new Promise<void>((resolve, reject) => {
+        stream.on("data", (chunk: Buffer) => {
+          chunks.push(chunk);
+          if (enough(chunks)) resolve();
+        });
+        stream.on("error", reject);
+        stream.on("close", () => reject(new Error("the stream ended early")));
+      }),
+      10_000,
+      "the responses",
+    );
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    return chunks;
+  } finally {
+    session.close();
+  }
+}
+
+/** The enveloped messages of a chunk (which holds whole envelopes only when the server wrote them together, as it does here). */
+function envelopesOf(chunk: Buffer): Buffer[] {
+  const messages: Buffer[] = [];
+  for (let at = 0; at + 5 <= chunk.byteLength; ) {
+    const length = chunk.readUInt32BE(at + 1);
+    messages.push(chunk.subarray(at + 5, at + 5 + length));
+    at += 5 + length;
+  }
+  return messages;
+}
+
+describe("Subscribe without batches, over gRPC (binary)", () => {
+  const server = useServerProcess();
+
+  it("hands a subscriber that is behind one response an event, several of them in one write", async () => {
+    const clients = testClients({ baseUrl: server().url, protocol: "grpc", binary: true });
+    onTestFinished(() => clients.close());
+    const runId = uid("coalesced-run");
+    const published = await publishMany(clients.events, 200, () => ({ runId, kind: EventKind.MODEL_STREAM_DELTA }));
+    const messagesIn = (chunks: Buffer[]) => chunks.flatMap(envelopesOf);
+    const chunks = await rawSubscribeChunks(server().url, { scope: { case: "runId", value: runId } }, (got) => messagesIn(got).length >= published.length + 1);
+
+    const responses = messagesIn(chunks).map((bytes) => fromBinary(SubscribeResponseSchema, bytes));
+    for (const response of responses) {
+      expect(response.frames).toEqual([]);
+      expect(response.frame).toBeDefined();
+    }
+    const events = responses.filter((r) => r.frame!.kind === EventFrameKind.EVENT);
+    expect(events.map((r) => Number(r.frame!.cursor!.eventSeq))).toEqual(published.map(seqOf).sort((a, b) => a - b));
+    expect(responses[published.length]!.frame!.kind).toBe(EventFrameKind.CAUGHT_UP);
+    // The backlog went out in fewer writes than responses.
+    expect(Math.max(...chunks.map((chunk) => envelopesOf(chunk).length))).toBeGreaterThan(1);
   });
 });

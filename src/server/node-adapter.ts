@@ -29,8 +29,10 @@ import {
   type ContextValues,
   createConnectRouter,
   createContextValues,
+  createServiceImplSpec,
 } from "@connectrpc/connect";
-import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { createMethodUrl, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { type GrpcUnaryHandler, grpcUnaryHandler, type UnaryBody } from "./grpc-unary.js";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
 import { TimerWheel, type WheelEntry } from "../engine/timer-wheel.js";
@@ -45,6 +47,8 @@ export interface NodeAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
   /** How long one write may wait for the client to take data before the stream is ended. */
   stallTimeoutMs: number;
+  /** Serve unary gRPC calls with binary messages past Connect's pipeline (grpc-unary.ts); default true. */
+  grpcUnaryFastPath?: boolean;
   /** Told of every call the router serves. */
   observers: readonly CallObserver[];
   logger: Logger;
@@ -54,12 +58,15 @@ export interface NodeAdapterOptions extends ConnectRouterOptions {
 const stallWheel = new TimerWheel(250);
 
 export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
-  const router = createConnectRouter({ ...options, acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli] });
-  options.routes(router);
+  const routerOptions = { ...options, acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli] };
+  const router = createConnectRouter(routerOptions);
+  const unary = new Map<string, GrpcUnaryHandler>();
+  options.routes(options.grpcUnaryFastPath === false ? router : unaryCapturing(router, routerOptions, unary));
   const handlers = new Map<string, UniversalHandler>(router.handlers.map((handler) => [handler.requestPath, handler]));
 
   return (request, response) => {
-    const handler = handlers.get(pathOf(request.url));
+    const path = pathOf(request.url);
+    const handler = handlers.get(path);
     if (handler === undefined) {
       response.writeHead(404);
       response.end();
@@ -71,7 +78,13 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
       options.logger.info({ procedure, stall_timeout_ms: options.stallTimeoutMs }, "ended a stream whose client took no data for the stall timeout");
     });
     const values = createContextValues().set(CALL, call).set(DIRECT_WRITER, writer.direct);
-    handler(universalRequest(request, writer, values))
+    const fast = unary.get(path);
+    const universal = universalRequest(request, writer, values);
+    const answering =
+      fast?.accepts({ method: request.method, httpVersion: request.httpVersion, contentType: request.headers["content-type"] }) === true
+        ? fast.serve(universal, bodyOf(request, universal.signal))
+        : handler(universal);
+    answering
       .then((answer) => respond(answer, writer))
       .catch((error: unknown) => {
         // Connect turns a handler's failures into responses; this is a failure of the plumbing itself.
@@ -79,6 +92,58 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
         writer.abandon();
       })
       .finally(() => call.end(writer.finished, response.statusCode));
+  };
+}
+
+/**
+ * The router, also keeping a gRPC fast path (grpc-unary.ts) for every unary
+ * method registered with the router's own options (a service registered with
+ * options of its own is served by Connect's handler only).
+ */
+function unaryCapturing(router: ConnectRouter, routerOptions: ConnectRouterOptions, unary: Map<string, GrpcUnaryHandler>): ConnectRouter {
+  const capturing: ConnectRouter = {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service, implementation, serviceOptions) {
+      router.service(service, implementation, serviceOptions);
+      if (serviceOptions === undefined) {
+        for (const spec of Object.values(createServiceImplSpec(service, implementation).methods)) {
+          if (spec.kind === "unary") unary.set(createMethodUrl("/", spec.method), grpcUnaryHandler(spec, routerOptions));
+        }
+      }
+      return capturing;
+    },
+    rpc(method, implementation, rpcOptions) {
+      router.rpc(method, implementation, rpcOptions);
+      return capturing;
+    },
+  };
+  return capturing;
+}
+
+/** A unary request's body, read on the Node request's events (no async iterator a call). */
+function bodyOf(request: NodeRequest, signal: AbortSignal): UnaryBody {
+  return {
+    read: (limit) =>
+      new Promise<Uint8Array>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const done = () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        const gone = () => reject(signal.reason instanceof Error ? signal.reason : new ConnectError("the client went away", Code.Canceled));
+        if (signal.aborted) return gone();
+        signal.addEventListener("abort", gone, { once: true });
+        request.on("data", (chunk: Buffer) => {
+          if (size > limit) return;
+          chunks.push(chunk);
+          size += chunk.byteLength;
+          if (size > limit) done();
+        });
+        request.once("end", () => {
+          signal.removeEventListener("abort", gone);
+          done();
+        });
+      }),
   };
 }
 

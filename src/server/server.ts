@@ -38,6 +38,8 @@ export interface ServerDeps {
   closeStore?: boolean;
   /** Engine settings beyond the configuration (tests: clocks, timings). */
   engine?: EngineOptions;
+  /** Tests: serve unary gRPC through Connect's handler only, to compare its answers with the fast path's (grpc-unary.ts). */
+  withoutGrpcUnaryFastPath?: boolean;
 }
 
 export interface RunningServer {
@@ -114,6 +116,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     interceptors: [errorMappingInterceptor(logger), claimTokenInterceptor()],
     requestGate: requestGate({ auth, limiter: new NamespaceLimiter(config.maxUnauthenticatedStreams), streams: credentials }),
     stallTimeoutMs: config.streamStallTimeoutMs,
+    grpcUnaryFastPath: deps.withoutGrpcUnaryFastPath !== true,
     observers: [callLog(logger), metrics.observer()],
     logger,
   });

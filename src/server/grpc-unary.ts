@@ -1,0 +1,145 @@
+/**
+ * Unary gRPC calls (HTTP/2, binary protobuf) served without Connect's
+ * per-call stream pipeline.
+ *
+ * Why: connect-node's gRPC handler treats a unary call as a stream: the
+ * request body and the response pass through half a dozen async generators
+ * (split, decompress, parse, invoke, serialize, compress, join, catch), each
+ * a few promise hops. On this machine that costs ~310 us of CPU a call (a
+ * bare connect-node server answering Health.Check: ~390 us a call; a bare
+ * Node HTTP/2 server answering the same bytes: ~80 us), more than most of
+ * Mailroom's RPCs themselves cost, and it is paid by every unary call:
+ * Enqueue, Claim, Ack, Publish.
+ *
+ * What stays the same: this path is built from Connect's own parts, with the
+ * router's options: the handler context (createHandlerContext: deadline,
+ * shutdown and request signals), the request gate (authentication, roles,
+ * namespace limits, the call record), interceptors and implementation
+ * (invokeUnaryImplementation), serialization with the same limits and
+ * options (createMethodSerializationLookup), compression negotiation and
+ * envelopes (compressionNegotiate, envelopeDecompress, envelopeCompress),
+ * grpc-timeout parsing and status trailers. So a call answers exactly what
+ * Connect's handler would, errors included, in the same order (gate, then
+ * compression and timeout errors, then the body). Only the plumbing between
+ * those parts is a straight async function here. Everything else (Connect,
+ * gRPC-Web, JSON, HTTP/1.1, streams) goes to Connect's handler.
+ */
+import type { DescMethodUnary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
+import {
+  compressedFlag,
+  compressionNegotiate,
+  createMethodSerializationLookup,
+  encodeEnvelope,
+  envelopeCompress,
+  envelopeDecompress,
+  invokeUnaryImplementation,
+  type UniversalHandlerOptions,
+  type UniversalServerRequest,
+  type UniversalServerResponse,
+  validateUniversalHandlerOptions,
+} from "@connectrpc/connect/protocol";
+import { contentTypeProto, grpcStatusOk, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+
+type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+
+/** A unary call's request body, as the Node adapter reads it. */
+export interface UnaryBody {
+  /**
+   * The whole body, or its first bytes once more than `limit` arrived (the
+   * rest is read and dropped); a rejection when the request failed or its
+   * client went away.
+   */
+  read(limit: number): Promise<Uint8Array>;
+}
+
+/** Serves one unary method over gRPC with binary messages; `accepts` tells which requests it can take. */
+export interface GrpcUnaryHandler {
+  accepts(request: { method?: string; httpVersion: string; contentType: string | undefined }): boolean;
+  serve(request: UniversalServerRequest, body: UnaryBody): Promise<UniversalServerResponse>;
+}
+
+/**
+ * Connect aborts a finished call's context with nothing, which makes a
+ * DOMException (a stack trace) per call that nobody reads; the call record
+ * reads any AbortError as success (calls.ts), so one shared error does.
+ */
+const SUCCEEDED = Object.assign(new Error("the call succeeded"), { name: "AbortError" });
+
+const HEADER = 5;
+
+export function grpcUnaryHandler(spec: UnarySpec, options: Partial<UniversalHandlerOptions>): GrpcUnaryHandler {
+  const opt = validateUniversalHandlerOptions(options);
+  const method: DescMethodUnary = spec.method;
+  const serialization = createMethodSerializationLookup(method, opt.binaryOptions, opt.jsonOptions, opt);
+  const input = serialization.getI(true);
+  const output = serialization.getO(true);
+
+  /** The request's one message, with the errors (codes and words) Connect's envelope reader and unary invoker give. */
+  async function message(body: UnaryBody, decompress: ReturnType<typeof compressionNegotiate>["request"]) {
+    const bytes = await body.read(opt.readMaxBytes + HEADER);
+    if (bytes.byteLength === 0) throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+    if (bytes.byteLength < HEADER) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER);
+    const length = view.getUint32(1);
+    if (length > opt.readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${opt.readMaxBytes}`, Code.ResourceExhausted);
+    if (bytes.byteLength - HEADER < length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    if (bytes.byteLength - HEADER > length) throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
+    const { data } = await envelopeDecompress({ flags: view.getUint8(0), data: bytes.subarray(HEADER) }, decompress, opt.readMaxBytes);
+    return input.parse(data);
+  }
+
+  return {
+    accepts: ({ method: httpMethod, httpVersion, contentType }) => httpMethod === "POST" && httpVersion === "2.0" && parseContentType(contentType ?? null)?.binary === true,
+
+    async serve(request, body) {
+      const timeout = parseTimeout(request.header.get("grpc-timeout"), opt.maxTimeoutMs);
+      const context = createHandlerContext({
+        ...spec,
+        service: method.parent,
+        requestMethod: request.method,
+        protocolName: "grpc",
+        timeoutMs: timeout.timeoutMs,
+        shutdownSignal: opt.shutdownSignal,
+        requestSignal: request.signal,
+        requestHeader: request.header,
+        url: request.url,
+        responseHeader: { "content-type": contentTypeProto },
+        responseTrailer: { "grpc-status": grpcStatusOk },
+        contextValues: request.contextValues,
+      });
+      const compression = compressionNegotiate(opt.acceptCompression, request.header.get("grpc-encoding"), request.header.get("grpc-accept-encoding"), "grpc-accept-encoding");
+      if (compression.response) context.responseHeader.set("grpc-encoding", compression.response.name);
+      let answer: Uint8Array | undefined;
+      try {
+        // The gate runs before the body is read: a call it refuses is never read.
+        if (opt.requestGate) await opt.requestGate(context);
+        if (compression.error) throw compression.error;
+        if (timeout.error) throw timeout.error;
+        const reply = await invokeUnaryImplementation(spec, context, await message(body, compression.request), opt.interceptors);
+        const envelope = await envelopeCompress({ flags: 0, data: output.serialize(reply) }, compression.response, opt.compressMinBytes);
+        answer = encodeEnvelope(envelope.flags & compressedFlag, envelope.data);
+        context.abort(SUCCEEDED);
+      } catch (error) {
+        // As Connect's handler: the context learns the error first (the call record corrects and keeps it), then the trailers say it.
+        context.abort(error);
+        setTrailerStatus(context.responseTrailer, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
+      }
+      return { status: 200, header: context.responseHeader, body: answer === undefined ? undefined : once(answer), trailer: context.responseTrailer };
+    },
+  };
+}
+
+/** One chunk as the async iterable a universal response body is. */
+function once(chunk: Uint8Array): AsyncIterable<Uint8Array> {
+  let done = false;
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => {
+        if (done) return Promise.resolve({ done: true, value: undefined });
+        done = true;
+        return Promise.resolve({ done: false, value: chunk });
+      },
+    }),
+  };
+}

@@ -13,7 +13,7 @@ import { cursor } from "../domain/events/scope.js";
 import type { Engine } from "../engine/engine.js";
 import type { Subscription, SubscriptionFrame } from "../engine/events/subscription.js";
 import { EventAnswers } from "./event-answers.js";
-import { eventFrame, formatOf, frameField, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
+import { eventFrame, formatOf, frameField, frameKey, jsonFrameBytes, subscriptionFrame } from "./event-frames.js";
 import { scopeOf } from "./principal.js";
 import { ENVELOPE_HEADER, type ServerStreams, type StreamSource, type WireFormat, wireFormatOf } from "./streams.js";
 
@@ -82,6 +82,8 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
   private readonly batched: boolean;
   /** The response field frames travel in: `frames` when batched, else `frame` (both length-delimited; tags fit one byte). */
   private readonly field: number;
+  /** The shared encoding this subscriber's frames use (frameKey). */
+  private readonly frameKey: string;
 
   constructor(
     private readonly subscription: Subscription,
@@ -92,6 +94,7 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
   ) {
     this.batched = command.maxFramesPerMessage > 1;
     this.field = this.batched ? FRAMES_FIELD : FRAME_FIELD;
+    this.frameKey = frameKey(command.scope, command.filter.payloadAccess);
   }
 
   async next(): Promise<SubscribeResponse | undefined> {
@@ -148,11 +151,21 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
     return frames;
   }
 
-  /** The encoded frame fields of a binary response: those that fit the budget. */
+  /** The encoded frame fields of a binary response: the leading ones that fit the budget (at least one); the rest are carried to the next. */
   private fields(frames: SubscriptionFrame[]): Uint8Array[] {
     const { scope, filter } = this.command;
-    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess));
-    return fields.slice(0, this.fit(frames, (_frame, i) => fields[i]!.byteLength).length);
+    const fields: Uint8Array[] = [];
+    let bytes = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const field = frameField(frames[i]!, scope, filter.payloadAccess, this.frameKey);
+      bytes += field.byteLength;
+      if (i > 0 && bytes > this.budget) {
+        this.carried = frames.slice(i);
+        break;
+      }
+      fields.push(field);
+    }
+    return fields;
   }
 
   close(): void {

@@ -3,13 +3,15 @@
  * pre-encoded (a subscription's whole frame, shared by its scope's
  * subscribers), and must decode to exactly the frame a JSON stream gets.
  */
-import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { create, equals, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import fc from "fast-check";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { AgentEventSchema, EventFrameSchema, EventKind, PayloadAccessMode } from "../../gen/mailroom/v1/event_pb.js";
 import { EventOverflowReason, SubscriberOverflowPolicy } from "../../src/domain/events/subscriber-queue.js";
-import { type EventDoc, pendingEvent } from "../../src/engine/journal/records.js";
-import { eventFrame, frameField } from "../../src/server/event-frames.js";
+import { withPayloadAccess } from "../../src/domain/events/payload.js";
+import { type EventDoc, eventOf, pendingEvent } from "../../src/engine/journal/records.js";
+import { accessibleEventBytes, eventFrame, frameField } from "../../src/server/event-frames.js";
 import { wireFormatOf } from "../../src/server/streams.js";
 
 function journaled(seq: number): EventDoc {
@@ -50,6 +52,42 @@ describe("an EVENT frame of a binary stream", () => {
   it("a summary frame carries its own event", () => {
     const frame = eventFrame(journaled(9), scope, PayloadAccessMode.FULL, undefined, 5, "binary");
     expect(frame.event?.payload.case).toBe("redactedSummary");
+  });
+});
+
+describe("an event as a binary frame carries it, made from the stored bytes without decoding them", () => {
+  const text = fc.string({ maxLength: 12 });
+  const event = fc.record({
+    // Every journaled event has an envelope (pendingEvent refuses one without).
+    envelope: fc.record({
+      eventId: text,
+      runId: text,
+      agentId: text,
+      kind: fc.constantFrom(EventKind.MODEL_STREAM_DELTA, EventKind.RUN_COMPLETED, EventKind.CUSTOM),
+      customKind: text,
+      tags: fc.array(text, { maxLength: 3 }),
+      // A stored envelope that already names a position: the journal's position wins, as eventOf sets it.
+      eventSeq: fc.option(fc.bigInt({ min: 1n, max: 1n << 40n }), { nil: undefined }),
+      journalCursor: fc.option(fc.record({ eventSeq: fc.bigInt({ min: 1n, max: 1n << 40n }) }), { nil: undefined }),
+    }),
+    payload: fc.oneof(
+      fc.constant({ case: undefined }),
+      fc.record({ case: fc.constant("full" as const), value: fc.record({ data: fc.uint8Array({ maxLength: 40 }), mediaType: text }) }),
+      fc.record({ case: fc.constant("redactedSummary" as const), value: text }),
+    ),
+  });
+  const access = fc.constantFrom(PayloadAccessMode.UNSPECIFIED, PayloadAccessMode.FULL, PayloadAccessMode.ENVELOPE_ONLY, PayloadAccessMode.REDACTED_SUMMARY);
+
+  it("decodes to the event eventOf and withPayloadAccess make, for every event, position and payload access", () => {
+    fc.assert(
+      fc.property(event, fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), access, (init, seq, mode) => {
+        const doc: EventDoc = { _id: seq, ...pendingEvent(create(AgentEventSchema, init), 1_000) };
+        const expected = withPayloadAccess(eventOf(doc), mode);
+        const actual = fromBinary(AgentEventSchema, accessibleEventBytes(doc, mode));
+        expect(equals(AgentEventSchema, actual, expected)).toBe(true);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 

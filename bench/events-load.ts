@@ -19,6 +19,7 @@ import { StartPosition } from "../gen/mailroom/v1/event_service_pb.js";
 import type { ClientProtocol } from "../src/client/index.js";
 import { type EventsReport, type FanoutOptions, type FanoutTransport, startFanoutLoad } from "./fanout.js";
 import { stampOf } from "./jobs.js";
+import { leanSubscribe } from "./lean-subscriber.js";
 import { connect, type Load } from "./load.js";
 
 export type { EventsReport };
@@ -34,7 +35,11 @@ export interface EventsOptions extends FanoutOptions {
   framesPerMessage: number;
   /** Prefix of this run's run id, so runs against a shared server do not mix. */
   tag: string;
+  /** How subscribers read their streams: connect-node's client (decodes every frame), or raw HTTP/2 walking only what is measured (lean-subscriber.ts). */
+  subscriberClient: SubscriberClient;
 }
+
+export type SubscriberClient = "connect" | "lean";
 
 /** Idle heartbeats are not what is measured; the longest interval keeps them out of the way. */
 const HEARTBEAT = durationFromMs(300_000);
@@ -50,12 +55,11 @@ function mailroomTransport(options: EventsOptions): FanoutTransport {
   return {
     names: { publish: "Publish", subscribe: "Subscribe" },
     async subscribe(_index, sink, signal) {
+      const request = { scope: { case: "runId" as const, value: runId }, start: StartPosition.LATEST, queue: { capacity: options.queueCapacity }, heartbeatInterval: HEARTBEAT, maxFramesPerMessage: options.framesPerMessage };
+      if (options.subscriberClient === "lean") return leanSubscribe(options.url, request, sink, signal, stampOf);
       const { events, close } = connect(options.url, options.protocol);
       try {
-        const stream = events.subscribe(
-          { scope: { case: "runId", value: runId }, start: StartPosition.LATEST, queue: { capacity: options.queueCapacity }, heartbeatInterval: HEARTBEAT, maxFramesPerMessage: options.framesPerMessage },
-          { signal },
-        );
+        const stream = events.subscribe(request, { signal });
         for await (const response of stream) {
           // One frame a response, or a batch of them (max_frames_per_message).
           const frames = response.frame ? [response.frame] : response.frames;

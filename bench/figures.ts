@@ -7,7 +7,7 @@
  * machine rates drift between minutes, ratios and counts much less.
  */
 import type { ClientProtocol } from "../src/client/index.js";
-import type { EventsOptions } from "./events-load.js";
+import type { EventsOptions, SubscriberClient } from "./events-load.js";
 import type { MailboxOptions } from "./mailbox-load.js";
 import { isSkipped, type RunResult, type RunSpec, type SkippedRun, type System, SYSTEM_NAMES } from "./runs.js";
 import { round } from "./samples.js";
@@ -22,6 +22,7 @@ export interface SpecDefaults extends Pick<MailboxOptions, "protocol" | "produce
   maxLag: number;
   queueCapacity: number;
   framesPerMessage: number;
+  subscriberClient: SubscriberClient;
   concurrency: number;
   repeat: number;
   backlog: number;
@@ -58,11 +59,12 @@ export function mailboxSpec(name: string, o: SpecDefaults, overrides: Partial<Ma
   };
 }
 
-export function eventsSpec(mode: EventsOptions["mode"], o: SpecDefaults, system: System = "mailroom", placement: Placement = {}): RunSpec {
+export function eventsSpec(mode: EventsOptions["mode"], o: SpecDefaults, system: System = "mailroom", placement: Placement = {}, subscriberClient = o.subscriberClient): RunSpec {
   const subscribers = mode === "max" ? 1 : o.subscribers;
   const what = mode === "max" ? "max frames/s, 1 subscriber" : `${subscribers} subs x ${o.eventRate}/s`;
+  const client = subscriberClient === "lean" ? " (lean subscribers)" : "";
   return {
-    name: system === "mailroom" ? `events ${what}` : `${SYSTEM_NAMES[system]} ${what}`,
+    name: system === "mailroom" ? `events ${what}${client}` : `${SYSTEM_NAMES[system]} ${what}`,
     system,
     ...placement,
     kind: "events",
@@ -76,6 +78,7 @@ export function eventsSpec(mode: EventsOptions["mode"], o: SpecDefaults, system:
       maxLag: o.maxLag,
       queueCapacity: o.queueCapacity,
       framesPerMessage: o.framesPerMessage,
+      subscriberClient,
     },
   };
 }
@@ -111,14 +114,23 @@ export function jobsRuns(o: SpecDefaults): RunSpec[] {
   ]);
 }
 
-/** fanout: 100 subscribers x 1,000 events/s, Mailroom against NATS core and JetStream. */
+/**
+ * fanout: 100 subscribers x 1,000 events/s, Mailroom against NATS core and
+ * JetStream. Mailroom's verdict run has lean subscribers (raw payload bytes,
+ * as nats.js gives the NATS runs'); a run with connect-node's client, which
+ * limits the load generator before the server, is information.
+ */
 export function fanoutRuns(o: SpecDefaults): RunSpec[] {
-  return rounds(o, (place, r) =>
-    (["mailroom", ...(o.peers ? (["nats-core", "jetstream"] as const) : [])] as System[]).map((system) => {
-      const spec = eventsSpec("fanout", o, system, place("fanout"));
+  return rounds(o, (place, r) => [
+    ...(["mailroom", ...(o.peers ? (["nats-core", "jetstream"] as const) : [])] as System[]).map((system) => {
+      const spec = eventsSpec("fanout", o, system, place("fanout"), "lean");
       return { ...spec, name: label(spec.name, r) };
     }),
-  );
+    (() => {
+      const spec = eventsSpec("fanout", o, "mailroom", place("fanout-connect"), "connect");
+      return { ...spec, name: label(`${spec.name} (connect-node subscribers)`, r) };
+    })(),
+  ]);
 }
 
 /** unary: Enqueue against Health.Check, both at `concurrency` callers. */
@@ -238,10 +250,11 @@ export function jobsVerdicts(runs: Array<RunResult | SkippedRun>): Verdict[] {
 export function fanoutVerdicts(runs: Array<RunResult | SkippedRun>): Verdict[] {
   const f = new Figures(runs);
   const events = (run: RunResult) => (run.kind === "events" ? run.result : undefined);
-  const publishedShare = f.byRound("fanout", "mailroom", (run) => {
+  const share = (run: RunResult) => {
     const r = events(run);
     return r?.targetPerSecond ? (100 * r.publishPerSecond) / r.targetPerSecond : undefined;
-  });
+  };
+  const publishedShare = f.byRound("fanout", "mailroom", share);
   const undelivered = f.byRound("fanout", "mailroom", (run) => events(run)?.undelivered);
   return [
     f.bound("fan-out: published / offered", ">= 95 %", publishedShare, (v) => v >= 95, "%"),
@@ -251,6 +264,8 @@ export function fanoutVerdicts(runs: Array<RunResult | SkippedRun>): Verdict[] {
     f.bound("fan-out server CPU per delivered frame (Mailroom)", "<= 15 us", f.byRound("fanout", "mailroom", cpuUs), (v) => v <= 15, "us"),
     f.ratio("fan-out server CPU per delivered frame, Mailroom / nats-server (JetStream)", "(none)", ["fanout", "mailroom"], ["fanout", "jetstream"], cpuUs),
     f.bound("fan-out store operations per published event", "(none)", f.byRound("fanout", "mailroom", storeOps), () => true, "per event"),
+    f.bound("fan-out with connect-node subscribers: published / offered", "(none)", f.byRound("fanout-connect", "mailroom", share), () => true, "%"),
+    f.ratio("fan-out with connect-node subscribers: p99, Mailroom / JetStream", "(none)", ["fanout-connect", "mailroom"], ["fanout", "jetstream"], p99),
   ].map(infoWithoutTarget);
 }
 

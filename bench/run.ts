@@ -354,6 +354,11 @@ const program = new Command("bench")
   .option("--max-lag <n>", "events, max run: publishers pause while the subscriber is this many events behind", integer(1), 10_000)
   .option("--queue-capacity <n>", "events: each subscriber's queue capacity (0 = the server's default, 1024)", integer(0, 100_000), 0)
   .option("--frames-per-message <n>", "events, fanout: each Mailroom subscriber's max_frames_per_message (0 = one frame a response; above 1, batches when behind)", integer(0, 1000), 0)
+  .addOption(
+    new Option("--subscriber-client <client>", "events: how the Mailroom subscribers read their streams: connect-node's client (decodes every frame) or lean (raw HTTP/2, walks only what is measured; see lean-subscriber.ts). fanout runs both")
+      .choices(["connect", "lean"])
+      .default("connect"),
+  )
   .option("--waiters <n>", "waiters: long-poll Claims waiting at once", integer(1, 10_000), 1000)
   .option("--waiter-connections <n>", "waiters: connections the waiting Claims are spread over (each holds at most the server's --max-concurrent-streams, 256 by default)", integer(1, 1000), 8)
   .option("--wake-batch <n>", "waiters: dispatches of the one EnqueueBatch, each on its own thread", integer(1, 500), 100)

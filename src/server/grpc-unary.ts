@@ -12,8 +12,8 @@
  * Enqueue, Claim, Ack, Publish.
  *
  * What stays the same: this path is built from Connect's own parts, with the
- * router's options: the handler context (createHandlerContext: deadline,
- * shutdown and request signals), the request gate (authentication, roles,
+ * router's options: the handler context (as createHandlerContext makes it:
+ * deadline, shutdown and request signals; see unaryContext), the request gate (authentication, roles,
  * namespace limits, the call record), interceptors and implementation
  * (invokeUnaryImplementation), serialization with the same limits and
  * options (createMethodSerializationLookup), compression negotiation and
@@ -25,7 +25,7 @@
  * gRPC-Web, JSON, HTTP/1.1, streams) goes to Connect's handler.
  */
 import type { DescMethodUnary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type HandlerContext, type MethodImplSpec } from "@connectrpc/connect";
 import {
   compressedFlag,
   compressionNegotiate,
@@ -56,7 +56,8 @@ export interface UnaryBody {
 /** Serves one unary method over gRPC with binary messages; `accepts` tells which requests it can take. */
 export interface GrpcUnaryHandler {
   accepts(request: { method?: string; httpVersion: string; contentType: string | undefined }): boolean;
-  serve(request: UniversalServerRequest, body: UnaryBody): Promise<UniversalServerResponse>;
+  /** `aborting` is the controller of `request.signal` (the Node adapter's, aborted when the client goes): the call's context signal is its signal. */
+  serve(request: UniversalServerRequest, aborting: AbortController, body: UnaryBody): Promise<UniversalServerResponse>;
 }
 
 /**
@@ -92,22 +93,9 @@ export function grpcUnaryHandler(spec: UnarySpec, options: Partial<UniversalHand
   return {
     accepts: ({ method: httpMethod, httpVersion, contentType }) => httpMethod === "POST" && httpVersion === "2.0" && parseContentType(contentType ?? null)?.binary === true,
 
-    async serve(request, body) {
+    async serve(request, aborting, body) {
       const timeout = parseTimeout(request.header.get("grpc-timeout"), opt.maxTimeoutMs);
-      const context = createHandlerContext({
-        ...spec,
-        service: method.parent,
-        requestMethod: request.method,
-        protocolName: "grpc",
-        timeoutMs: timeout.timeoutMs,
-        shutdownSignal: opt.shutdownSignal,
-        requestSignal: request.signal,
-        requestHeader: request.header,
-        url: request.url,
-        responseHeader: { "content-type": contentTypeProto },
-        responseTrailer: { "grpc-status": grpcStatusOk },
-        contextValues: request.contextValues,
-      });
+      const context = unaryContext(spec, request, aborting, timeout.timeoutMs, opt.shutdownSignal);
       const compression = compressionNegotiate(opt.acceptCompression, request.header.get("grpc-encoding"), request.header.get("grpc-accept-encoding"), "grpc-accept-encoding");
       if (compression.response) context.responseHeader.set("grpc-encoding", compression.response.name);
       let answer: Uint8Array | undefined;
@@ -127,6 +115,50 @@ export function grpcUnaryHandler(spec: UnarySpec, options: Partial<UniversalHand
       }
       return { status: 200, header: context.responseHeader, body: answer === undefined ? undefined : once(answer), trailer: context.responseTrailer };
     },
+  };
+}
+
+/**
+ * What createHandlerContext makes, for one unary call, without its copies:
+ * the call's own abort controller is the context's (createHandlerContext
+ * links a new one to it, and to a deadline controller made even without a
+ * deadline), the request headers are the call's own (made for it), and the
+ * shutdown signal and the deadline are linked only when there are ones.
+ * The context ends as Connect's does: aborted with the reason of whichever
+ * came first (the client went away, the server shuts down, the deadline
+ * passed: DEADLINE_EXCEEDED), or by the handler when the call is over, which
+ * unlinks everything.
+ */
+function unaryContext(spec: UnarySpec, request: UniversalServerRequest, aborting: AbortController, timeoutMs: number | undefined, shutdown: AbortSignal | undefined): HandlerContext & { abort(reason?: unknown): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const onShutdown = () => aborting.abort(shutdown?.reason);
+  const abort = (reason?: unknown) => {
+    clearTimeout(timer);
+    shutdown?.removeEventListener("abort", onShutdown);
+    aborting.abort(reason);
+  };
+  if (shutdown?.aborted) onShutdown();
+  else shutdown?.addEventListener("abort", onShutdown, { once: true });
+  let deadline: number | undefined;
+  if (timeoutMs !== undefined) {
+    deadline = Date.now() + timeoutMs;
+    const expire = () => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    if (timeoutMs <= 0) expire();
+    else timer = setTimeout(expire, timeoutMs);
+  }
+  return {
+    method: spec.method,
+    service: spec.method.parent,
+    requestMethod: request.method,
+    protocolName: "grpc",
+    url: request.url,
+    signal: aborting.signal,
+    timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+    requestHeader: request.header,
+    responseHeader: new Headers({ "content-type": contentTypeProto }),
+    responseTrailer: new Headers({ "grpc-status": grpcStatusOk }),
+    values: request.contextValues ?? createContextValues(),
+    abort,
   };
 }
 

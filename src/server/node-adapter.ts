@@ -79,10 +79,11 @@ export function nodeAdapter(options: NodeAdapterOptions): NodeHandlerFn {
     });
     const values = createContextValues().set(CALL, call).set(DIRECT_WRITER, writer.direct);
     const fast = unary.get(path);
-    const universal = universalRequest(request, writer, values);
+    const aborting = new AbortController();
+    const universal = universalRequest(request, writer, values, aborting);
     const answering =
       fast?.accepts({ method: request.method, httpVersion: request.httpVersion, contentType: request.headers["content-type"] }) === true
-        ? fast.serve(universal, bodyOf(request, universal.signal))
+        ? fast.serve(universal, aborting, bodyOf(request, universal.signal))
         : handler(universal);
     answering
       .then((answer) => respond(answer, writer))
@@ -154,10 +155,9 @@ function bodyOf(request: NodeRequest, signal: AbortSignal): UnaryBody {
  * every call's request signal when its stream closes, with a DOMException,
  * costly to make, that nobody reads).
  */
-function universalRequest(request: NodeRequest, writer: ResponseWriter, contextValues: ContextValues): UniversalServerRequest {
+function universalRequest(request: NodeRequest, writer: ResponseWriter, contextValues: ContextValues, abort: AbortController): UniversalServerRequest {
   const authority = "authority" in request ? request.authority : request.headers.host;
   const encrypted = "encrypted" in request.socket && request.socket.encrypted === true;
-  const abort = new AbortController();
   writer.onGone = (reason) => abort.abort(reason);
   request.once("error", (error: Error) => abort.abort(new ConnectError(`the request failed: ${error.message}`, Code.Canceled)));
   return {

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
-import { AckRequestSchema, EnqueueRequestSchema, EnqueueResponseSchema } from "../../gen/mailroom/v1/mailbox_service_pb.js";
+import { AckRequestSchema, ClaimRequestSchema, EnqueueRequestSchema, EnqueueResponseSchema } from "../../gen/mailroom/v1/mailbox_service_pb.js";
 import { resolveServerConfig } from "../../src/config.js";
 import { ROLES } from "../../src/domain/auth/roles.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
@@ -108,6 +108,12 @@ const cases: Array<[string, string, Buffer, http2.OutgoingHttpHeaders]> = [
   ["a malformed grpc-timeout", HEALTH, frame(health()), { "grpc-timeout": "soon" }],
   ["a deadline beyond --max-deadline-ms", HEALTH, frame(health()), { "grpc-timeout": "100H" }],
   ["a deadline within it", HEALTH, frame(health()), { "grpc-timeout": "5S" }],
+  [
+    "a deadline that passes while the call waits (a long-poll Claim of an empty thread ends its wait then)",
+    CLAIM,
+    frame(toBinary(ClaimRequestSchema, create(ClaimRequestSchema, { threadId: "fast-path-empty", consumerId: "w", limit: 1, lease: { seconds: 30n }, wait: { seconds: 5n } }))),
+    { "grpc-timeout": "150m" },
+  ],
   ["no credentials", ENQUEUE, frame(enqueue("anonymous")), { authorization: undefined }],
   ["a wrong token", ENQUEUE, frame(enqueue("wrong")), bearer("not-a-token")],
   ["a role the caller lacks (PERMISSION_DENIED)", CLAIM, frame(Buffer.alloc(0)), bearer(producer)],

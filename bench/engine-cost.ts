@@ -6,7 +6,10 @@
  * backend. Counts are exact and repeatable; CPU is per job, so it is stable
  * on a busy machine where wall-clock rates are not.
  *
- *   node --import tsx bench/engine-cost.ts [--jobs 20000] [--backlog 0] [--threads 1000] [--path batch|unary|both]
+ * `--path enqueue` counts unary Enqueue alone (16 concurrent callers): what
+ * an Enqueue costs beyond the per-call cost every RPC pays.
+ *
+ *   node --import tsx bench/engine-cost.ts [--jobs 20000] [--backlog 0] [--threads 1000] [--path batch|unary|enqueue|both]
  */
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.js";
@@ -117,6 +120,20 @@ async function unaryPath(engine: Engine, jobs: number): Promise<number> {
   return acked;
 }
 
+/** Unary Enqueue alone from WORKERS concurrent callers; "acked" counts the dispatches enqueued. */
+async function enqueuePath(engine: Engine, jobs: number): Promise<number> {
+  let enqueued = 0;
+  await Promise.all(
+    Array.from({ length: WORKERS }, async () => {
+      while (enqueued < jobs) {
+        enqueued++;
+        await engine.mailbox.enqueue([command()]);
+      }
+    }),
+  );
+  return enqueued;
+}
+
 async function measure(name: string, run: (engine: Engine, jobs: number) => Promise<number>): Promise<void> {
   const counter = counting(new MemoryStore({ changeLogCapacity: 50_000 }));
   const engine = await Engine.start(counter.store, { background: false });
@@ -139,5 +156,8 @@ async function measure(name: string, run: (engine: Engine, jobs: number) => Prom
   await engine.stop();
 }
 
-if (values.path !== "unary") await measure("batch", batchPath);
-if (values.path !== "batch") await measure(`unary x${WORKERS}`, unaryPath);
+if (values.path === "enqueue") await measure(`enqueue x${WORKERS}`, enqueuePath);
+else {
+  if (values.path !== "unary") await measure("batch", batchPath);
+  if (values.path !== "batch") await measure(`unary x${WORKERS}`, unaryPath);
+}

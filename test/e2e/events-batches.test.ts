@@ -15,6 +15,7 @@ import type { ClientProtocol } from "../../src/client/index.js";
 import { e2eAuthHeaders, testClients } from "../support/e2e-auth.js";
 import { type Events, publishMany, seqOf, type SubscribeInit, within } from "../support/events.js";
 import { uid } from "../support/mailbox.js";
+import { grpcFrame } from "../support/raw-grpc.js";
 import { useServerProcess } from "../support/server-process.js";
 
 /** A subscription read a response at a time. */
@@ -124,10 +125,7 @@ describe.each(wires)("a batch stays within --max-message-bytes, over %s", (_name
 async function rawSubscribeChunks(url: string, request: SubscribeInit, enough: (chunks: Buffer[]) => boolean): Promise<Buffer[]> {
   const session = http2.connect(url);
   try {
-    const message = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request));
-    const body = Buffer.alloc(5 + message.byteLength);
-    body.writeUInt32BE(message.byteLength, 1);
-    body.set(message, 5);
+    const body = grpcFrame(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request)));
     const stream = session.request({ ":method": "POST", ":path": "/mailroom.v1.EventService/Subscribe", "content-type": "application/grpc", te: "trailers", ...e2eAuthHeaders() });
     stream.end(body);
     const chunks: Buffer[] = [];

@@ -21,6 +21,7 @@ import { ROLES } from "../../src/domain/auth/roles.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
 import { MemoryStore } from "../../src/store/memory/store.js";
 import { captureLog } from "../support/log-capture.js";
+import { grpcFrame } from "../support/raw-grpc.js";
 
 const admin = randomBytes(18).toString("base64url");
 const producer = randomBytes(18).toString("base64url");
@@ -73,12 +74,6 @@ function call(url: string, path: string, body: Buffer, headers: http2.OutgoingHt
   });
 }
 
-const frame = (payload: Uint8Array, flags = 0): Buffer => {
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt8(flags, 0);
-  prefix.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([prefix, payload]);
-};
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const HEALTH = "/grpc.health.v1.Health/Check";
 const ENQUEUE = "/mailroom.v1.MailboxService/Enqueue";
@@ -89,35 +84,35 @@ const health = (service = "") => toBinary(HealthCheckRequestSchema, create(Healt
 
 /** Each case: a name, the RPC, the body and the headers (a bearer token of the admin unless the case says otherwise). */
 const cases: Array<[string, string, Buffer, http2.OutgoingHttpHeaders]> = [
-  ["Health.Check", HEALTH, frame(health()), {}],
-  ["Health.Check of an unknown service", HEALTH, frame(health("nope")), {}],
-  ["Health.Check with content type application/grpc+proto", HEALTH, frame(health()), { "content-type": "application/grpc+proto" }],
-  ["Enqueue", ENQUEUE, frame(enqueue("fast-path-thread")), {}],
-  ["Enqueue of a large payload to a client accepting gzip (a compressed answer)", ENQUEUE, frame(enqueue("fast-path-large", new Uint8Array(4096).fill(1))), { "grpc-accept-encoding": "gzip" }],
-  ["Enqueue compressed with gzip", ENQUEUE, frame(gzipSync(enqueue("fast-path-gzip")), 1), { "grpc-encoding": "gzip" }],
-  ["Enqueue that fails validation (no thread id)", ENQUEUE, frame(enqueue("")), {}],
-  ["Ack of an unknown dispatch", ACK, frame(toBinary(AckRequestSchema, create(AckRequestSchema, { dispatchId: "nope", claimToken: "nope" }))), {}],
-  ["a body that does not decode", ENQUEUE, frame(Buffer.from([0xff, 0xff, 0xff, 0xff])), {}],
+  ["Health.Check", HEALTH, grpcFrame(health()), {}],
+  ["Health.Check of an unknown service", HEALTH, grpcFrame(health("nope")), {}],
+  ["Health.Check with content type application/grpc+proto", HEALTH, grpcFrame(health()), { "content-type": "application/grpc+proto" }],
+  ["Enqueue", ENQUEUE, grpcFrame(enqueue("fast-path-thread")), {}],
+  ["Enqueue of a large payload to a client accepting gzip (a compressed answer)", ENQUEUE, grpcFrame(enqueue("fast-path-large", new Uint8Array(4096).fill(1))), { "grpc-accept-encoding": "gzip" }],
+  ["Enqueue compressed with gzip", ENQUEUE, grpcFrame(gzipSync(enqueue("fast-path-gzip")), 1), { "grpc-encoding": "gzip" }],
+  ["Enqueue that fails validation (no thread id)", ENQUEUE, grpcFrame(enqueue("")), {}],
+  ["Ack of an unknown dispatch", ACK, grpcFrame(toBinary(AckRequestSchema, create(AckRequestSchema, { dispatchId: "nope", claimToken: "nope" }))), {}],
+  ["a body that does not decode", ENQUEUE, grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff])), {}],
   ["an empty body", ENQUEUE, Buffer.alloc(0), {}],
-  ["two messages", HEALTH, Buffer.concat([frame(health()), frame(health())]), {}],
-  ["an incomplete envelope", HEALTH, frame(health()).subarray(0, 3), {}],
-  ["a message cut short", ENQUEUE, frame(enqueue("cut")).subarray(0, 12), {}],
+  ["two messages", HEALTH, Buffer.concat([grpcFrame(health()), grpcFrame(health())]), {}],
+  ["an incomplete envelope", HEALTH, grpcFrame(health()).subarray(0, 3), {}],
+  ["a message cut short", ENQUEUE, grpcFrame(enqueue("cut")).subarray(0, 12), {}],
   ["a message larger than --max-message-bytes", ENQUEUE, (() => { const b = Buffer.alloc(5); b.writeUInt32BE(64 * 1024 * 1024, 1); return b; })(), {}],
-  ["the compressed flag without an encoding", ENQUEUE, frame(enqueue("flag"), 1), {}],
-  ["an encoding the server does not have", ENQUEUE, frame(enqueue("snappy"), 1), { "grpc-encoding": "snappy" }],
-  ["a malformed grpc-timeout", HEALTH, frame(health()), { "grpc-timeout": "soon" }],
-  ["a deadline beyond --max-deadline-ms", HEALTH, frame(health()), { "grpc-timeout": "100H" }],
-  ["a deadline within it", HEALTH, frame(health()), { "grpc-timeout": "5S" }],
+  ["the compressed flag without an encoding", ENQUEUE, grpcFrame(enqueue("flag"), 1), {}],
+  ["an encoding the server does not have", ENQUEUE, grpcFrame(enqueue("snappy"), 1), { "grpc-encoding": "snappy" }],
+  ["a malformed grpc-timeout", HEALTH, grpcFrame(health()), { "grpc-timeout": "soon" }],
+  ["a deadline beyond --max-deadline-ms", HEALTH, grpcFrame(health()), { "grpc-timeout": "100H" }],
+  ["a deadline within it", HEALTH, grpcFrame(health()), { "grpc-timeout": "5S" }],
   [
     "a deadline that passes while the call waits (a long-poll Claim of an empty thread ends its wait then)",
     CLAIM,
-    frame(toBinary(ClaimRequestSchema, create(ClaimRequestSchema, { threadId: "fast-path-empty", consumerId: "w", limit: 1, lease: { seconds: 30n }, wait: { seconds: 5n } }))),
+    grpcFrame(toBinary(ClaimRequestSchema, create(ClaimRequestSchema, { threadId: "fast-path-empty", consumerId: "w", limit: 1, lease: { seconds: 30n }, wait: { seconds: 5n } }))),
     { "grpc-timeout": "150m" },
   ],
-  ["no credentials", ENQUEUE, frame(enqueue("anonymous")), { authorization: undefined }],
-  ["a wrong token", ENQUEUE, frame(enqueue("wrong")), bearer("not-a-token")],
-  ["a role the caller lacks (PERMISSION_DENIED)", CLAIM, frame(Buffer.alloc(0)), bearer(producer)],
-  ["JSON over gRPC (Connect's handler on both)", HEALTH, frame(Buffer.from("{}")), { "content-type": "application/grpc+json" }],
+  ["no credentials", ENQUEUE, grpcFrame(enqueue("anonymous")), { authorization: undefined }],
+  ["a wrong token", ENQUEUE, grpcFrame(enqueue("wrong")), bearer("not-a-token")],
+  ["a role the caller lacks (PERMISSION_DENIED)", CLAIM, grpcFrame(Buffer.alloc(0)), bearer(producer)],
+  ["JSON over gRPC (Connect's handler on both)", HEALTH, grpcFrame(Buffer.from("{}")), { "content-type": "application/grpc+json" }],
 ];
 
 /** A case's headers over the admin's token (a header given as undefined is left out). */

@@ -154,18 +154,8 @@ class SubscribeSource implements StreamSource<SubscribeResponse> {
   /** The encoded frame fields of a binary response: the leading ones that fit the budget (at least one); the rest are carried to the next. */
   private fields(frames: SubscriptionFrame[]): Uint8Array[] {
     const { scope, filter } = this.command;
-    const fields: Uint8Array[] = [];
-    let bytes = 0;
-    for (let i = 0; i < frames.length; i++) {
-      const field = frameField(frames[i]!, scope, filter.payloadAccess, this.frameKey);
-      bytes += field.byteLength;
-      if (i > 0 && bytes > this.budget) {
-        this.carried = frames.slice(i);
-        break;
-      }
-      fields.push(field);
-    }
-    return fields;
+    const fields = frames.map((frame) => frameField(frame, scope, filter.payloadAccess, this.frameKey));
+    return fields.slice(0, this.fit(frames, (_frame, i) => fields[i]!.byteLength).length);
   }
 
   close(): void {

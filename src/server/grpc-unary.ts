@@ -29,6 +29,7 @@ import { Code, ConnectError, createContextValues, type HandlerContext, type Meth
 import {
   compressedFlag,
   compressionNegotiate,
+  createAsyncIterable,
   createMethodSerializationLookup,
   encodeEnvelope,
   envelopeCompress,
@@ -113,7 +114,7 @@ export function grpcUnaryHandler(spec: UnarySpec, options: Partial<UniversalHand
         context.abort(error);
         setTrailerStatus(context.responseTrailer, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
       }
-      return { status: 200, header: context.responseHeader, body: answer === undefined ? undefined : once(answer), trailer: context.responseTrailer };
+      return { status: 200, header: context.responseHeader, body: answer === undefined ? undefined : createAsyncIterable([answer]), trailer: context.responseTrailer };
     },
   };
 }
@@ -159,19 +160,5 @@ function unaryContext(spec: UnarySpec, request: UniversalServerRequest, aborting
     responseTrailer: new Headers({ "grpc-status": grpcStatusOk }),
     values: request.contextValues ?? createContextValues(),
     abort,
-  };
-}
-
-/** One chunk as the async iterable a universal response body is. */
-function once(chunk: Uint8Array): AsyncIterable<Uint8Array> {
-  let done = false;
-  return {
-    [Symbol.asyncIterator]: () => ({
-      next: () => {
-        if (done) return Promise.resolve({ done: true, value: undefined });
-        done = true;
-        return Promise.resolve({ done: false, value: chunk });
-      },
-    }),
   };
 }

@@ -18,6 +18,7 @@ import { Command, InvalidArgumentError } from "commander";
 import http2 from "node:http2";
 import { EventFrameKind, EventKind } from "../gen/mailroom/v1/event_pb.js";
 import { StartPosition, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/mailroom/v1/event_service_pb.js";
+import { enveloped, messagesOf } from "./lean-subscriber.js";
 import { connect, sleep } from "./load.js";
 import { UsageSampler, waitForQuiet } from "./proc-stats.js";
 import { round, Samples } from "./samples.js";
@@ -46,13 +47,6 @@ const runId = `raw-${process.pid}`;
 const window = { open: false, frames: 0, messages: 0, published: 0 };
 const latency = new Samples();
 let caughtUp = 0;
-
-function enveloped(payload: Uint8Array): Buffer {
-  const bytes = Buffer.alloc(5 + payload.byteLength);
-  bytes.writeUInt32BE(payload.byteLength, 1);
-  bytes.set(payload, 5);
-  return bytes;
-}
 
 /** Top-level fields of a SubscribeResponse (each is one frame, in `frame` or `frames`), counted by skipping their lengths. */
 function countFields(message: Buffer): number {
@@ -85,21 +79,16 @@ const sessions = Array.from({ length: options.subscribers }, () => {
   const stream = session.request({ ":method": "POST", ":path": "/mailroom.v1.EventService/Subscribe", "content-type": "application/grpc", te: "trailers" });
   stream.on("error", () => undefined);
   stream.end(request);
-  let buffered: Buffer = Buffer.alloc(0);
   let responses = 0;
   let registered = false;
-  stream.on("data", (chunk: Buffer) => {
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 5) {
-      const length = buffered.readUInt32BE(1);
-      if (buffered.length < 5 + length) break;
-      const message = buffered.subarray(5, 5 + length);
-      buffered = buffered.subarray(5 + length);
+  stream.on(
+    "data",
+    messagesOf((message) => {
       if (window.open) {
         window.messages++;
         window.frames += countFields(message);
       }
-      if (registered && responses++ % 50 !== 0) continue;
+      if (registered && responses++ % 50 !== 0) return;
       const response = fromBinary(SubscribeResponseSchema, message);
       for (const frame of response.frame ? [response.frame] : response.frames) {
         if (frame.kind === EventFrameKind.CAUGHT_UP && !registered) {
@@ -112,8 +101,8 @@ const sessions = Array.from({ length: options.subscribers }, () => {
           latency.add(performance.timeOrigin + performance.now() - sent);
         }
       }
-    }
-  });
+    }),
+  );
   return session;
 });
 while (caughtUp < options.subscribers) await sleep(20);

@@ -62,6 +62,29 @@ function frameOf(bytes: Uint8Array, stampOf: (data: Uint8Array | undefined) => n
   return { kind, overflow, stamp: stampOf(payload && fieldBytes(payload, PAYLOAD_DATA)) };
 }
 
+/** A gRPC request body: one message, enveloped (flags 0, big-endian length). */
+export function enveloped(message: Uint8Array): Buffer {
+  const body = Buffer.alloc(5 + message.byteLength);
+  body.writeUInt32BE(message.byteLength, 1);
+  body.set(message, 5);
+  return body;
+}
+
+/** A `data` listener that hands over each whole enveloped message of a stream's body, whatever the chunks' boundaries. */
+export function messagesOf(onMessage: (message: Buffer) => void): (chunk: Buffer) => void {
+  let buffered: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 5) {
+      const length = buffered.readUInt32BE(1);
+      if (buffered.length < 5 + length) break;
+      const message = buffered.subarray(5, 5 + length);
+      buffered = buffered.subarray(5 + length);
+      onMessage(message);
+    }
+  };
+}
+
 /** Runs one Subscribe until `signal` aborts (resolves) or the stream fails (rejects). */
 export function leanSubscribe(
   url: string,
@@ -81,25 +104,17 @@ export function leanSubscribe(
     const abort = () => end();
     signal.addEventListener("abort", abort, { once: true });
     session.on("error", end);
-    const message = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request));
-    const body = Buffer.alloc(5 + message.byteLength);
-    body.writeUInt32BE(message.byteLength, 1);
-    body.set(message, 5);
     const stream = session.request({ ":method": "POST", ":path": "/mailroom.v1.EventService/Subscribe", "content-type": "application/grpc", te: "trailers" });
     stream.on("error", end);
     stream.on("trailers", (trailers) => {
       if (trailers["grpc-status"] !== "0") end(new Error(`Subscribe ended with grpc-status ${String(trailers["grpc-status"])}: ${decodeURIComponent(String(trailers["grpc-message"] ?? ""))}`));
     });
     stream.on("close", () => end(signal.aborted ? undefined : new Error("the Subscribe stream closed")));
-    stream.end(body);
-    let buffered: Buffer = Buffer.alloc(0);
-    stream.on("data", (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 5) {
-        const length = buffered.readUInt32BE(1);
-        if (buffered.length < 5 + length) break;
-        const reader = new BinaryReader(buffered.subarray(5, 5 + length));
-        buffered = buffered.subarray(5 + length);
+    stream.end(enveloped(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request))));
+    stream.on(
+      "data",
+      messagesOf((message) => {
+        const reader = new BinaryReader(message);
         const frames: LeanFrame[] = [];
         while (reader.pos < reader.len) {
           const [field, wireType] = reader.tag();
@@ -112,7 +127,7 @@ export function leanSubscribe(
           else if (kind === EventFrameKind.EVENT) sink.event(stamp, overflow);
           else sink.other();
         }
-      }
-    });
+      }),
+    );
   });
 }
